@@ -1,0 +1,331 @@
+"""The HTTP API (`spec/protocol.md` §11): triggers, channel queries, user termination, health.
+
+`Api.handle(request)` returns a `Response`, or a coroutine producing one when the answer
+needs cluster-wide counts. Triggers without `info` never create a coroutine: they are the
+hot path.
+
+Invariants:
+- Every `/apps/...` route (and pusher-http-python's `/users/{id}/terminate_connections`)
+  is signed (§11.1) and checked before anything else is read from the body.
+- Every failure is an `ApiError` with a real status (400, 401, 403, 404, 405, 413) and a JSON
+  body whose `error` says what was wrong.
+- A trigger is validated whole before anything is published: a batch is all or nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pyserver.auth.requests import verify_request
+from pyserver.channels.app import App
+from pyserver.protocol.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from pyserver.protocol.names import channel_name_problem, channel_type, event_name_problem
+from pyserver.server.http import EMPTY_OK, Request, Response, error_response, json_response
+
+HandlerResult = Response | Coroutine[Any, Any, Response]
+
+_SOCKET_ID = re.compile(r"\d+\.\d+")
+_APP_ROUTE = re.compile(r"/apps/([^/]+)(/.*)?")
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One validated event to publish."""
+
+    name: str
+    channels: list[str]
+    data: str
+    socket_id: str | None
+    info: frozenset[str]
+
+
+class Api:
+    def __init__(
+        self,
+        apps_by_id: Mapping[str, App],
+        apps_by_key: Mapping[str, App],
+        max_auth_skew: float,
+        health: Callable[[], Response] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.apps_by_id = apps_by_id
+        self.apps_by_key = apps_by_key
+        self.max_auth_skew = max_auth_skew
+        self.health = health
+        self.clock = clock
+
+    def handle(self, request: Request) -> HandlerResult:
+        try:
+            return self._route(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.message)
+
+    def _route(self, request: Request) -> HandlerResult:
+        path = request.path
+        if path in ("/", "/up", "/ready", "/health"):
+            if self.health is not None and path != "/":
+                return self.health()
+            return json_response({"ok": True})
+        match = _APP_ROUTE.fullmatch(path)
+        if match is not None:
+            app = self.apps_by_id.get(match.group(1))
+            if app is None:
+                raise NotFound(f"Unknown app id '{match.group(1)[:100]}'")
+            self._authenticate(app, request)
+            return self._app_route(app, match.group(2) or "", request)
+        parts = path.split("/")
+        if len(parts) == 4 and parts[1] == "users" and parts[3] == "terminate_connections":
+            # pusher-http-python posts here without the /apps/{id} prefix (§8.5).
+            app = self.apps_by_key.get(request.query.get("auth_key", ""))
+            if app is None:
+                raise Unauthorized("Unknown auth_key: it is not the key of any app")
+            self._authenticate(app, request)
+            return self._terminate(app, request, parts[2])
+        raise NotFound(f"No route for {request.method} {path[:200]}")
+
+    def _authenticate(self, app: App, request: Request) -> None:
+        if not app.config.enabled:
+            raise Forbidden(f"App {app.id} is disabled")
+        verify_request(
+            method=request.method,
+            paths=(request.raw_path, request.path),
+            params=request.query,
+            body=request.body,
+            app_key=app.config.key,
+            secret=app.config.secret,
+            now=self.clock(),
+            max_skew=self.max_auth_skew,
+        )
+
+    def _app_route(self, app: App, rest: str, request: Request) -> HandlerResult:
+        method = request.method
+        if rest == "/events":
+            _require(method, "POST")
+            return self._events(app, request)
+        if rest == "/batch_events":
+            _require(method, "POST")
+            return self._batch_events(app, request)
+        if rest == "/channels":
+            _require(method, "GET")
+            return self._channels(app, request)
+        parts = rest.split("/")
+        if len(parts) >= 3 and parts[1] == "channels":
+            channel = parts[2]
+            tail = parts[3:]
+            if not tail:
+                _require(method, "GET")
+                return self._channel(app, request, channel)
+            if tail == ["users"]:
+                _require(method, "GET")
+                return self._users(app, channel)
+            if tail == ["events"]:
+                _require(method, "POST")
+                return self._legacy_channel_event(app, request, channel)
+        if len(parts) == 4 and parts[1] == "users" and parts[3] == "terminate_connections":
+            _require(method, "POST")
+            return self._terminate(app, request, parts[2])
+        raise NotFound(f"No route for {method} /apps/{app.id}{rest[:200]}")
+
+    # --- triggers --------------------------------------------------------------------------
+
+    def _events(self, app: App, request: Request) -> HandlerResult:
+        body = _json_object(request.body)
+        trigger = self._trigger(app, body, multi_channel=True)
+        app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
+        if not trigger.info:
+            return EMPTY_OK
+        return self._events_info(app, trigger)
+
+    async def _events_info(self, app: App, trigger: Trigger) -> Response:
+        return json_response({"channels": await self._infos(app, trigger)})
+
+    def _batch_events(self, app: App, request: Request) -> HandlerResult:
+        body = _json_object(request.body)
+        batch = body.get("batch")
+        if not isinstance(batch, list) or not batch:
+            raise BadRequest("'batch' must be a non-empty list of events")
+        if len(batch) > app.config.max_batch_size:
+            raise BadRequest(
+                f"Batch of {len(batch)} events is over the limit of {app.config.max_batch_size}"
+            )
+        triggers = []
+        for index, item in enumerate(batch):
+            if not isinstance(item, dict):
+                raise BadRequest(f"batch[{index}] must be an object")
+            try:
+                triggers.append(self._trigger(app, item, multi_channel=False))
+            except ApiError as exc:
+                exc.message = f"batch[{index}]: {exc.message}"
+                raise
+        for t in triggers:
+            app.trigger(t.name, t.channels, t.data, t.socket_id)
+        if not any(t.info for t in triggers):
+            return EMPTY_OK
+        return self._batch_info(app, triggers)
+
+    async def _batch_info(self, app: App, triggers: list[Trigger]) -> Response:
+        results = []
+        for t in triggers:
+            infos = await self._infos(app, t) if t.info else {}
+            results.append(infos.get(t.channels[0], {}))
+        return json_response({"batch": results})
+
+    def _trigger(self, app: App, body: dict[str, Any], multi_channel: bool) -> Trigger:
+        name = body.get("name")
+        problem = event_name_problem(name)
+        if problem is not None:
+            raise BadRequest(f"'name': {problem}")
+        assert isinstance(name, str)
+        if "channels" in body and multi_channel:
+            channels = body["channels"]
+            if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+                raise BadRequest("'channels' must be a list of channel names")
+        elif "channel" in body:
+            channels = [body["channel"]]
+        else:
+            raise BadRequest("'channels' (a list) or 'channel' is required")
+        limit = app.config.max_channels_per_event
+        if not 1 <= len(channels) <= limit:
+            raise BadRequest(f"An event goes to 1 to {limit} channels, not {len(channels)}")
+        for channel in channels:
+            problem = channel_name_problem(channel)
+            if problem is not None:
+                raise BadRequest(f"Invalid channel '{str(channel)[:200]}': {problem}")
+        data = body.get("data")
+        if data is None:
+            raise BadRequest("'data' is required")
+        if not isinstance(data, str):
+            data = orjson.dumps(data).decode()
+        if len(data.encode()) > app.config.max_event_payload_bytes:
+            raise PayloadTooLarge(
+                f"Event data is larger than {app.config.max_event_payload_bytes} bytes"
+            )
+        socket_id = body.get("socket_id")
+        if socket_id is not None and (
+            not isinstance(socket_id, str) or _SOCKET_ID.fullmatch(socket_id) is None
+        ):
+            raise BadRequest("'socket_id' must look like '1234.5678'")
+        info = _info_fields(body.get("info"), {"user_count", "subscription_count"})
+        return Trigger(name, channels, data, socket_id, info)
+
+    async def _infos(self, app: App, trigger: Trigger) -> dict[str, dict[str, int]]:
+        infos: dict[str, dict[str, int]] = {}
+        for channel in trigger.channels:
+            counts = await app.adapter.channel_counts(app.id, channel)
+            info: dict[str, int] = {}
+            presence = channel_type(channel).is_presence
+            if "user_count" in trigger.info and presence:
+                info["user_count"] = counts.user_count
+            if "subscription_count" in trigger.info and not presence:
+                info["subscription_count"] = counts.subscription_count
+            infos[channel] = info
+        return infos
+
+    def _legacy_channel_event(self, app: App, request: Request, channel: str) -> Response:
+        """Deprecated `POST /apps/{id}/channels/{channel}/events?name=...`: the body is the data."""
+        body = {
+            "name": request.query.get("name"),
+            "channel": channel,
+            "data": request.body.decode(errors="replace"),
+            "socket_id": request.query.get("socket_id"),
+        }
+        trigger = self._trigger(app, body, multi_channel=False)
+        app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
+        return Response(202, b"{}")
+
+    # --- queries ---------------------------------------------------------------------------
+
+    async def _channels(self, app: App, request: Request) -> Response:
+        prefix = request.query.get("filter_by_prefix", "")
+        info = _info_fields(request.query.get("info"), {"user_count"})
+        if "user_count" in info and not prefix.startswith("presence-"):
+            raise BadRequest("info=user_count requires filter_by_prefix=presence-")
+        occupied = await app.adapter.occupied_channels(app.id, prefix)
+        channels = {
+            name: ({"user_count": counts.user_count} if info else {})
+            for name, counts in sorted(occupied.items())
+        }
+        return json_response({"channels": channels})
+
+    async def _channel(self, app: App, request: Request, channel: str) -> Response:
+        problem = channel_name_problem(channel)
+        if problem is not None:
+            raise BadRequest(f"Invalid channel '{channel[:200]}': {problem}")
+        ctype = channel_type(channel)
+        info = _info_fields(
+            request.query.get("info"), {"user_count", "subscription_count", "cache"}
+        )
+        if "user_count" in info and not ctype.is_presence:
+            raise BadRequest("info=user_count is only available for presence channels")
+        if "subscription_count" in info and ctype.is_presence:
+            raise BadRequest("info=subscription_count is not available for presence channels")
+        if "cache" in info and not ctype.cache:
+            raise BadRequest("info=cache is only available for cache channels")
+        counts = await app.adapter.channel_counts(app.id, channel)
+        result: dict[str, Any] = {"occupied": counts.subscription_count > 0}
+        if "user_count" in info:
+            result["user_count"] = counts.user_count
+        if "subscription_count" in info:
+            result["subscription_count"] = counts.subscription_count
+        if "cache" in info:
+            cached = app.cached(channel)
+            result["cache"] = (
+                None if cached is None else {"data": cached[0].decode(), "ttl": int(cached[1])}
+            )
+        return json_response(result)
+
+    async def _users(self, app: App, channel: str) -> Response:
+        if not channel_type(channel).is_presence:
+            raise BadRequest("Users can only be listed for presence channels")
+        members = await app.adapter.presence_members(app.id, channel)
+        return json_response({"users": [{"id": user_id} for user_id in members]})
+
+    def _terminate(self, app: App, request: Request, user_id: str) -> Response:
+        if not user_id:
+            raise BadRequest("A user id is required")
+        app.terminate_user(user_id)
+        return EMPTY_OK
+
+
+def _require(method: str, expected: str) -> None:
+    if method != expected:
+        raise MethodNotAllowed(f"Use {expected} for this route, not {method}")
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("The body must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise BadRequest("The body must be a JSON object")
+    return value
+
+
+def _info_fields(value: object, allowed: set[str]) -> frozenset[str]:
+    if value is None or value == "":
+        return frozenset()
+    if not isinstance(value, str):
+        raise BadRequest("'info' must be a comma-separated string")
+    fields = frozenset(f.strip() for f in value.split(",") if f.strip())
+    unknown = fields - allowed
+    if unknown:
+        raise BadRequest(
+            f"Unknown info attribute(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+    return fields

@@ -1,0 +1,77 @@
+"""Verification of signed HTTP API requests (`spec/protocol.md` §11.1).
+
+`verify_request` decides whether a request was signed by an app's secret. It is sans-I/O:
+the caller passes what it parsed from the request and the current time.
+
+Invariants:
+- `auth_key` must be the app's key, `auth_version` 1.0 when present, `auth_timestamp`
+  within `max_skew` seconds of now.
+- `body_md5`, when present, must match the body, on every method (pusher-http-python sends
+  it on GETs too); a non-empty body requires it.
+- The signature is recomputed over the parameters actually received, lower-cased keys,
+  sorted, values unescaped, and the path as signed: the raw path is tried first, then its
+  percent-decoded form, so channel names with escapes verify either way.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Sequence
+
+from pyserver.auth.signatures import md5_hex, request_string_to_sign, sign
+from pyserver.protocol.errors import BadRequest, Unauthorized
+
+
+def verify_request(
+    *,
+    method: str,
+    paths: Sequence[str],
+    params: Mapping[str, str],
+    body: bytes,
+    app_key: str,
+    secret: str,
+    now: float,
+    max_skew: float = 600.0,
+) -> None:
+    """Raise `Unauthorized` (or `BadRequest` for a body_md5 mismatch) unless the request is
+    signed correctly; return None when it is."""
+    auth_key = params.get("auth_key")
+    if auth_key is None:
+        raise Unauthorized("Missing auth_key query parameter")
+    if not hmac.compare_digest(auth_key.encode(), app_key.encode()):
+        raise Unauthorized(f"Invalid auth_key '{auth_key[:64]}': it is not this app's key")
+    signature = params.get("auth_signature")
+    if not signature:
+        raise Unauthorized("Missing auth_signature query parameter")
+    timestamp = params.get("auth_timestamp")
+    if timestamp is None:
+        raise Unauthorized("Missing auth_timestamp query parameter")
+    try:
+        skew = abs(now - float(timestamp))
+    except ValueError:
+        raise Unauthorized("auth_timestamp must be a unix time in seconds") from None
+    if skew > max_skew:
+        raise Unauthorized(
+            f"Timestamp expired: auth_timestamp {timestamp} is more than {int(max_skew)} s "
+            "from the server's time; check the clock of the signing machine"
+        )
+    version = params.get("auth_version")
+    if version is not None and version != "1.0":
+        raise Unauthorized("auth_version must be 1.0")
+    body_md5 = params.get("body_md5")
+    if body_md5 is not None:
+        actual = md5_hex(body)
+        if not hmac.compare_digest(body_md5.encode(), actual.encode()):
+            raise BadRequest(f"body_md5 {body_md5[:64]} does not match the body's MD5 {actual}")
+    elif body:
+        raise Unauthorized("body_md5 is required for a request with a body")
+
+    string_to_sign = ""
+    for path in dict.fromkeys(paths):
+        string_to_sign = request_string_to_sign(method, path, params)
+        if hmac.compare_digest(sign(secret, string_to_sign).encode(), signature.encode()):
+            return
+    raise Unauthorized(
+        "Invalid signature: Expected HMAC SHA256 hex digest of "
+        f"{string_to_sign!r}, but got {signature[:128]}"
+    )

@@ -1,0 +1,1 @@
+"""channels layer of pyserver (see design.md)."""

@@ -1,0 +1,294 @@
+"""One app at run time: what subscribing, unsubscribing, signing in, client events and
+triggers do (`spec/protocol.md` §4-§9), over the local registry and the cluster Adapter.
+
+Handlers take a parsed command and the client it came from. They raise `PusherError`s and
+never build error frames; they build every message with `pyserver.protocol.frames`.
+A handler returns None when it is done, or a coroutine when it needs a cluster-wide answer
+first (presence); the transport runs that coroutine before the client's next message.
+
+Invariants:
+- A subscribe always gets an answer: `subscription_succeeded` or a `SubscriptionError`.
+- `client.channels` maps each subscribed channel to the presence user id it joined as
+  (None for other channels); a channel is in it exactly while the client is in the registry.
+- `member_added` / `member_removed` go out once per user, not per connection; the first
+  `user_info` is kept (the Adapter decides, cluster-wide).
+- A broadcast is encoded once: one payload, one WebSocket frame, handed to the Adapter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Coroutine, Iterable
+from typing import Any, Protocol
+
+from pyserver.auth.signatures import auth_problem, channel_string_to_sign, user_string_to_sign
+from pyserver.channels.registry import ChannelRegistry
+from pyserver.cluster.adapter import Adapter
+from pyserver.config import AppConfig
+from pyserver.protocol import frames
+from pyserver.protocol.commands import ClientEvent, Signin, Subscribe, Unsubscribe
+from pyserver.protocol.errors import (
+    ClientEventRateLimited,
+    ClientEventRejected,
+    PusherError,
+    SigninFailed,
+    SubscriptionAuthError,
+    SubscriptionError,
+    SubscriptionLimitError,
+    UserTerminated,
+    WatchlistLimitExceeded,
+)
+from pyserver.protocol.members import (
+    Member,
+    MemberDataError,
+    SignedInUser,
+    parse_channel_data,
+    parse_user_data,
+)
+from pyserver.protocol.names import (
+    MAX_EVENT_NAME,
+    SERVER_TO_USER_PREFIX,
+    ChannelKind,
+    channel_name_problem,
+    channel_type,
+)
+from pyserver.protocol.websocket import text_frame
+
+Handled = Coroutine[Any, Any, None] | None
+
+
+class Client(Protocol):
+    """What the app needs of one WebSocket connection."""
+
+    socket_id: str
+    channels: dict[str, str | None]
+    user: SignedInUser | None
+
+    def send(self, frame: bytes) -> None:
+        """Queue one complete WebSocket frame."""
+
+    def send_message(self, payload: bytes) -> None:
+        """Queue one Pusher message (JSON payload), framed for this connection."""
+
+    def report(self, error: PusherError) -> None:
+        """Tell the client about `error` (and close if the error closes)."""
+
+    def take_client_event_token(self, per_second: int) -> bool:
+        """Spend one of the client's client-event allowance; False when over the limit."""
+
+
+class App:
+    """The run-time state and behaviour of one configured app on this node."""
+
+    def __init__(self, config: AppConfig, adapter: Adapter) -> None:
+        self.config = config
+        self.id = config.id
+        self.adapter = adapter
+        self.registry = ChannelRegistry()
+        self.clients: dict[str, Client] = {}
+        """socket id → client, for every local connection of this app."""
+        self.users: dict[str, dict[Client, None]] = {}
+        """user id → local signed-in clients."""
+        self._cache: dict[str, tuple[bytes, float]] = {}
+        """cache channel → (last event payload, expiry on the monotonic clock)."""
+        adapter.attach(self.id, self.registry)
+
+    # --- connections ---------------------------------------------------------------------
+
+    def connected(self, client: Client) -> None:
+        self.clients[client.socket_id] = client
+
+    def disconnected(self, client: Client) -> Handled:
+        """Forget a closed client: leave every channel with the usual presence semantics."""
+        self.clients.pop(client.socket_id, None)
+        user = client.user
+        if user is not None:
+            local = self.users.get(user.user_id)
+            if local is not None:
+                local.pop(client, None)
+                if not local:
+                    del self.users[user.user_id]
+        leaving = [self._leave(client, name) for name in list(client.channels)]
+        pending = [c for c in leaving if c is not None]
+        if not pending:
+            return None
+        return _run_all(pending)
+
+    # --- subscribe / unsubscribe ---------------------------------------------------------
+
+    def subscribe(self, client: Client, command: Subscribe) -> Handled:
+        name = command.channel
+        problem = channel_name_problem(name)
+        if problem is not None:
+            raise SubscriptionError(name, f"Invalid channel name '{name[:200]}': {problem}")
+        if name in client.channels:
+            raise SubscriptionError(name, f"Existing subscription to {name}")
+        kind = channel_type(name).kind
+        if kind is ChannelKind.SERVER_TO_USER:
+            user = client.user
+            if user is None or name[len(SERVER_TO_USER_PREFIX) :] != user.user_id:
+                raise SubscriptionAuthError(
+                    name, f"{name} can only be subscribed by a connection signed in as that user"
+                )
+        elif kind is not ChannelKind.PUBLIC:
+            signed = channel_string_to_sign(client.socket_id, name, command.channel_data)
+            problem = auth_problem(self.config.key, self.config.secret, signed, command.auth)
+            if problem is not None:
+                raise SubscriptionAuthError(name, problem)
+        if kind is ChannelKind.PRESENCE:
+            return self._join_presence(client, name, self._member(client, name, command))
+        self._add(client, name, None)
+        client.send_message(frames.subscription_succeeded(name))
+        self._send_cached(client, name)
+        return None
+
+    def _member(self, client: Client, name: str, command: Subscribe) -> Member:
+        if command.channel_data is None:
+            # pusher-js >= 7.4 joins as the signed-in user when the auth has no channel_data.
+            if client.user is None:
+                raise SubscriptionError(name, "Presence channels need channel_data or a signin")
+            return Member(client.user.user_id, client.user.user_info)
+        try:
+            return parse_channel_data(
+                command.channel_data, self.config.max_presence_user_info_bytes
+            )
+        except MemberDataError as exc:
+            raise SubscriptionError(name, f"Invalid channel_data: {exc}") from None
+
+    async def _join_presence(self, client: Client, name: str, member: Member) -> None:
+        counts = await self.adapter.channel_counts(self.id, name)
+        if counts.user_count >= self.config.max_presence_members:
+            members = await self.adapter.presence_members(self.id, name)
+            if member.user_id not in members:
+                raise SubscriptionLimitError(
+                    name,
+                    f"Presence channel {name} is full ({self.config.max_presence_members} members)",
+                )
+        join = await self.adapter.presence_join(
+            self.id, name, client.socket_id, member.user_id, member.user_info
+        )
+        self._add(client, name, member.user_id)
+        client.send_message(frames.presence_subscription_succeeded(name, join.members))
+        if join.first_for_user:
+            info = join.members.get(member.user_id)
+            self.publish(name, frames.member_added(name, member.user_id, info), client.socket_id)
+        self._send_cached(client, name)
+
+    def _add(self, client: Client, name: str, user_id: str | None) -> None:
+        client.channels[name] = user_id
+        self.registry.add(name, client)
+        self.adapter.subscribed(self.id, name, client.socket_id)
+
+    def unsubscribe(self, client: Client, command: Unsubscribe) -> Handled:
+        if command.channel not in client.channels:
+            return None  # hosted Pusher ignores it; pusher-js may unsubscribe twice
+        return self._leave(client, command.channel)
+
+    def _leave(self, client: Client, name: str) -> Handled:
+        user_id = client.channels.pop(name)
+        self.registry.remove(name, client)
+        self.adapter.unsubscribed(self.id, name, client.socket_id)
+        if user_id is None:
+            return None
+        return self._leave_presence(client.socket_id, name, user_id)
+
+    async def _leave_presence(self, socket_id: str, name: str, user_id: str) -> None:
+        if await self.adapter.presence_leave(self.id, name, socket_id, user_id):
+            self.publish(name, frames.member_removed(name, user_id), None)
+
+    # --- sign-in ---------------------------------------------------------------------------
+
+    def signin(self, client: Client, command: Signin) -> Handled:
+        signed = user_string_to_sign(client.socket_id, command.user_data)
+        problem = auth_problem(self.config.key, self.config.secret, signed, command.auth)
+        if problem is not None:
+            raise SigninFailed(problem)
+        try:
+            user, cut = parse_user_data(command.user_data, self.config.max_watchlist)
+        except MemberDataError as exc:
+            raise SigninFailed(f"Invalid user_data: {exc}") from None
+        if client.user is not None and client.user.user_id != user.user_id:
+            raise SigninFailed(
+                f"Connection is already signed in as user {client.user.user_id}; "
+                "it cannot sign in as another user"
+            )
+        client.user = user
+        self.users.setdefault(user.user_id, {})[client] = None
+        client.send_message(frames.signin_success(command.user_data))
+        if cut:
+            client.report(
+                WatchlistLimitExceeded(
+                    f"Watchlist limit exceeded: only the first {self.config.max_watchlist} "
+                    "user ids are watched"
+                )
+            )
+        return None
+
+    def terminate_user(self, user_id: str) -> int:
+        """Close every local connection signed in as `user_id`; returns how many."""
+        clients = list(self.users.get(user_id, ()))
+        for client in clients:
+            client.report(UserTerminated())
+        return len(clients)
+
+    # --- events ----------------------------------------------------------------------------
+
+    def client_event(self, client: Client, command: ClientEvent) -> Handled:
+        name = command.channel
+        if not self.config.client_events:
+            raise ClientEventRejected("Client events are not enabled for this app")
+        if len(command.event) > MAX_EVENT_NAME:
+            raise ClientEventRejected(f"Event name is longer than {MAX_EVENT_NAME} characters")
+        if name not in client.channels:
+            raise ClientEventRejected(f"Client event rejected: not subscribed to {name[:200]}")
+        if not channel_type(name).allows_client_events:
+            raise ClientEventRejected(
+                "Client events are only allowed on private and presence channels "
+                "(not on public or encrypted ones)"
+            )
+        if len(command.data) > self.config.max_event_payload_bytes:
+            raise ClientEventRejected(
+                f"Client event data is larger than {self.config.max_event_payload_bytes} bytes"
+            )
+        if not client.take_client_event_token(self.config.max_client_events_per_second):
+            raise ClientEventRateLimited()
+        payload = frames.channel_event(command.event, name, command.data, client.channels[name])
+        self.publish(name, payload, client.socket_id)
+        return None
+
+    def trigger(
+        self, event: str, channels: Iterable[str], data: str, except_socket_id: str | None
+    ) -> None:
+        """A server event (HTTP API) on each channel: one encode per channel."""
+        for name in channels:
+            payload = frames.channel_event(event, name, data)
+            if channel_type(name).cache:
+                self._cache[name] = (payload, time.monotonic() + self.config.cache_ttl)
+            self.publish(name, payload, except_socket_id)
+
+    def publish(self, channel: str, payload: bytes, except_socket_id: str | None) -> None:
+        self.adapter.publish(self.id, channel, text_frame(payload), except_socket_id)
+
+    # --- cache channels --------------------------------------------------------------------
+
+    def cached(self, channel: str) -> tuple[bytes, float] | None:
+        """The cached event payload of a cache channel and its seconds to live, if any."""
+        entry = self._cache.get(channel)
+        if entry is None:
+            return None
+        ttl = entry[1] - time.monotonic()
+        if ttl <= 0:
+            del self._cache[channel]
+            return None
+        return entry[0], ttl
+
+    def _send_cached(self, client: Client, name: str) -> None:
+        if not channel_type(name).cache:
+            return
+        entry = self.cached(name)
+        client.send_message(entry[0] if entry is not None else frames.cache_miss(name))
+
+
+async def _run_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
+    for coroutine in coroutines:
+        await coroutine

@@ -1,0 +1,100 @@
+"""The `pyserver` command: parse flags, load settings, run the server until a signal.
+
+`pyserver [--host H] [--port P] [--config FILE]`; every other option comes from the config
+file or `PYSERVER_*` environment variables (see `pyserver.config`). A bad configuration
+exits with status 2 and a message naming the field. SIGTERM/SIGINT drain gracefully; a
+second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from pyserver import __version__
+from pyserver.config import ConfigError, Settings, load_settings
+from pyserver.logs import configure
+from pyserver.server.server import Server
+
+log = logging.getLogger("pyserver")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pyserver",
+        description="A self-hosted WebSocket server for the Pusher Channels protocol.",
+    )
+    parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port for WebSocket and HTTP API (default 6001)")
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", choices=["text", "json"])
+    parser.add_argument("--version", action="version", version=f"pyserver {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+    }
+    try:
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"pyserver: {exc}", file=sys.stderr)
+        return 2
+    configure(settings.log_level, settings.log_format)
+    if settings.use_uvloop:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            log.warning("uvloop is not installed; using the default asyncio loop")
+    try:
+        return asyncio.run(_serve(settings))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(settings: Settings) -> int:
+    server = Server(settings)
+    try:
+        addresses = await server.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
+        return 1
+    log.info(
+        "pyserver %s listening on %s (WebSocket /app/{key}, HTTP API /apps/{id}/...)",
+        __version__,
+        ", ".join(addresses),
+    )
+    for line in settings.describe():
+        log.info(line)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second signal: exiting now")
+            raise SystemExit(1)
+        log.info("received %s: draining connections", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stop.wait()
+    await server.shutdown()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""Cluster-wide state behind one Adapter interface: `local` (one process) and, later, `redis`."""

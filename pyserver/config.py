@@ -1,0 +1,164 @@
+"""Configuration: apps, limits and server options, validated with pydantic.
+
+Sources, strongest first: command-line flags, environment variables prefixed `PYSERVER_`
+(nested fields with `__`, e.g. `PYSERVER_APPS='[{"id":"a","key":"k","secret":"s"}]'`), the
+TOML file given with `--config`, then the defaults below.
+
+Invariants:
+- With no configuration at all there is exactly one app: `app-id` / `app-key` / `app-secret`
+  (changeable with `PYSERVER_APP_ID`, `PYSERVER_APP_KEY`, `PYSERVER_APP_SECRET`).
+- App ids and keys are unique; a bad value stops start-up with a message naming the field.
+- Limits default to hosted Pusher's (`spec/protocol.md` §13).
+- `describe()` never shows a secret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class AppConfig(BaseModel):
+    """One tenant: credentials, switches and limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    secret: str = Field(min_length=1)
+    name: str | None = None
+    enabled: bool = True
+    client_events: bool = True
+    """Allow `client-*` events on private and presence channels."""
+    max_connections: int = Field(default=0, ge=0)
+    """0 means unlimited; above it new connections are closed with 4004."""
+    max_client_events_per_second: int = Field(default=10, ge=0)
+    """Per connection; 0 disables the limit."""
+    max_event_payload_bytes: int = Field(default=10_240, ge=1)
+    max_channels_per_event: int = Field(default=100, ge=1)
+    max_batch_size: int = Field(default=10, ge=1)
+    max_presence_members: int = Field(default=100, ge=1)
+    max_presence_user_info_bytes: int = Field(default=1_024, ge=1)
+    subscription_count: bool = False
+    """Send `pusher_internal:subscription_count` and allow `info=subscription_count`."""
+    watchlist: bool = True
+    max_watchlist: int = Field(default=100, ge=0)
+    cache_ttl: int = Field(default=1_800, ge=1, le=86_400)
+    """Seconds a cache channel keeps its last event (hosted: up to 30 minutes)."""
+    authorized_connections_timeout: float = Field(default=0, ge=0)
+    """Seconds a connection may stay without signing in or subscribing to a private or
+    presence channel before it is closed with 4009; 0 turns the check off."""
+
+    def describe(self) -> str:
+        switches = [f"client_events={'on' if self.client_events else 'off'}"]
+        if not self.enabled:
+            switches.insert(0, "DISABLED")
+        return f"{self.id} (key {self.key}, {', '.join(switches)})"
+
+
+def _default_apps() -> list[AppConfig]:
+    return [AppConfig(id="app-id", key="app-key", secret="app-secret")]
+
+
+class Settings(BaseSettings):
+    """Everything the server runs with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PYSERVER_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=6001, ge=0, le=65535)
+    app_id: str = "app-id"
+    """Id of the default app, used when `apps` is empty."""
+    app_key: str = "app-key"
+    app_secret: str = "app-secret"
+    apps: list[AppConfig] = Field(default_factory=list)
+
+    activity_timeout: int = Field(default=30, ge=1, le=120)
+    """Seconds advertised to clients; below nginx's 60 s and Cloudflare's 100 s idle limits."""
+    pong_timeout: int = Field(default=30, ge=1)
+    """Seconds to wait for any frame after the server pinged an idle client (then 4201)."""
+    max_message_bytes: int = Field(default=65_536, ge=1_024)
+    """Largest WebSocket message accepted from a client (1009 above)."""
+    max_request_bytes: int = Field(default=1_048_576, ge=1_024)
+    """Largest HTTP API request body (413 above)."""
+    write_buffer_cap: int = Field(default=8 * 1_048_576, ge=65_536)
+    """Bytes queued for one client before it is closed with 4100 as a slow consumer."""
+    max_auth_skew: int = Field(default=600, ge=1)
+    """Seconds an HTTP API `auth_timestamp` may be away from the server's clock."""
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    use_uvloop: bool = True
+
+    @model_validator(mode="after")
+    def _fill_and_check_apps(self) -> Settings:
+        if not self.apps:
+            self.apps = [AppConfig(id=self.app_id, key=self.app_key, secret=self.app_secret)]
+        for field in ("id", "key"):
+            seen: set[str] = set()
+            for app in self.apps:
+                value = getattr(app, field)
+                if value in seen:
+                    raise ValueError(f"apps: two apps share the {field} {value!r}")
+                seen.add(value)
+        return self
+
+    def describe(self) -> list[str]:
+        """Log lines for start-up: the effective settings, secrets left out."""
+        lines = [
+            f"activity_timeout={self.activity_timeout}s pong_timeout={self.pong_timeout}s "
+            f"max_message_bytes={self.max_message_bytes} write_buffer_cap={self.write_buffer_cap}"
+        ]
+        lines += [f"serving app {app.describe()}" for app in self.apps]
+        return lines
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the field."""
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from flags (`overrides`), environment, TOML file and defaults, in that order."""
+    toml_path = Path(config_file) if config_file else None
+    if toml_path is not None and not toml_path.is_file():
+        raise ConfigError(f"config file {toml_path} does not exist")
+
+    class _Sources(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            if toml_path is None:
+                return (init_settings, env_settings)
+            return (init_settings, env_settings, TomlConfigSettingsSource(cls, toml_path))
+
+    try:
+        settings = _Sources(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+    except ValueError as exc:  # a TOML syntax error
+        raise ConfigError(f"cannot read {toml_path}: {exc}") from None
+    return settings
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        lines.append(f"{field}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(lines)

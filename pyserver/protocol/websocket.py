@@ -1,0 +1,169 @@
+"""RFC 6455 framing for the server side, sans-I/O: bytes in, messages out; frames as bytes.
+
+We keep `websockets` for what it does best (the C `apply_mask`) and own the small remainder:
+one `FrameReader` per connection costs a few slots instead of a full `ServerProtocol`
+(about 3.7 KB each, see `docs/performance.md`), and server frames are plain bytes so one frame
+can be written to every subscriber of a broadcast.
+
+Invariants:
+- Client frames must be masked; server frames never are.
+- `FrameReader.feed` returns complete messages only: data messages reassembled from their
+  fragments, control frames (ping, pong, close) as they come, in order.
+- A message larger than `max_size` is refused from its header, before it is buffered.
+- Protocol violations raise `WebSocketError` carrying the close code to send (1002, 1009).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets always ships it on CPython wheels
+
+    def apply_mask(data: bytes, mask: bytes) -> bytes:
+        n = len(data)
+        key = (mask * (n // 4 + 1))[:n]
+        return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_TOO_BIG = 1009
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_pack_16 = struct.Struct("!BBH").pack
+_pack_64 = struct.Struct("!BBQ").pack
+
+
+class WebSocketError(Exception):
+    """The peer broke RFC 6455; `close_code` is what to close with."""
+
+    def __init__(self, close_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason
+
+
+def accept_key(client_key: str) -> str:
+    """The `Sec-WebSocket-Accept` value for a `Sec-WebSocket-Key`."""
+    return base64.b64encode(hashlib.sha1(client_key.encode() + _GUID).digest()).decode()
+
+
+def encode_frame(opcode: int, payload: bytes) -> bytes:
+    """One unfragmented, unmasked server frame."""
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return _pack_16(first, 126, n) + payload
+    return _pack_64(first, 127, n) + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    return encode_frame(OP_TEXT, payload)
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    body = struct.pack("!H", code) + reason.encode()[:123]
+    return encode_frame(OP_CLOSE, body)
+
+
+def parse_close(payload: bytes) -> tuple[int | None, str]:
+    """The code and reason of a close frame's payload (no code when the payload is empty)."""
+    if len(payload) < 2:
+        return None, ""
+    return struct.unpack("!H", payload[:2])[0], payload[2:].decode(errors="replace")
+
+
+class FrameReader:
+    """Incremental reader of client frames. Feed it bytes; it returns finished messages."""
+
+    __slots__ = ("_buffer", "_fragment_opcode", "_fragment_size", "_fragments", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buffer = b""
+        self._fragments: list[bytes] | None = None
+        self._fragment_opcode = 0
+        self._fragment_size = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Return the complete messages in `data` plus what was buffered, as (opcode, payload)."""
+        buf = self._buffer + data if self._buffer else data
+        size = len(buf)
+        pos = 0
+        out: list[tuple[int, bytes]] = []
+        while size - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            if b0 & 0x70:
+                raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Reserved bits must be 0")
+            if not b1 & 0x80:
+                raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Client frames must be masked")
+            opcode = b0 & 0x0F
+            length = b1 & 0x7F
+            header = 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                header = 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                header = 10
+            if opcode >= OP_CLOSE:
+                if length > 125 or not b0 & 0x80:
+                    raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Invalid control frame")
+            elif length + self._fragment_size > self.max_size:
+                raise WebSocketError(CLOSE_TOO_BIG, f"Message larger than {self.max_size} bytes")
+            start = pos + header + 4
+            end = start + length
+            if end > size:
+                break
+            payload = apply_mask(buf[start:end], buf[start - 4 : start])
+            pos = end
+            if opcode >= OP_CLOSE:
+                out.append((opcode, payload))
+            else:
+                self._data_frame(bool(b0 & 0x80), opcode, payload, out)
+        self._buffer = buf[pos:] if pos < size else b""
+        return out
+
+    def _data_frame(
+        self, fin: bool, opcode: int, payload: bytes, out: list[tuple[int, bytes]]
+    ) -> None:
+        fragments = self._fragments
+        if opcode == OP_CONTINUATION:
+            if fragments is None:
+                raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Unexpected continuation frame")
+            fragments.append(payload)
+            self._fragment_size += len(payload)
+            if fin:
+                out.append((self._fragment_opcode, b"".join(fragments)))
+                self._fragments = None
+                self._fragment_size = 0
+        elif opcode in (OP_TEXT, OP_BINARY):
+            if fragments is not None:
+                raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Expected a continuation frame")
+            if fin:
+                out.append((opcode, payload))
+            else:
+                self._fragments = [payload]
+                self._fragment_opcode = opcode
+                self._fragment_size = len(payload)
+        else:
+            raise WebSocketError(CLOSE_PROTOCOL_ERROR, f"Unknown opcode {opcode}")

@@ -1,0 +1,481 @@
+"""One TCP connection: HTTP/1.1 (API and upgrade) until it becomes a Pusher WebSocket.
+
+An `asyncio.Protocol` driven by callbacks, with no Task per connection (design rule 5).
+It parses bytes (httptools, `protocol.websocket`), hands typed commands to the app
+(`channels.app`), and writes frames.
+
+Invariants:
+- Writes are batched per loop iteration: `send` appends to the connection's pending list and
+  the server's `WriteBatcher` flushes every pending connection once (uWS-style corking).
+- `send` never closes synchronously, so a broadcast loop may call it on any subscriber.
+- Once the write buffer passes the high-water mark the connection is checked after each
+  flush; above `write_buffer_cap` it is closed with 4100 (slow consumer).
+- A client's messages are handled in order: while a handler's coroutine runs, later messages
+  wait in `backlog`.
+- Errors are reported only through `report`, which sends `frames.for_error` and closes when
+  the error says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from pyserver.channels.app import App
+from pyserver.protocol import frames
+from pyserver.protocol.commands import (
+    ClientEvent,
+    Ping,
+    Pong,
+    Signin,
+    Subscribe,
+    Unsubscribe,
+    parse_command,
+)
+from pyserver.protocol.errors import (
+    ApiError,
+    AppDisabled,
+    AppNotFound,
+    BadMessage,
+    NoProtocolVersion,
+    OverConnectionQuota,
+    PongNotReceived,
+    PusherError,
+    SlowConsumer,
+    UnsupportedProtocol,
+)
+from pyserver.protocol.members import SignedInUser
+from pyserver.protocol.websocket import (
+    CLOSE_NORMAL,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameReader,
+    WebSocketError,
+    accept_key,
+    close_frame,
+    encode_frame,
+    parse_close,
+    text_frame,
+)
+from pyserver.server.http import Request, Response, error_response, parse_target
+
+if TYPE_CHECKING:
+    from pyserver.server.server import Server
+
+log = logging.getLogger("pyserver.connection")
+
+PONG_MESSAGE = text_frame(frames.PONG_FRAME)
+WS_PING = encode_frame(OP_PING, b"")
+SUPPORTED_PROTOCOLS = range(4, 8)
+
+
+class _HttpState:
+    """Per-request parsing state; dropped once the connection upgrades."""
+
+    __slots__ = ("backlog", "body", "body_size", "busy", "conn", "headers", "parser", "url")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.backlog: deque[Request] = deque()
+        self.busy = False
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = {}
+        self.body = []
+        self.body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size <= self.conn.server.settings.max_request_bytes:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        raw_path, query = parse_target(self.url.decode("latin-1"))
+        self.backlog.append(
+            Request(
+                method=self.parser.get_method().decode(),
+                raw_path=raw_path,
+                query=query,
+                headers=self.headers,
+                body=b"".join(self.body),
+                keep_alive=self.parser.should_keep_alive(),
+                peer=self.conn.peer,
+            )
+        )
+        if self.body_size > self.conn.server.settings.max_request_bytes:
+            self.backlog[-1].headers["x-pyserver-too-large"] = "1"
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = (
+        "active",
+        "app",
+        "backlog",
+        "ce_allowance",
+        "ce_stamp",
+        "channels",
+        "closing",
+        "http",
+        "idle_ticks",
+        "out",
+        "paused",
+        "peer",
+        "reader",
+        "server",
+        "socket_id",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.http: _HttpState | None = None
+        self.reader: FrameReader | None = None
+        self.app: App | None = None
+        self.socket_id = ""
+        self.channels: dict[str, str | None] = {}
+        self.user: SignedInUser | None = None
+        self.out: list[bytes] | None = None
+        self.backlog: deque[bytes] | None = None
+        self.active = True
+        self.idle_ticks = 0
+        self.paused = False
+        self.closing = False
+        self.ce_allowance = 0.0
+        self.ce_stamp = 0.0
+        self.peer = ""
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        self.http = _HttpState(self)
+        self.transport.set_write_buffer_limits(high=65_536)
+        self.server.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.reader is not None:
+            self._websocket_data(data)
+        elif self.http is not None:
+            self._http_data(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.out = None
+        self.server.connection_closed(self)
+        app = self.app
+        if app is not None and self.reader is not None:
+            self.reader = None
+            leaving = app.disconnected(self)
+            if leaving is not None:
+                self._run(leaving)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        """Queue one WebSocket frame; the batcher writes it at the end of this iteration."""
+        out = self.out
+        if out is not None:
+            out.append(frame)
+        elif not self.closing:
+            self.out = [frame]
+            self.server.batcher.add(self)
+
+    def send_message(self, payload: bytes) -> None:
+        self.send(text_frame(payload))
+
+    def flush(self) -> None:
+        out = self.out
+        if out is None or self.transport is None:
+            return
+        self.out = None
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self.paused:
+            cap = self.server.settings.write_buffer_cap
+            if self.transport.get_write_buffer_size() > cap:
+                self.report(SlowConsumer())
+
+    def report(self, error: PusherError) -> None:
+        """Tell the client about `error`; close the connection when the error closes."""
+        if self.closing:
+            return
+        for message in frames.for_error(error):
+            self.send_message(message)
+        if error.closes:
+            self.close(error.code or CLOSE_NORMAL, error.message)
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame after anything pending, then end the connection."""
+        if self.closing or self.transport is None:
+            return
+        self.flush()
+        self.closing = True
+        self.transport.write(close_frame(code, reason))
+        self.transport.close()
+
+    # --- activity (driven by the server's sweep) -------------------------------------------
+
+    def tick(self, ping_after: int, close_after: int) -> None:
+        if self.active:
+            self.active = False
+            self.idle_ticks = 0
+            return
+        self.idle_ticks += 1
+        if self.idle_ticks == ping_after:
+            self.send(WS_PING)
+        elif self.idle_ticks >= close_after:
+            self.report(PongNotReceived())
+
+    def take_client_event_token(self, per_second: int) -> bool:
+        if per_second <= 0:
+            return True
+        now = time.monotonic()
+        allowance = min(per_second, self.ce_allowance + (now - self.ce_stamp) * per_second)
+        self.ce_stamp = now
+        if allowance < 1.0:
+            self.ce_allowance = allowance
+            return False
+        self.ce_allowance = allowance - 1.0
+        return True
+
+    # --- WebSocket -------------------------------------------------------------------------
+
+    def _websocket_data(self, data: bytes) -> None:
+        self.active = True
+        reader = self.reader
+        assert reader is not None
+        try:
+            messages = reader.feed(data)
+        except WebSocketError as exc:
+            self.close(exc.close_code, exc.reason)
+            return
+        for opcode, payload in messages:
+            if self.closing:
+                return
+            if opcode == OP_TEXT:
+                self._message(payload)
+            elif opcode == OP_PING:
+                self.send(encode_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE:
+                code, _ = parse_close(payload)
+                self.close(code if code is not None and code < 4000 else CLOSE_NORMAL)
+            elif opcode == OP_BINARY:
+                self.report(BadMessage("Binary frames are not supported; send JSON text frames"))
+            # OP_PONG: activity is all it means
+
+    def _message(self, payload: bytes) -> None:
+        if self.backlog is not None:
+            self.backlog.append(payload)
+            return
+        app = self.app
+        assert app is not None
+        try:
+            command = parse_command(payload)
+            kind = type(command)
+            if kind is ClientEvent:
+                result = app.client_event(self, command)  # type: ignore[arg-type]
+            elif kind is Ping:
+                self.send(PONG_MESSAGE)
+                return
+            elif kind is Subscribe:
+                result = app.subscribe(self, command)  # type: ignore[arg-type]
+            elif kind is Unsubscribe:
+                result = app.unsubscribe(self, command)  # type: ignore[arg-type]
+            elif kind is Signin:
+                result = app.signin(self, command)  # type: ignore[arg-type]
+            else:
+                assert kind is Pong
+                return
+        except PusherError as exc:
+            self.report(exc)
+            return
+        if result is not None:
+            self._run(result)
+
+    def _run(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a handler's coroutine; hold this client's next messages until it is done."""
+        if self.server.adapter.completes_synchronously:
+            try:
+                coroutine.send(None)
+            except StopIteration:
+                return
+            except PusherError as exc:
+                self.report(exc)
+                return
+            except Exception:
+                log.exception("handler failed for socket %s", self.socket_id)
+                return
+            coroutine.close()
+            raise RuntimeError("a synchronous adapter's coroutine suspended")
+        self.backlog = deque()
+        task = asyncio.get_running_loop().create_task(coroutine)
+        task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        exc = task.exception()
+        if isinstance(exc, PusherError):
+            self.report(exc)
+        elif exc is not None:
+            log.error("handler failed for socket %s", self.socket_id, exc_info=exc)
+        backlog, self.backlog = self.backlog, None
+        while backlog and self.backlog is None and not self.closing:
+            self._message(backlog.popleft())
+        if backlog and self.backlog is not None:
+            self.backlog.extendleft(reversed(backlog))
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def _http_data(self, data: bytes) -> None:
+        http = self.http
+        assert http is not None
+        try:
+            http.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgrade(data[upgrade.args[0] :])
+            return
+        except httptools.HttpParserError:
+            self._respond(error_response(400, "Malformed HTTP request"), keep_alive=False)
+            return
+        self._serve_http_backlog()
+
+    def _serve_http_backlog(self) -> None:
+        http = self.http
+        while http is not None and http.backlog and not http.busy and not self.closing:
+            request = http.backlog.popleft()
+            if "x-pyserver-too-large" in request.headers:
+                limit = self.server.settings.max_request_bytes
+                self._respond(error_response(413, f"Body larger than {limit} bytes"), False)
+                return
+            result = self.server.api.handle(request)
+            if isinstance(result, Response):
+                self._respond(result, request.keep_alive)
+            else:
+                http.busy = True
+                task = asyncio.get_running_loop().create_task(result)
+                task.add_done_callback(
+                    lambda t, keep_alive=request.keep_alive: self._http_done(t, keep_alive)
+                )
+
+    def _http_done(self, task: asyncio.Task[Response], keep_alive: bool) -> None:
+        exc = task.exception()
+        if isinstance(exc, ApiError):
+            response = error_response(exc.status, exc.message)
+        elif exc is not None:
+            log.error("HTTP handler failed", exc_info=exc)
+            response = error_response(500, "Internal server error")
+        else:
+            response = task.result()
+        if self.http is not None:
+            self.http.busy = False
+        self._respond(response, keep_alive)
+        self._serve_http_backlog()
+
+    def _respond(self, response: Response, keep_alive: bool) -> None:
+        if self.transport is None or self.closing:
+            return
+        self.transport.write(response.encode(keep_alive))
+        if not keep_alive:
+            self.closing = True
+            self.transport.close()
+
+    def _upgrade(self, rest: bytes) -> None:
+        http = self.http
+        assert http is not None and self.transport is not None
+        request = http.backlog.pop() if http.backlog else None
+        headers = request.headers if request is not None else http.headers
+        target = request.raw_path if request is not None else ""
+        query = request.query if request is not None else {}
+        key = headers.get("sec-websocket-key")
+        if (
+            request is None
+            or request.method != "GET"
+            or headers.get("upgrade", "").lower() != "websocket"
+            or not key
+        ):
+            self._respond(error_response(400, "Bad WebSocket upgrade request"), False)
+            return
+        if headers.get("sec-websocket-version") != "13":
+            self._respond(
+                Response(
+                    426,
+                    b'{"error":"Only WebSocket version 13 is supported","status":426}',
+                    extra_headers=(("Sec-WebSocket-Version", "13"),),
+                ),
+                False,
+            )
+            return
+        if not request.path.startswith("/app/") or len(request.path) <= 5:
+            self._respond(error_response(404, f"No WebSocket endpoint at {target[:200]}"), False)
+            return
+        self.http = None
+        self.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + accept_key(key).encode()
+            + b"\r\n\r\n"
+        )
+        self.reader = FrameReader(self.server.settings.max_message_bytes)
+        self._open_pusher_session(request.path[5:], query)
+        if rest and not self.closing:
+            self._websocket_data(rest)
+
+    def _open_pusher_session(self, key: str, query: dict[str, str]) -> None:
+        app = self.server.apps_by_key.get(key)
+        try:
+            if app is None:
+                raise AppNotFound(f"Application with key '{key[:100]}' does not exist")
+            if not app.config.enabled:
+                raise AppDisabled()
+            protocol = query.get("protocol")
+            if protocol is None:
+                raise NoProtocolVersion()
+            if not protocol.isdigit() or int(protocol) not in SUPPORTED_PROTOCOLS:
+                raise UnsupportedProtocol(
+                    f"Unsupported protocol version {protocol[:20]}; supported: 4 to 7"
+                )
+            limit = app.config.max_connections
+            if limit and len(app.clients) >= limit:
+                raise OverConnectionQuota()
+        except PusherError as exc:
+            self.report(exc)
+            return
+        self.app = app
+        self.socket_id = self.server.new_socket_id(app)
+        app.connected(self)
+        self.send_message(
+            frames.connection_established(self.socket_id, self.server.settings.activity_timeout)
+        )

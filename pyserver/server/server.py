@@ -1,0 +1,175 @@
+"""The server: apps, the listening socket, the write batcher and the activity sweep.
+
+Invariants:
+- One process, one event loop; connections are callback-driven protocols (design rule 5).
+- One timer sweep checks every connection's activity; no timer per connection.
+- Socket ids are unique among an app's live connections and match `^\\d+\\.\\d+$`.
+- Shutdown stops accepting, tells every client 4200 (paced), then closes what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import socket
+import time
+from collections.abc import Iterable
+
+from pyserver.api.routes import Api
+from pyserver.channels.app import App
+from pyserver.cluster.adapter import Adapter
+from pyserver.cluster.local import LocalAdapter
+from pyserver.config import Settings
+from pyserver.protocol.errors import ServerShuttingDown
+from pyserver.server.connection import Connection
+from pyserver.server.http import Response, error_response, json_response
+
+log = logging.getLogger("pyserver")
+
+
+class WriteBatcher:
+    """Flushes every connection that queued frames, once per loop iteration."""
+
+    __slots__ = ("loop", "pending", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pending: list[Connection] = []
+        self.scheduled = False
+
+    def add(self, connection: Connection) -> None:
+        self.pending.append(connection)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        pending, self.pending = self.pending, []
+        for connection in pending:
+            connection.flush()
+
+
+class Server:
+    def __init__(self, settings: Settings, adapter: Adapter | None = None) -> None:
+        self.settings = settings
+        self.adapter = adapter or LocalAdapter()
+        self.apps_by_id: dict[str, App] = {}
+        self.apps_by_key: dict[str, App] = {}
+        for config in settings.apps:
+            app = App(config, self.adapter)
+            self.apps_by_id[config.id] = app
+            self.apps_by_key[config.key] = app
+        self.api = Api(self.apps_by_id, self.apps_by_key, settings.max_auth_skew, self._health)
+        self.connections: dict[Connection, None] = {}
+        self.draining = False
+        self.started_at = time.time()
+        self._servers: list[asyncio.Server] = []
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self.batcher: WriteBatcher
+        self.tick_seconds = min(
+            5.0, max(0.25, min(settings.activity_timeout, settings.pong_timeout) / 3)
+        )
+        self._ping_after = max(1, math.ceil(settings.activity_timeout / self.tick_seconds))
+        self._close_after = self._ping_after + max(
+            1, math.ceil(settings.pong_timeout / self.tick_seconds)
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, sockets: Iterable[socket.socket] | None = None) -> list[str]:
+        """Listen (on `sockets` if given, else host:port); return the addresses listened on."""
+        loop = asyncio.get_running_loop()
+        self.batcher = WriteBatcher(loop)
+        if sockets:
+            for sock in sockets:
+                self._servers.append(
+                    await loop.create_server(lambda: Connection(self), sock=sock, backlog=4096)
+                )
+        else:
+            self._servers.append(
+                await loop.create_server(
+                    lambda: Connection(self),
+                    host=self.settings.host,
+                    port=self.settings.port,
+                    backlog=4096,
+                    reuse_address=True,
+                )
+            )
+        self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
+        return [
+            _format_address(sock.getsockname())
+            for server in self._servers
+            for sock in server.sockets
+        ]
+
+    @property
+    def port(self) -> int:
+        return int(self._servers[0].sockets[0].getsockname()[1])
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting, ask every client to reconnect elsewhere (4200), close the rest."""
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        grace = self.settings.shutdown_grace if grace is None else grace
+        clients = [c for c in self.connections if c.app is not None]
+        # Pace the closes so thousands of clients do not reconnect in the same millisecond.
+        batch = max(1, math.ceil(len(clients) / max(1.0, grace * 10)))
+        for start in range(0, len(clients), batch):
+            for connection in clients[start : start + batch]:
+                connection.report(ServerShuttingDown())
+            if start + batch < len(clients):
+                await asyncio.sleep(0.05)
+        deadline = time.monotonic() + max(0.5, grace)
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+
+    # --- connections -----------------------------------------------------------------------
+
+    def connection_opened(self, connection: Connection) -> None:
+        self.connections[connection] = None
+
+    def connection_closed(self, connection: Connection) -> None:
+        self.connections.pop(connection, None)
+
+    def new_socket_id(self, app: App) -> str:
+        while True:
+            socket_id = f"{random.randrange(10**9)}.{random.randrange(10**9)}"
+            if socket_id not in app.clients:
+                return socket_id
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
+        ping_after, close_after = self._ping_after, self._close_after
+        for connection in list(self.connections):
+            if connection.reader is not None:
+                connection.tick(ping_after, close_after)
+
+    # --- health ----------------------------------------------------------------------------
+
+    def _health(self) -> Response:
+        if self.draining:
+            return error_response(503, "Draining: the server is shutting down")
+        return json_response(
+            {
+                "ok": True,
+                "connections": sum(len(app.clients) for app in self.apps_by_id.values()),
+                "uptime_seconds": int(time.time() - self.started_at),
+            }
+        )
+
+
+def _format_address(address: object) -> str:
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
