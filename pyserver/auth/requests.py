@@ -73,5 +73,5 @@ def verify_request(
             return
     raise Unauthorized(
         "Invalid signature: Expected HMAC SHA256 hex digest of "
-        f"{string_to_sign!r}, but got {signature[:128]}"
+        f"{string_to_sign}, but got {signature[:128]}"
     )

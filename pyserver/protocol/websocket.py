@@ -23,9 +23,9 @@ try:
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - websockets always ships it on CPython wheels
 
-    def apply_mask(data: bytes, mask: bytes) -> bytes:
+    def apply_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
         n = len(data)
-        key = (mask * (n // 4 + 1))[:n]
+        key = (bytes(mask) * (n // 4 + 1))[:n]
         return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
 
 

@@ -19,8 +19,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+import typing
 from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -171,11 +173,12 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        tr = typing.cast(asyncio.Transport, transport)  # uvloop's is no asyncio subclass
+        self.transport = tr
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         self.http = _HttpState(self)
-        self.transport.set_write_buffer_limits(high=65_536)
+        tr.set_write_buffer_limits(high=65_536)
         self.server.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
@@ -246,6 +249,12 @@ class Connection(asyncio.Protocol):
         self.closing = True
         self.transport.write(close_frame(code, reason))
         self.transport.close()
+
+    def close_http(self) -> None:
+        """End an HTTP connection at shutdown: now when idle, else right after its answer."""
+        if self.http is not None and not self.http.busy and self.transport is not None:
+            self.closing = True
+            self.transport.close()
 
     # --- activity (driven by the server's sweep) -------------------------------------------
 
@@ -323,6 +332,10 @@ class Connection(asyncio.Protocol):
         except PusherError as exc:
             self.report(exc)
             return
+        except Exception:  # a bug must cost one message, never the connection or the process
+            log.exception("message from socket %s failed", self.socket_id)
+            self.report(BadMessage("Internal error while handling this message"))
+            return
         if result is not None:
             self._run(result)
 
@@ -386,11 +399,9 @@ class Connection(asyncio.Protocol):
             else:
                 http.busy = True
                 task = asyncio.get_running_loop().create_task(result)
-                task.add_done_callback(
-                    lambda t, keep_alive=request.keep_alive: self._http_done(t, keep_alive)
-                )
+                task.add_done_callback(functools.partial(self._http_done, request.keep_alive))
 
-    def _http_done(self, task: asyncio.Task[Response], keep_alive: bool) -> None:
+    def _http_done(self, keep_alive: bool, task: asyncio.Task[Response]) -> None:
         exc = task.exception()
         if isinstance(exc, ApiError):
             response = error_response(exc.status, exc.message)
@@ -407,6 +418,7 @@ class Connection(asyncio.Protocol):
     def _respond(self, response: Response, keep_alive: bool) -> None:
         if self.transport is None or self.closing:
             return
+        keep_alive = keep_alive and not self.server.draining
         self.transport.write(response.encode(keep_alive))
         if not keep_alive:
             self.closing = True

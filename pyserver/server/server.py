@@ -117,6 +117,9 @@ class Server:
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
         grace = self.settings.shutdown_grace if grace is None else grace
+        for connection in list(self.connections):
+            if connection.reader is None:
+                connection.close_http()
         clients = [c for c in self.connections if c.app is not None]
         # Pace the closes so thousands of clients do not reconnect in the same millisecond.
         batch = max(1, math.ceil(len(clients) / max(1.0, grace * 10)))

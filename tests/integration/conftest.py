@@ -1,0 +1,145 @@
+"""Fixtures: a real pyserver process and the apps it serves, shared by the integration tests.
+
+Apps (the Python SDK accepts only numeric app ids, so the main app has one):
+- `main`: id 1001, key `app-key`, secret `app-secret`, client events on.
+- `disabled`: enabled = false.          - `quiet`: client events off.
+- `small`: max 3 connections, presence channels of at most 2 members.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pusher
+import pytest
+
+from tests.integration.rawws import RawWebSocket
+from tests.integration.serverproc import ServerProcess
+
+CONFIG = """
+[[apps]]
+id = "1001"
+key = "app-key"
+secret = "app-secret"
+
+[[apps]]
+id = "1002"
+key = "disabled-key"
+secret = "disabled-secret"
+enabled = false
+
+[[apps]]
+id = "1003"
+key = "quiet-key"
+secret = "quiet-secret"
+client_events = false
+
+[[apps]]
+id = "1004"
+key = "small-key"
+secret = "small-secret"
+max_connections = 3
+max_presence_members = 2
+"""
+
+
+@dataclass(frozen=True)
+class AppCreds:
+    id: str
+    key: str
+    secret: str
+
+
+MAIN = AppCreds("1001", "app-key", "app-secret")
+QUIET = AppCreds("1003", "quiet-key", "quiet-secret")
+SMALL = AppCreds("1004", "small-key", "small-secret")
+MASTER_KEY = base64.b64encode(b"k" * 32).decode()
+WS_QUERY = "?protocol=7&client=js&version=8.4.0&flash=false"
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerProcess]:
+    proc = ServerProcess(CONFIG)
+    yield proc
+    proc.stop()
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def uid() -> str:
+    """A fresh suffix for channel and user names, so tests sharing a server never collide."""
+    return f"{os.getpid()}-{next(_counter)}"
+
+
+def sdk(port: int, app: AppCreds = MAIN) -> pusher.Pusher:
+    return pusher.Pusher(
+        app_id=app.id,
+        key=app.key,
+        secret=app.secret,
+        host="127.0.0.1",
+        port=port,
+        ssl=False,
+        encryption_master_key_base64=MASTER_KEY,
+    )
+
+
+@pytest.fixture
+def py_sdk(server: ServerProcess) -> pusher.Pusher:
+    return sdk(server.port)
+
+
+class PusherSocket(RawWebSocket):
+    """A raw connection that has read `pusher:connection_established`."""
+
+    def __init__(self, port: int, app: AppCreds = MAIN) -> None:
+        super().__init__(port, f"/app/{app.key}{WS_QUERY}")
+        self.app = app
+        established = self.recv()
+        assert established["event"] == "pusher:connection_established"
+        import json
+
+        self.socket_id: str = json.loads(established["data"])["socket_id"]
+
+    def subscribe(
+        self, channel: str, auth: str | None = None, channel_data: str | None = None
+    ) -> dict[str, object]:
+        data: dict[str, object] = {"channel": channel}
+        if auth is not None:
+            data["auth"] = auth
+        if channel_data is not None:
+            data["channel_data"] = channel_data
+        self.send_json({"event": "pusher:subscribe", "data": data})
+        return self.recv()
+
+    def signed_subscribe(
+        self, channel: str, user_id: str | None = None, user_info: object = None
+    ) -> dict[str, object]:
+        """Subscribe with a signature made by the official Python SDK."""
+        client = sdk(1, self.app)
+        custom = None
+        if user_id is not None:
+            custom = {"user_id": user_id}
+            if user_info is not None:
+                custom["user_info"] = user_info
+        auth = client.authenticate(channel=channel, socket_id=self.socket_id, custom_data=custom)
+        return self.subscribe(channel, auth["auth"], auth.get("channel_data"))
+
+
+@pytest.fixture
+def connect(server: ServerProcess) -> Iterator[object]:
+    opened: list[PusherSocket] = []
+
+    def open_socket(app: AppCreds = MAIN) -> PusherSocket:
+        sock = PusherSocket(server.port, app)
+        opened.append(sock)
+        return sock
+
+    yield open_socket
+    for sock in opened:
+        sock.close()

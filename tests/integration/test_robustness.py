@@ -1,0 +1,97 @@
+"""Issue item 7: bad input costs at most its own connection, never the process or others."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests.integration.rawws import OP_BINARY, OP_TEXT
+
+BAD_FRAMES = [
+    "not json",
+    "[1,2,3]",
+    '"a string"',
+    '{"event":"pusher:unsubscribe"}',
+    '{"event":"pusher:subscribe","data":"x"}',
+    '{"event":"pusher:subscribe","data":{"channel":123}}',
+    '{"event":"pusher:subscribe"}',
+    '{"event":"pusher:signin","data":{}}',
+    '{"event":42}',
+    '{"event":"pusher:whatever","data":{}}',
+    '{"event":"client-x","data":{}}',
+    '{"event":"client-x","channel":"private-nope","data":{"big":' + "1" * 400 + "}}",
+]
+
+
+@pytest.mark.parametrize("frame", BAD_FRAMES)
+def test_bad_frames_get_pusher_error_and_connection_stays(connect, uid, py_sdk, frame) -> None:
+    s, bystander = connect(), connect()
+    bystander.subscribe(f"by-{uid}")
+    s.send_text(frame)
+    error = s.recv()
+    assert error["event"] == "pusher:error"
+    assert isinstance(error["data"]["message"], str) and error["data"]["message"]
+    s.send_json({"event": "pusher:ping"})
+    assert s.recv()["event"] == "pusher:pong"
+    py_sdk.trigger(f"by-{uid}", "still-here", {})
+    assert bystander.recv()["event"] == "still-here"
+
+
+def test_binary_frame_gets_an_error(connect) -> None:
+    s = connect()
+    s.send_frame(OP_BINARY, b"\x00\x01")
+    assert "Binary" in s.recv()["data"]["message"]
+    s.send_json({"event": "pusher:ping"})
+    assert s.recv()["event"] == "pusher:pong"
+
+
+def test_invalid_utf8_text_gets_an_error(connect) -> None:
+    s = connect()
+    s.send_frame(OP_TEXT, b'{"event":"\xff"}')
+    assert s.recv()["event"] == "pusher:error"
+
+
+def test_huge_frame_closes_only_that_connection_with_1009(connect, uid, py_sdk) -> None:
+    s, bystander = connect(), connect()
+    bystander.subscribe(f"by-{uid}")
+    s.send_text(json.dumps({"event": "client-x", "channel": "private-a", "data": "x" * 70_000}))
+    assert s.expect_close().code == 1009
+    py_sdk.trigger(f"by-{uid}", "ok", {})
+    assert bystander.recv()["event"] == "ok"
+
+
+def test_unmasked_frame_is_a_protocol_error(connect) -> None:
+    s = connect()
+    s.send_frame(OP_TEXT, b'{"event":"pusher:ping"}', mask=False)
+    assert s.expect_close().code == 1002
+
+
+def test_fragmented_message_is_reassembled(connect) -> None:
+    s = connect()
+    s.send_frame(OP_TEXT, b'{"event":"pusher', fin=False)
+    s.send_frame(0, b':ping"}', fin=True)
+    assert s.recv()["event"] == "pusher:pong"
+
+
+def test_client_close_is_answered(connect) -> None:
+    s = connect()
+    s.send_frame(8, (1000).to_bytes(2, "big") + b"bye")
+    assert s.expect_close().code == 1000
+
+
+def test_abrupt_disconnects_and_garbage_do_not_hurt_the_server(
+    server, connect, uid, py_sdk
+) -> None:
+    for payload in (
+        b"GET /app/app-key?protocol=7 HTTP/1.1\r\nUpgrade: websocket\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS hello
+        b"POST /apps/1001/events HTTP/1.1\r\nContent-Length: 100\r\n\r\n{",
+    ):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(payload)
+    s = connect()
+    s.subscribe(f"after-{uid}")
+    py_sdk.trigger(f"after-{uid}", "alive", {})
+    assert s.recv()["event"] == "alive"

@@ -1,0 +1,89 @@
+"""RFC 6455 framing without sockets."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from pyserver.protocol.websocket import (
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    FrameReader,
+    WebSocketError,
+    accept_key,
+    close_frame,
+    encode_frame,
+    parse_close,
+)
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) -> bytes:
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if n < 126:
+        header = bytes((first, mask_bit | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", first, mask_bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, n)
+    if not masked:
+        return header + payload
+    mask = os.urandom(4)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_accept_key_rfc_example() -> None:
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_server_frame_lengths(size: int) -> None:
+    frame = encode_frame(OP_TEXT, b"x" * size)
+    assert frame[0] == 0x81
+    assert frame.endswith(b"x" * size) and len(frame) - size in (2, 4, 10)
+
+
+@pytest.mark.parametrize("size", [5, 300, 70000])
+def test_reader_unmasks_and_handles_split_input(size: int) -> None:
+    payload = os.urandom(size)
+    data = client_frame(OP_TEXT, payload) + client_frame(OP_PING, b"p")
+    reader = FrameReader(max_size=1 << 20)
+    messages = []
+    for i in range(0, len(data), 7):
+        messages += reader.feed(data[i : i + 7])
+    assert messages == [(OP_TEXT, payload), (OP_PING, b"p")]
+
+
+def test_reader_reassembles_fragments_around_control_frames() -> None:
+    reader = FrameReader(max_size=100)
+    data = (
+        client_frame(OP_TEXT, b"ab", fin=False)
+        + client_frame(OP_PING, b"")
+        + client_frame(0, b"cd", fin=True)
+    )
+    assert reader.feed(data) == [(OP_PING, b""), (OP_TEXT, b"abcd")]
+
+
+def test_reader_refuses_unmasked_and_too_big_and_bad_continuation() -> None:
+    with pytest.raises(WebSocketError) as exc:
+        FrameReader(100).feed(client_frame(OP_TEXT, b"x", masked=False))
+    assert exc.value.close_code == 1002
+    with pytest.raises(WebSocketError) as exc:
+        # refused from the header alone, before the payload arrives
+        FrameReader(100).feed(client_frame(OP_TEXT, b"x" * 200)[:8])
+    assert exc.value.close_code == 1009
+    with pytest.raises(WebSocketError):
+        FrameReader(100).feed(client_frame(0, b"x"))
+    with pytest.raises(WebSocketError):
+        FrameReader(100).feed(client_frame(OP_PING, b"x", fin=False))
+
+
+def test_close_frame_round_trip() -> None:
+    frame = close_frame(4201, "Pong reply not received")
+    assert frame[0] == 0x80 | OP_CLOSE
+    assert parse_close(frame[2:]) == (4201, "Pong reply not received")
+    assert parse_close(b"") == (None, "")
