@@ -283,9 +283,7 @@ class Api:
             result["subscription_count"] = counts.subscription_count
         if "cache" in info:
             cached = app.cached(channel)
-            result["cache"] = (
-                None if cached is None else {"data": cached[0].decode(), "ttl": int(cached[1])}
-            )
+            result["cache"] = None if cached is None else {"data": cached.data, "ttl": cached.ttl()}
         return json_response(result)
 
     async def _users(self, app: App, channel: str) -> Response:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pyserver.auth.signatures import auth_problem, channel_string_to_sign, user_string_to_sign
@@ -89,8 +90,8 @@ class App:
         """socket id → client, for every local connection of this app."""
         self.users: dict[str, dict[Client, None]] = {}
         """user id → local signed-in clients."""
-        self._cache: dict[str, tuple[bytes, float]] = {}
-        """cache channel → (last event payload, expiry on the monotonic clock)."""
+        self._cache: dict[str, CachedEvent] = {}
+        """cache channel → its last server event, until `expires` (monotonic clock)."""
         adapter.attach(self.id, self.registry)
 
     # --- connections ---------------------------------------------------------------------
@@ -263,7 +264,8 @@ class App:
         for name in channels:
             payload = frames.channel_event(event, name, data)
             if channel_type(name).cache:
-                self._cache[name] = (payload, time.monotonic() + self.config.cache_ttl)
+                expires = time.monotonic() + self.config.cache_ttl
+                self._cache[name] = CachedEvent(payload, event, data, expires)
             self.publish(name, payload, except_socket_id)
 
     def publish(self, channel: str, payload: bytes, except_socket_id: str | None) -> None:
@@ -271,22 +273,30 @@ class App:
 
     # --- cache channels --------------------------------------------------------------------
 
-    def cached(self, channel: str) -> tuple[bytes, float] | None:
-        """The cached event payload of a cache channel and its seconds to live, if any."""
+    def cached(self, channel: str) -> CachedEvent | None:
+        """The last server event of a cache channel while it lives."""
         entry = self._cache.get(channel)
-        if entry is None:
-            return None
-        ttl = entry[1] - time.monotonic()
-        if ttl <= 0:
+        if entry is not None and entry.expires <= time.monotonic():
             del self._cache[channel]
             return None
-        return entry[0], ttl
+        return entry
 
     def _send_cached(self, client: Client, name: str) -> None:
         if not channel_type(name).cache:
             return
         entry = self.cached(name)
-        client.send_message(entry[0] if entry is not None else frames.cache_miss(name))
+        client.send_message(entry.payload if entry is not None else frames.cache_miss(name))
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEvent:
+    payload: bytes
+    event: str
+    data: str
+    expires: float
+
+    def ttl(self) -> int:
+        return max(0, int(self.expires - time.monotonic()))
 
 
 async def _run_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:

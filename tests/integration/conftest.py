@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pusher
 import pytest
 
+from tests.integration.jsdriver import JsDriver, js_deps_installed
 from tests.integration.rawws import RawWebSocket
 from tests.integration.serverproc import ServerProcess
 
@@ -143,3 +144,14 @@ def connect(server: ServerProcess) -> Iterator[object]:
     yield open_socket
     for sock in opened:
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def js() -> Iterator[JsDriver]:
+    """Real pusher-js 8 and 7, laravel-echo and the Node SDK, driven from the tests.
+
+    Missing JS dependencies fail the tests loudly: `scripts/test.sh` installs them.
+    """
+    assert js_deps_installed(), "run `npm ci` in tests/js (scripts/test.sh does it)"
+    with JsDriver() as driver:
+        yield driver
