@@ -135,6 +135,9 @@ class Api:
             if tail == ["events"]:
                 _require(method, "POST")
                 return self._legacy_channel_event(app, request, channel)
+            if tail == ["unsubscribe"]:
+                _require(method, "POST")
+                return self._kick(app, request, channel)
         if len(parts) == 4 and parts[1] == "users" and parts[3] == "terminate_connections":
             _require(method, "POST")
             return self._terminate(app, request, parts[2])
@@ -291,6 +294,25 @@ class Api:
             raise BadRequest("Users can only be listed for presence channels")
         members = await app.adapter.presence_members(app.id, channel)
         return json_response({"users": [{"id": user_id} for user_id in members]})
+
+    def _kick(self, app: App, request: Request, channel: str) -> HandlerResult:
+        """Extension: `POST /apps/{id}/channels/{name}/unsubscribe` with `{"user_id": ...}` or
+        `{"socket_id": ...}` removes those subscriptions. Answers `{}`."""
+        body = _json_object(request.body)
+        user_id, socket_id = body.get("user_id"), body.get("socket_id")
+        if (user_id is None) == (socket_id is None):
+            raise BadRequest("Give exactly one of 'user_id' or 'socket_id'")
+        for value in (user_id, socket_id):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise BadRequest("'user_id' and 'socket_id' must be non-empty strings")
+        leaving = app.kick(channel, user_id, socket_id)
+        if leaving is None:
+            return EMPTY_OK
+        return self._after(leaving)
+
+    async def _after(self, work: Coroutine[Any, Any, None]) -> Response:
+        await work
+        return EMPTY_OK
 
     def _terminate(self, app: App, request: Request, user_id: str) -> Response:
         if not user_id:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pyserver.auth.signatures import auth_problem, channel_string_to_sign, user_string_to_sign
+from pyserver.channels.observer import AppObserver
 from pyserver.channels.registry import ChannelRegistry
 from pyserver.cluster.adapter import Adapter
 from pyserver.config import AppConfig
@@ -57,6 +58,9 @@ from pyserver.protocol.websocket import text_frame
 
 Handled = Coroutine[Any, Any, None] | None
 
+COUNT_THROTTLE_ABOVE = 100
+COUNT_THROTTLE_SECONDS = 5.0
+
 
 class Client(Protocol):
     """What the app needs of one WebSocket connection."""
@@ -64,6 +68,9 @@ class Client(Protocol):
     socket_id: str
     channels: dict[str, str | None]
     user: SignedInUser | None
+    auth_deadline: float
+    """Monotonic time by which the connection must sign in or join a private or presence
+    channel (authorized connections, §8.6); 0 when it need not or already did."""
 
     def send(self, frame: bytes) -> None:
         """Queue one complete WebSocket frame."""
@@ -81,10 +88,13 @@ class Client(Protocol):
 class App:
     """The run-time state and behaviour of one configured app on this node."""
 
-    def __init__(self, config: AppConfig, adapter: Adapter) -> None:
+    def __init__(
+        self, config: AppConfig, adapter: Adapter, observer: AppObserver | None = None
+    ) -> None:
         self.config = config
         self.id = config.id
         self.adapter = adapter
+        self.observer = observer or AppObserver()
         self.registry = ChannelRegistry()
         self.clients: dict[str, Client] = {}
         """socket id → client, for every local connection of this app."""
@@ -92,28 +102,61 @@ class App:
         """user id → local signed-in clients."""
         self._cache: dict[str, CachedEvent] = {}
         """cache channel → its last server event, until `expires` (monotonic clock)."""
+        self.watchers: dict[str, dict[Client, None]] = {}
+        """user id → local signed-in clients whose watchlist names that user."""
+        self._count_sent: dict[str, float] = {}
+        """channel → when its subscription count was last sent (for the > 100 throttle)."""
+        self._count_pending: dict[str, int] = {}
+        """channel → subscription count waiting for the throttle window to pass."""
         adapter.attach(self.id, self.registry)
 
     # --- connections ---------------------------------------------------------------------
 
     def connected(self, client: Client) -> None:
         self.clients[client.socket_id] = client
+        timeout = self.config.authorized_connections_timeout
+        if timeout:
+            client.auth_deadline = time.monotonic() + timeout
 
     def disconnected(self, client: Client) -> Handled:
         """Forget a closed client: leave every channel with the usual presence semantics."""
         self.clients.pop(client.socket_id, None)
         user = client.user
         if user is not None:
-            local = self.users.get(user.user_id)
-            if local is not None:
-                local.pop(client, None)
-                if not local:
-                    del self.users[user.user_id]
+            self._forget_user_client(user, client)
         leaving = [self._leave(client, name) for name in list(client.channels)]
         pending = [c for c in leaving if c is not None]
         if not pending:
             return None
         return _run_all(pending)
+
+    def _forget_user_client(self, user: SignedInUser, client: Client) -> None:
+        for watched in user.watchlist:
+            watchers = self.watchers.get(watched)
+            if watchers is not None:
+                watchers.pop(client, None)
+                if not watchers:
+                    del self.watchers[watched]
+        local = self.users.get(user.user_id)
+        if local is None:
+            return
+        local.pop(client, None)
+        if not local:
+            del self.users[user.user_id]
+            self._user_presence_changed(user.user_id, online=False)
+
+    def _user_presence_changed(self, user_id: str, online: bool) -> None:
+        """A user's first connection signed in, or its last one left."""
+        if online:
+            self.observer.user_online(self.id, user_id)
+        else:
+            self.observer.user_offline(self.id, user_id)
+        watchers = self.watchers.get(user_id)
+        if watchers:
+            payload = frames.watchlist_events([("online" if online else "offline", [user_id])])
+            frame = text_frame(payload)
+            for watcher in watchers:
+                watcher.send(frame)
 
     # --- subscribe / unsubscribe ---------------------------------------------------------
 
@@ -136,10 +179,12 @@ class App:
             problem = auth_problem(self.config.key, self.config.secret, signed, command.auth)
             if problem is not None:
                 raise SubscriptionAuthError(name, problem)
+        if kind is not ChannelKind.PUBLIC:
+            client.auth_deadline = 0.0
         if kind is ChannelKind.PRESENCE:
             return self._join_presence(client, name, self._member(client, name, command))
-        self._add(client, name, None)
         client.send_message(frames.subscription_succeeded(name))
+        self._add(client, name, None)
         self._send_cached(client, name)
         return None
 
@@ -168,17 +213,21 @@ class App:
         join = await self.adapter.presence_join(
             self.id, name, client.socket_id, member.user_id, member.user_info
         )
-        self._add(client, name, member.user_id)
         client.send_message(frames.presence_subscription_succeeded(name, join.members))
+        self._add(client, name, member.user_id)
         if join.first_for_user:
             info = join.members.get(member.user_id)
             self.publish(name, frames.member_added(name, member.user_id, info), client.socket_id)
+            self.observer.member_added(self.id, name, member.user_id)
         self._send_cached(client, name)
 
     def _add(self, client: Client, name: str, user_id: str | None) -> None:
         client.channels[name] = user_id
         self.registry.add(name, client)
-        self.adapter.subscribed(self.id, name, client.socket_id)
+        count = self.adapter.subscribed(self.id, name, client.socket_id)
+        if count == 1:
+            self.observer.channel_occupied(self.id, name)
+        self._count_changed(name, count)
 
     def unsubscribe(self, client: Client, command: Unsubscribe) -> Handled:
         if command.channel not in client.channels:
@@ -188,14 +237,71 @@ class App:
     def _leave(self, client: Client, name: str) -> Handled:
         user_id = client.channels.pop(name)
         self.registry.remove(name, client)
-        self.adapter.unsubscribed(self.id, name, client.socket_id)
-        if user_id is None:
-            return None
-        return self._leave_presence(client.socket_id, name, user_id)
+        count = self.adapter.unsubscribed(self.id, name, client.socket_id)
+        self._count_changed(name, count)
+        leaving = None if user_id is None else self._leave_presence(client.socket_id, name, user_id)
+        if count == 0:
+            self.observer.channel_vacated(self.id, name)
+        return leaving
 
     async def _leave_presence(self, socket_id: str, name: str, user_id: str) -> None:
         if await self.adapter.presence_leave(self.id, name, socket_id, user_id):
             self.publish(name, frames.member_removed(name, user_id), None)
+            self.observer.member_removed(self.id, name, user_id)
+
+    # --- subscription counts -----------------------------------------------------------------
+
+    def _count_changed(self, name: str, count: int) -> None:
+        """Tell a non-presence channel its new subscription count (§4b), at most every
+        `COUNT_THROTTLE_SECONDS` while it has more than `COUNT_THROTTLE_ABOVE` subscribers."""
+        if not self.config.subscription_count or channel_type(name).is_presence:
+            return
+        if count > COUNT_THROTTLE_ABOVE:
+            last = self._count_sent.get(name, 0.0)
+            if time.monotonic() - last < COUNT_THROTTLE_SECONDS:
+                self._count_pending[name] = count
+                return
+        self._send_count(name, count)
+
+    def _send_count(self, name: str, count: int) -> None:
+        self._count_pending.pop(name, None)
+        if count > COUNT_THROTTLE_ABOVE:
+            self._count_sent[name] = time.monotonic()
+        else:
+            self._count_sent.pop(name, None)
+        if count:
+            self.publish(name, frames.subscription_count(name, count), None)
+        self.observer.subscription_count(self.id, name, count)
+
+    def tick(self) -> None:
+        """Called by the server's sweep: send subscription counts held back by the throttle."""
+        if not self._count_pending:
+            return
+        now = time.monotonic()
+        for name, count in list(self._count_pending.items()):
+            if now - self._count_sent.get(name, 0.0) >= COUNT_THROTTLE_SECONDS:
+                self._send_count(name, count)
+
+    # --- kick (extension) --------------------------------------------------------------------
+
+    def kick(self, name: str, user_id: str | None, socket_id: str | None) -> Handled:
+        """Remove the subscriptions of one socket or of one user from channel `name`, telling
+        each client with `pusher:subscription_error` (type `Kicked`) on that channel."""
+        if socket_id is not None:
+            found = self.clients.get(socket_id)
+            targets = [found] if found is not None and name in found.channels else []
+        else:
+            subscribers = cast(list[Client], self.registry.subscribers(name))
+            targets = [c for c in subscribers if _is_user(c, name, user_id)]
+        leaving = []
+        for client in targets:
+            client.send_message(
+                frames.kicked(name, "You were removed from this channel by the app")
+            )
+            pending = self._leave(client, name)
+            if pending is not None:
+                leaving.append(pending)
+        return _run_all(leaving) if leaving else None
 
     # --- sign-in ---------------------------------------------------------------------------
 
@@ -213,9 +319,17 @@ class App:
                 f"Connection is already signed in as user {client.user.user_id}; "
                 "it cannot sign in as another user"
             )
+        if client.user is not None:  # signing in again as the same user
+            self._forget_user_client(client.user, client)
         client.user = user
-        self.users.setdefault(user.user_id, {})[client] = None
+        client.auth_deadline = 0.0
+        local = self.users.setdefault(user.user_id, {})
+        local[client] = None
         client.send_message(frames.signin_success(command.user_data))
+        if len(local) == 1:
+            self._user_presence_changed(user.user_id, online=True)
+        if self.config.watchlist and user.watchlist:
+            self._watch(client, user)
         if cut:
             client.report(
                 WatchlistLimitExceeded(
@@ -224,6 +338,15 @@ class App:
                 )
             )
         return None
+
+    def _watch(self, client: Client, user: SignedInUser) -> None:
+        online: list[str] = []
+        offline: list[str] = []
+        for watched in user.watchlist:
+            self.watchers.setdefault(watched, {})[client] = None
+            (online if watched in self.users else offline).append(watched)
+        events = [(name, ids) for name, ids in (("online", online), ("offline", offline)) if ids]
+        client.send_message(frames.watchlist_events(events))
 
     def terminate_user(self, user_id: str) -> int:
         """Close every local connection signed in as `user_id`; returns how many."""
@@ -253,8 +376,12 @@ class App:
             )
         if not client.take_client_event_token(self.config.max_client_events_per_second):
             raise ClientEventRateLimited()
-        payload = frames.channel_event(command.event, name, command.data, client.channels[name])
+        user_id = client.channels[name]
+        payload = frames.channel_event(command.event, name, command.data, user_id)
         self.publish(name, payload, client.socket_id)
+        self.observer.client_event(
+            self.id, name, command.event, command.data, client.socket_id, user_id
+        )
         return None
 
     def trigger(
@@ -267,6 +394,7 @@ class App:
                 expires = time.monotonic() + self.config.cache_ttl
                 self._cache[name] = CachedEvent(payload, event, data, expires)
             self.publish(name, payload, except_socket_id)
+            self.observer.api_event(self.id, name, event, data)
 
     def publish(self, channel: str, payload: bytes, except_socket_id: str | None) -> None:
         self.adapter.publish(self.id, channel, text_frame(payload), except_socket_id)
@@ -285,7 +413,11 @@ class App:
         if not channel_type(name).cache:
             return
         entry = self.cached(name)
-        client.send_message(entry.payload if entry is not None else frames.cache_miss(name))
+        if entry is not None:
+            client.send_message(entry.payload)
+        else:
+            client.send_message(frames.cache_miss(name))
+            self.observer.cache_miss(self.id, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,3 +434,12 @@ class CachedEvent:
 async def _run_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
     for coroutine in coroutines:
         await coroutine
+
+
+def _is_user(client: Client, channel: str, user_id: str | None) -> bool:
+    """Whether `client` is in `channel` as `user_id`: its presence member id there, else
+    the user it signed in as."""
+    member = client.channels.get(channel)
+    if member is not None:
+        return member == user_id
+    return client.user is not None and client.user.user_id == user_id

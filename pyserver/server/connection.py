@@ -45,6 +45,7 @@ from pyserver.protocol.errors import (
     AppDisabled,
     AppNotFound,
     BadMessage,
+    ConnectionUnauthorized,
     NoProtocolVersion,
     OverConnectionQuota,
     PongNotReceived,
@@ -134,6 +135,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "active",
         "app",
+        "auth_deadline",
         "backlog",
         "ce_allowance",
         "ce_stamp",
@@ -163,6 +165,7 @@ class Connection(asyncio.Protocol):
         self.out: list[bytes] | None = None
         self.backlog: deque[bytes] | None = None
         self.active = True
+        self.auth_deadline = 0.0
         self.idle_ticks = 0
         self.paused = False
         self.closing = False
@@ -258,7 +261,10 @@ class Connection(asyncio.Protocol):
 
     # --- activity (driven by the server's sweep) -------------------------------------------
 
-    def tick(self, ping_after: int, close_after: int) -> None:
+    def tick(self, ping_after: int, close_after: int, now: float) -> None:
+        if self.auth_deadline and now > self.auth_deadline:
+            self.report(ConnectionUnauthorized())
+            return
         if self.active:
             self.active = False
             self.idle_ticks = 0

@@ -153,9 +153,12 @@ class Server:
         loop = asyncio.get_running_loop()
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
         ping_after, close_after = self._ping_after, self._close_after
+        now = time.monotonic()
         for connection in list(self.connections):
             if connection.reader is not None:
-                connection.tick(ping_after, close_after)
+                connection.tick(ping_after, close_after, now)
+        for app in self.apps_by_id.values():
+            app.tick()
 
     # --- health ----------------------------------------------------------------------------
 
