@@ -184,8 +184,8 @@ class App:
         if kind is ChannelKind.PRESENCE:
             return self._join_presence(client, name, self._member(client, name, command))
         client.send_message(frames.subscription_succeeded(name))
-        self._add(client, name, None)
         self._send_cached(client, name)
+        self._add(client, name, None)
         return None
 
     def _member(self, client: Client, name: str, command: Subscribe) -> Member:
@@ -214,12 +214,12 @@ class App:
             self.id, name, client.socket_id, member.user_id, member.user_info
         )
         client.send_message(frames.presence_subscription_succeeded(name, join.members))
+        self._send_cached(client, name)
         self._add(client, name, member.user_id)
         if join.first_for_user:
             info = join.members.get(member.user_id)
             self.publish(name, frames.member_added(name, member.user_id, info), client.socket_id)
             self.observer.member_added(self.id, name, member.user_id)
-        self._send_cached(client, name)
 
     def _add(self, client: Client, name: str, user_id: str | None) -> None:
         client.channels[name] = user_id

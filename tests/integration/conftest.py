@@ -3,7 +3,9 @@
 Apps (the Python SDK accepts only numeric app ids, so the main app has one):
 - `main`: id 1001, key `app-key`, secret `app-secret`, client events on.
 - `disabled`: enabled = false.          - `quiet`: client events off.
-- `small`: max 3 connections, presence channels of at most 2 members.
+- `small`: max 3 connections, presence channels of at most 2 members, watchlists of 2.
+- `authz`: connections must sign in or join a private channel within 1 s (4009).
+- `counted`: sends subscription counts.
 """
 
 from __future__ import annotations
@@ -45,6 +47,19 @@ key = "small-key"
 secret = "small-secret"
 max_connections = 3
 max_presence_members = 2
+max_watchlist = 2
+
+[[apps]]
+id = "1005"
+key = "authz-key"
+secret = "authz-secret"
+authorized_connections_timeout = 1
+
+[[apps]]
+id = "1006"
+key = "counted-key"
+secret = "counted-secret"
+subscription_count = true
 """
 
 
@@ -58,6 +73,8 @@ class AppCreds:
 MAIN = AppCreds("1001", "app-key", "app-secret")
 QUIET = AppCreds("1003", "quiet-key", "quiet-secret")
 SMALL = AppCreds("1004", "small-key", "small-secret")
+AUTHZ = AppCreds("1005", "authz-key", "authz-secret")
+COUNTED = AppCreds("1006", "counted-key", "counted-secret")
 MASTER_KEY = base64.b64encode(b"k" * 32).decode()
 WS_QUERY = "?protocol=7&client=js&version=8.4.0&flash=false"
 

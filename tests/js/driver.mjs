@@ -25,7 +25,8 @@
 // `timeout_ms`):
 //   connect {client, version:'8'|'7', key, host, port, secret, app_id, options, log_raw,
 //            sdk_options, http_port, connect_timeout}            -> {socket_id}
-//   set_presence {client, user_id, user_info}   set_user {client, user_data}
+//   set_presence {client, user_id, user_info, from_signin}   set_user {client, user_data}
+//     (from_signin: the authorizer returns no channel_data; the member is the signed-in user)
 //   set_auth_mode {client, mode:'ok'|'bad_signature'|'fail'}
 //   subscribe {client, channel, timeout}        -> {succeeded, data} | {succeeded:false, timeout}
 //   unsubscribe {client, channel}               members {client, channel} -> {count, me, members}
@@ -236,7 +237,8 @@ class Client {
     try {
       const sdk = this.authMode === 'bad_signature' ? this.badSdk : this.sdk;
       // user_id keeps the type the test gave (Laravel apps commonly send integer ids).
-      const data = channelName.startsWith('presence-')
+      // fromSignin: no channel_data, so pusher-js >= 7.4 joins as the signed-in user.
+      const data = channelName.startsWith('presence-') && !this.presence.fromSignin
         ? { user_id: this.presence.user_id, user_info: this.presence.user_info }
         : undefined;
       if (data && data.user_info === undefined) delete data.user_info;
@@ -492,9 +494,9 @@ const commands = {
     return c.awaitConnected(args.connect_timeout ?? CONNECT_TIMEOUT_MS);
   },
 
-  async set_presence({ client, user_id, user_info }) {
+  async set_presence({ client, user_id, user_info, from_signin }) {
     const c = getClient(client);
-    c.presence = { user_id: user_id ?? client, user_info };
+    c.presence = { user_id: user_id ?? client, user_info, fromSignin: !!from_signin };
     return null;
   },
 

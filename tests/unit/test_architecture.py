@@ -48,6 +48,7 @@ class FakeClient:
         self.socket_id = socket_id
         self.channels: dict[str, str | None] = {}
         self.user = None
+        self.auth_deadline = 0.0
         self.sent: list[bytes] = []
 
     def send(self, frame: bytes) -> None:

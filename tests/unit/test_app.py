@@ -1,0 +1,78 @@
+"""App behaviour without sockets: subscription-count throttle, observer calls, presence dedupe."""
+
+from __future__ import annotations
+
+import contextlib
+
+import orjson
+
+from pyserver.channels import app as app_module
+from pyserver.channels.app import App
+from pyserver.channels.observer import AppObserver
+from pyserver.cluster.local import LocalAdapter
+from pyserver.config import AppConfig
+from pyserver.protocol.commands import Subscribe, Unsubscribe
+from tests.unit.test_architecture import FakeClient
+
+
+class Recorder(AppObserver):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def channel_occupied(self, app_id: str, channel: str) -> None:
+        self.calls.append(("occupied", channel))
+
+    def channel_vacated(self, app_id: str, channel: str) -> None:
+        self.calls.append(("vacated", channel))
+
+    def subscription_count(self, app_id: str, channel: str, count: int) -> None:
+        self.calls.append(("count", channel, str(count)))
+
+
+def _counts(client: FakeClient) -> list[int]:
+    counts = []
+    for frame in client.sent:
+        message = orjson.loads(frame[2:] if frame[:1] == b"\x81" else frame)
+        if message["event"] == "pusher_internal:subscription_count":
+            counts.append(orjson.loads(message["data"])["subscription_count"])
+    return counts
+
+
+def _run(result: object) -> None:
+    if result is not None:
+        with contextlib.suppress(StopIteration):
+            result.send(None)  # type: ignore[attr-defined]
+
+
+def test_subscription_count_is_throttled_above_100(monkeypatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(app_module.time, "monotonic", lambda: now[0])
+    recorder = Recorder()
+    app = App(
+        AppConfig(id="1", key="k", secret="s", subscription_count=True), LocalAdapter(), recorder
+    )
+    clients = [FakeClient(f"{i}.0") for i in range(103)]
+    for client in clients:
+        app.subscribe(client, Subscribe("room", None, None))
+    first = clients[0]
+    # every change up to 100 is sent at once; above it at most one per 5 s
+    assert _counts(first)[:100] == list(range(1, 101))
+    assert _counts(first)[100:] == [101]
+    now[0] += 2
+    app.tick()
+    assert _counts(first)[100:] == [101]
+    now[0] += 3
+    app.tick()
+    assert _counts(first)[100:] == [101, 103]
+    assert ("occupied", "room") in recorder.calls
+    for client in clients:
+        _run(app.unsubscribe(client, Unsubscribe("room")))
+    assert recorder.calls[-1] == ("vacated", "room")
+    assert ("count", "room", "0") in recorder.calls
+
+
+def test_no_counts_when_switched_off() -> None:
+    app = App(AppConfig(id="1", key="k", secret="s"), LocalAdapter())
+    client = FakeClient("1.0")
+    app.subscribe(client, Subscribe("room", None, None))
+    assert _counts(client) == []
