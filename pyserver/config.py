@@ -25,6 +25,45 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+WEBHOOK_EVENT_TYPES = (
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+)
+"""The event types hosted Pusher sends (`spec/protocol.md` §12.3)."""
+USER_EVENT_TYPES = ("user_online", "user_offline")
+"""Our extension: a signed-in user's first connection arrives, its last one leaves."""
+
+WebhookEventType = Literal[
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+    "user_online",
+    "user_offline",
+]
+
+
+class WebhookTarget(BaseModel):
+    """One URL that receives an app's webhooks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(pattern=r"^https?://")
+    event_types: tuple[WebhookEventType, ...] = WEBHOOK_EVENT_TYPES  # type: ignore[assignment]
+    """Which events this URL gets; `user_online`/`user_offline` only when listed."""
+    channel_prefix: str | None = None
+    """Only events of channels whose name starts with this (user events have no channel)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers sent with every delivery (e.g. an auth token of the receiver)."""
+
 
 class AppConfig(BaseModel):
     """One tenant: credentials, switches and limits."""
@@ -56,6 +95,12 @@ class AppConfig(BaseModel):
     authorized_connections_timeout: float = Field(default=0, ge=0)
     """Seconds a connection may stay without signing in or subscribing to a private or
     presence channel before it is closed with 4009; 0 turns the check off."""
+    webhooks: tuple[WebhookTarget, ...] = ()
+    webhook_batch_ms: int = Field(default=0, ge=0, le=60_000)
+    """Collect an app's events for this many milliseconds into one request; 0 sends each
+    event in its own request (hosted Pusher's default)."""
+    webhook_batch_max: int = Field(default=50, ge=1, le=1_000)
+    """Most events in one batched request."""
 
     def describe(self) -> str:
         switches = [f"client_events={'on' if self.client_events else 'off'}"]
@@ -96,6 +141,18 @@ class Settings(BaseSettings):
     max_auth_skew: int = Field(default=600, ge=1)
     """Seconds an HTTP API `auth_timestamp` may be away from the server's clock."""
     shutdown_grace: float = Field(default=10.0, ge=0)
+    webhook_delay: float = Field(default=3.0, ge=0, le=60)
+    """Seconds `channel_vacated`, `member_removed` and `user_offline` wait; they are dropped
+    when the channel, member or user comes back meanwhile (a page reload sends nothing)."""
+    webhook_retry_window: float = Field(default=300.0, ge=0, le=3_600)
+    """Seconds a failing delivery is retried (exponential backoff) after its creation."""
+    webhook_retry_base: float = Field(default=1.0, gt=0, le=60)
+    """First retry delay in seconds; each retry doubles it, up to 60 s."""
+    webhook_timeout: float = Field(default=10.0, gt=0, le=120)
+    """Seconds one delivery attempt may take."""
+    webhook_queue_size: int = Field(default=100_000, ge=1)
+    """Deliveries waiting to be sent; above it new ones are dropped, logged and counted."""
+    webhook_concurrency: int = Field(default=16, ge=1, le=1_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     use_uvloop: bool = True

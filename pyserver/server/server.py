@@ -19,12 +19,15 @@ from collections.abc import Iterable
 
 from pyserver.api.routes import Api
 from pyserver.channels.app import App
+from pyserver.channels.observer import Observers
 from pyserver.cluster.adapter import Adapter
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import Settings
 from pyserver.protocol.errors import ServerShuttingDown
 from pyserver.server.connection import Connection
 from pyserver.server.http import Response, error_response, json_response
+from pyserver.webhooks.dispatcher import WebhookDispatcher
+from pyserver.webhooks.sender import WebhookSender
 
 log = logging.getLogger("pyserver")
 
@@ -58,8 +61,10 @@ class Server:
         self.adapter = adapter or LocalAdapter()
         self.apps_by_id: dict[str, App] = {}
         self.apps_by_key: dict[str, App] = {}
+        self.observers = Observers()
+        self.webhooks: WebhookDispatcher | None = None
         for config in settings.apps:
-            app = App(config, self.adapter)
+            app = App(config, self.adapter, self.observers)
             self.apps_by_id[config.id] = app
             self.apps_by_key[config.key] = app
         self.api = Api(self.apps_by_id, self.apps_by_key, settings.max_auth_skew, self._health)
@@ -83,6 +88,8 @@ class Server:
         """Listen (on `sockets` if given, else host:port); return the addresses listened on."""
         loop = asyncio.get_running_loop()
         self.batcher = WriteBatcher(loop)
+        if any(app.webhooks for app in self.settings.apps):
+            self._start_webhooks()
         if sockets:
             for sock in sockets:
                 self._servers.append(
@@ -104,6 +111,20 @@ class Server:
             for server in self._servers
             for sock in server.sockets
         ]
+
+    def _start_webhooks(self) -> None:
+        settings = self.settings
+        sender = WebhookSender(
+            queue_size=settings.webhook_queue_size,
+            concurrency=settings.webhook_concurrency,
+            timeout=settings.webhook_timeout,
+            retry_window=settings.webhook_retry_window,
+            retry_base=settings.webhook_retry_base,
+        )
+        sender.start()
+        apps = {app.id: app for app in settings.apps}
+        self.webhooks = WebhookDispatcher(apps, sender, settings.webhook_delay)
+        self.observers.add(self.webhooks)
 
     @property
     def port(self) -> int:
@@ -134,6 +155,8 @@ class Server:
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.abort()
+        if self.webhooks is not None:
+            await self.webhooks.close(max(1.0, grace))
 
     # --- connections -----------------------------------------------------------------------
 

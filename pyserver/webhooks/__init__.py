@@ -1,1 +1,2 @@
-"""webhooks layer of pyserver (see design.md)."""
+"""Webhooks: which app events become deliveries (`dispatcher`), their exact JSON and
+signature (`payloads`), and their reliable delivery over HTTP (`sender`)."""

@@ -1,0 +1,204 @@
+"""Which app events become webhooks, for which targets, when (`spec/protocol.md` §12).
+
+`WebhookDispatcher` listens to every app (it is an `AppObserver`) and hands signed
+deliveries to the `WebhookSender`.
+
+Invariants:
+- `channel_vacated`, `member_removed` and `user_offline` wait `delay` seconds; if the channel,
+  member or user comes back meanwhile, neither the leave nor the return is sent (a page reload
+  sends nothing). The return of something whose leave was never sent is a normal event.
+- `cache_miss` is sent at most once per channel per `delay` window.
+- Each target gets only its `event_types` and, when set, channels under its `channel_prefix`.
+- With `webhook_batch_ms`, events of one app for one target are collected for that long (or
+  until `webhook_batch_max`) into one request; apps never share a request.
+- `time_ms` is the creation time of the (first) event and survives retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+from pyserver.channels.observer import AppObserver
+from pyserver.config import AppConfig, WebhookTarget
+from pyserver.webhooks import payloads
+from pyserver.webhooks.payloads import WebhookEvent
+from pyserver.webhooks.sender import Delivery, WebhookSender
+
+_DebounceKey = tuple[str, str, str, str]
+"""(app id, kind, channel, user id): what a pending leave is about."""
+_PendingLeave = tuple[asyncio.TimerHandle, Callable[[], None]]
+
+
+class _Batch:
+    __slots__ = ("events", "handle", "time_ms")
+
+    def __init__(self, time_ms: int) -> None:
+        self.time_ms = time_ms
+        self.events: list[WebhookEvent] = []
+        self.handle: asyncio.TimerHandle | None = None
+
+
+class WebhookDispatcher(AppObserver):
+    def __init__(self, apps: Mapping[str, AppConfig], sender: WebhookSender, delay: float) -> None:
+        self.apps = {app_id: app for app_id, app in apps.items() if app.webhooks}
+        self.sender = sender
+        self.delay = delay
+        self._pending_leaves: dict[
+            _DebounceKey, tuple[asyncio.TimerHandle, Callable[[], None]]
+        ] = {}
+        self._cache_misses: dict[tuple[str, str], float] = {}
+        self._batches: dict[tuple[str, int], _Batch] = {}
+
+    # --- AppObserver ---------------------------------------------------------------------
+
+    def channel_occupied(self, app_id: str, channel: str) -> None:
+        if not self._returned(app_id, "channel", channel, ""):
+            self._emit(app_id, channel, payloads.channel_event("channel_occupied", channel))
+
+    def channel_vacated(self, app_id: str, channel: str) -> None:
+        self._leave_later(
+            app_id, "channel", channel, "", payloads.channel_event("channel_vacated", channel)
+        )
+
+    def member_added(self, app_id: str, channel: str, user_id: str) -> None:
+        if not self._returned(app_id, "member", channel, user_id):
+            self._emit(app_id, channel, payloads.member_event("member_added", channel, user_id))
+
+    def member_removed(self, app_id: str, channel: str, user_id: str) -> None:
+        event = payloads.member_event("member_removed", channel, user_id)
+        self._leave_later(app_id, "member", channel, user_id, event)
+
+    def client_event(
+        self,
+        app_id: str,
+        channel: str,
+        event: str,
+        data: str,
+        socket_id: str,
+        user_id: str | None,
+    ) -> None:
+        if app_id in self.apps:
+            self._emit(
+                app_id, channel, payloads.client_event(channel, event, data, socket_id, user_id)
+            )
+
+    def cache_miss(self, app_id: str, channel: str) -> None:
+        if app_id not in self.apps:
+            return
+        now = time.monotonic()
+        if now - self._cache_misses.get((app_id, channel), -1e9) < max(self.delay, 1.0):
+            return
+        self._cache_misses[(app_id, channel)] = now
+        if len(self._cache_misses) > 10_000:
+            self._cache_misses = {k: t for k, t in self._cache_misses.items() if now - t < 60}
+        self._emit(app_id, channel, payloads.channel_event("cache_miss", channel))
+
+    def subscription_count(self, app_id: str, channel: str, count: int) -> None:
+        if app_id in self.apps:
+            self._emit(app_id, channel, payloads.subscription_count(channel, count))
+
+    def user_online(self, app_id: str, user_id: str) -> None:
+        if not self._returned(app_id, "user", "", user_id):
+            self._emit(app_id, None, payloads.user_event("user_online", user_id))
+
+    def user_offline(self, app_id: str, user_id: str) -> None:
+        self._leave_later(app_id, "user", "", user_id, payloads.user_event("user_offline", user_id))
+
+    # --- debounce ------------------------------------------------------------------------
+
+    def _leave_later(
+        self, app_id: str, kind: str, channel: str, user_id: str, event: WebhookEvent
+    ) -> None:
+        if app_id not in self.apps:
+            return
+        key = (app_id, kind, channel, user_id)
+        created = _now_ms()
+        target_channel = channel or None
+
+        def fire() -> None:
+            del self._pending_leaves[key]
+            self._emit(app_id, target_channel, event, created)
+
+        previous = self._pending_leaves.pop(key, None)
+        if previous is not None:
+            previous[0].cancel()
+        if self.delay <= 0:
+            self._emit(app_id, target_channel, event, created)
+            return
+        handle = asyncio.get_running_loop().call_later(self.delay, fire)
+        self._pending_leaves[key] = (handle, fire)
+
+    def _returned(self, app_id: str, kind: str, channel: str, user_id: str) -> bool:
+        """True (and the pending leave cancelled) when this return cancels a recent leave."""
+        pending = self._pending_leaves.pop((app_id, kind, channel, user_id), None)
+        if pending is None:
+            return False
+        pending[0].cancel()
+        return True
+
+    # --- delivery ------------------------------------------------------------------------
+
+    def _emit(
+        self, app_id: str, channel: str | None, event: WebhookEvent, time_ms: int | None = None
+    ) -> None:
+        app = self.apps.get(app_id)
+        if app is None:
+            return
+        created = time_ms if time_ms is not None else _now_ms()
+        for index, target in enumerate(app.webhooks):
+            if not _wants(target, event["name"], channel):
+                continue
+            if app.webhook_batch_ms:
+                self._add_to_batch(app, index, event, created)
+            else:
+                self._send(app, target, created, [event])
+
+    def _add_to_batch(self, app: AppConfig, index: int, event: WebhookEvent, now: int) -> None:
+        key = (app.id, index)
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = _Batch(now)
+            batch.handle = asyncio.get_running_loop().call_later(
+                app.webhook_batch_ms / 1000, self._flush_batch, key
+            )
+        batch.events.append(event)
+        if len(batch.events) >= app.webhook_batch_max:
+            self._flush_batch(key)
+
+    def _flush_batch(self, key: tuple[str, int]) -> None:
+        batch = self._batches.pop(key, None)
+        if batch is None:
+            return
+        if batch.handle is not None:
+            batch.handle.cancel()
+        app = self.apps[key[0]]
+        self._send(app, app.webhooks[key[1]], batch.time_ms, batch.events)
+
+    def _send(
+        self, app: AppConfig, target: WebhookTarget, time_ms: int, events: list[WebhookEvent]
+    ) -> None:
+        raw = payloads.body(time_ms, events)
+        headers = payloads.headers(app.key, app.secret, raw, target.headers)
+        self.sender.submit(Delivery(target.url, raw, headers, app.id))
+
+    async def close(self, grace: float) -> None:
+        """Send pending leaves and batches now, then let the sender flush within `grace`."""
+        for handle, fire in list(self._pending_leaves.values()):
+            handle.cancel()
+            fire()
+        for key in list(self._batches):
+            self._flush_batch(key)
+        await self.sender.close(grace)
+
+
+def _wants(target: WebhookTarget, name: str, channel: str | None) -> bool:
+    if name not in target.event_types:
+        return False
+    prefix = target.channel_prefix
+    return not prefix or (channel is not None and channel.startswith(prefix))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
