@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     webhook_queue_size: int = Field(default=100_000, ge=1)
     """Deliveries waiting to be sent; above it new ones are dropped, logged and counted."""
     webhook_concurrency: int = Field(default=16, ge=1, le=1_000)
+    console: bool = True
+    """Serve the live debug console at `/console`."""
+    console_token: str | None = None
+    """Admin token for the console; when unset, an app's id and secret open that app."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     use_uvloop: bool = True

@@ -61,12 +61,14 @@ class Api:
         max_auth_skew: float,
         health: Callable[[], Response] | None = None,
         clock: Callable[[], float] = time.time,
+        console: Callable[[Request], HandlerResult] | None = None,
     ) -> None:
         self.apps_by_id = apps_by_id
         self.apps_by_key = apps_by_key
         self.max_auth_skew = max_auth_skew
         self.health = health
         self.clock = clock
+        self.console = console
 
     def handle(self, request: Request) -> HandlerResult:
         try:
@@ -80,6 +82,8 @@ class Api:
             if self.health is not None and path != "/":
                 return self.health()
             return json_response({"ok": True})
+        if self.console is not None and (path == "/console" or path.startswith("/console/")):
+            return self.console(request)
         match = _APP_ROUTE.fullmatch(path)
         if match is not None:
             app = self.apps_by_id.get(match.group(1))

@@ -23,6 +23,7 @@ from pyserver.channels.observer import Observers
 from pyserver.cluster.adapter import Adapter
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import Settings
+from pyserver.console.console import Console
 from pyserver.protocol.errors import ServerShuttingDown
 from pyserver.server.connection import Connection
 from pyserver.server.http import Response, error_response, json_response
@@ -67,7 +68,15 @@ class Server:
             app = App(config, self.adapter, self.observers)
             self.apps_by_id[config.id] = app
             self.apps_by_key[config.key] = app
-        self.api = Api(self.apps_by_id, self.apps_by_key, settings.max_auth_skew, self._health)
+        self.console = Console(self)
+        self.observers.add(self.console)
+        self.api = Api(
+            self.apps_by_id,
+            self.apps_by_key,
+            settings.max_auth_skew,
+            self._health,
+            console=self.console.handle if settings.console else None,
+        )
         self.connections: dict[Connection, None] = {}
         self.draining = False
         self.started_at = time.time()
