@@ -299,7 +299,7 @@ class Api:
         members = await app.adapter.presence_members(app.id, channel)
         return json_response({"users": [{"id": user_id} for user_id in members]})
 
-    def _kick(self, app: App, request: Request, channel: str) -> HandlerResult:
+    def _kick(self, app: App, request: Request, channel: str) -> Response:
         """Extension: `POST /apps/{id}/channels/{name}/unsubscribe` with `{"user_id": ...}` or
         `{"socket_id": ...}` removes those subscriptions. Answers `{}`."""
         body = _json_object(request.body)
@@ -309,13 +309,7 @@ class Api:
         for value in (user_id, socket_id):
             if value is not None and (not isinstance(value, str) or not value):
                 raise BadRequest("'user_id' and 'socket_id' must be non-empty strings")
-        leaving = app.kick(channel, user_id, socket_id)
-        if leaving is None:
-            return EMPTY_OK
-        return self._after(leaving)
-
-    async def _after(self, work: Coroutine[Any, Any, None]) -> Response:
-        await work
+        app.kick(channel, user_id, socket_id)
         return EMPTY_OK
 
     def _terminate(self, app: App, request: Request, user_id: str) -> Response:

@@ -3,15 +3,17 @@ triggers do (`spec/protocol.md` §4-§9), over the local registry and the cluste
 
 Handlers take a parsed command and the client it came from. They raise `PusherError`s and
 never build error frames; they build every message with `pyserver.protocol.frames`.
-A handler returns None when it is done, or a coroutine when it needs a cluster-wide answer
-first (presence); the transport runs that coroutine before the client's next message.
+A handler returns None when it is done, or a coroutine when it needs the Adapter; the
+transport runs that coroutine before the client's next message (`channels.tasks`).
 
 Invariants:
-- A subscribe always gets an answer: `subscription_succeeded` or a `SubscriptionError`.
+- A subscribe always gets an answer: `subscription_succeeded` or a `SubscriptionError`, and
+  `subscription_succeeded` goes out only once the cluster counts the subscription.
 - `client.channels` maps each subscribed channel to the presence user id it joined as
   (None for other channels); a channel is in it exactly while the client is in the registry.
-- `member_added` / `member_removed` go out once per user, not per connection; the first
-  `user_info` is kept (the Adapter decides, cluster-wide).
+- `member_added` / `member_removed` frames go out once per user, not per connection; the
+  first `user_info` is kept. Webhook-worthy transitions come from the Adapter, which decides
+  them once per cluster.
 - A broadcast is encoded once: one payload, one WebSocket frame, handed to the Adapter.
 """
 
@@ -23,9 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from pyserver.auth.signatures import auth_problem, channel_string_to_sign, user_string_to_sign
+from pyserver.channels import tasks
 from pyserver.channels.observer import AppObserver
 from pyserver.channels.registry import ChannelRegistry
-from pyserver.cluster.adapter import Adapter
+from pyserver.cluster.adapter import Adapter, CountChange, Transition
 from pyserver.config import AppConfig
 from pyserver.protocol import frames
 from pyserver.protocol.commands import ClientEvent, Signin, Subscribe, Unsubscribe
@@ -85,6 +88,17 @@ class Client(Protocol):
         """Spend one of the client's client-event allowance; False when over the limit."""
 
 
+@dataclass(frozen=True, slots=True)
+class CachedEvent:
+    payload: bytes
+    event: str
+    data: str
+    expires: float
+
+    def ttl(self) -> int:
+        return max(0, int(self.expires - time.monotonic()))
+
+
 class App:
     """The run-time state and behaviour of one configured app on this node."""
 
@@ -100,15 +114,15 @@ class App:
         """socket id → client, for every local connection of this app."""
         self.users: dict[str, dict[Client, None]] = {}
         """user id → local signed-in clients."""
-        self._cache: dict[str, CachedEvent] = {}
-        """cache channel → its last server event, until `expires` (monotonic clock)."""
         self.watchers: dict[str, dict[Client, None]] = {}
         """user id → local signed-in clients whose watchlist names that user."""
+        self._cache: dict[str, CachedEvent] = {}
+        """cache channel → its last server event, until `expires` (monotonic clock)."""
         self._count_sent: dict[str, float] = {}
         """channel → when its subscription count was last sent (for the > 100 throttle)."""
         self._count_pending: dict[str, int] = {}
         """channel → subscription count waiting for the throttle window to pass."""
-        adapter.attach(self.id, self.registry)
+        adapter.attach(self.id, self.registry, self)
 
     # --- connections ---------------------------------------------------------------------
 
@@ -121,42 +135,11 @@ class App:
     def disconnected(self, client: Client) -> Handled:
         """Forget a closed client: leave every channel with the usual presence semantics."""
         self.clients.pop(client.socket_id, None)
+        work = [self._leave(client, name) for name in list(client.channels)]
         user = client.user
         if user is not None:
-            self._forget_user_client(user, client)
-        leaving = [self._leave(client, name) for name in list(client.channels)]
-        pending = [c for c in leaving if c is not None]
-        if not pending:
-            return None
-        return _run_all(pending)
-
-    def _forget_user_client(self, user: SignedInUser, client: Client) -> None:
-        for watched in user.watchlist:
-            watchers = self.watchers.get(watched)
-            if watchers is not None:
-                watchers.pop(client, None)
-                if not watchers:
-                    del self.watchers[watched]
-        local = self.users.get(user.user_id)
-        if local is None:
-            return
-        local.pop(client, None)
-        if not local:
-            del self.users[user.user_id]
-            self._user_presence_changed(user.user_id, online=False)
-
-    def _user_presence_changed(self, user_id: str, online: bool) -> None:
-        """A user's first connection signed in, or its last one left."""
-        if online:
-            self.observer.user_online(self.id, user_id)
-        else:
-            self.observer.user_offline(self.id, user_id)
-        watchers = self.watchers.get(user_id)
-        if watchers:
-            payload = frames.watchlist_events([("online" if online else "offline", [user_id])])
-            frame = text_frame(payload)
-            for watcher in watchers:
-                watcher.send(frame)
+            work.append(self._sign_out(client, user))
+        return _in_order(work)
 
     # --- subscribe / unsubscribe ---------------------------------------------------------
 
@@ -179,14 +162,18 @@ class App:
             problem = auth_problem(self.config.key, self.config.secret, signed, command.auth)
             if problem is not None:
                 raise SubscriptionAuthError(name, problem)
-        if kind is not ChannelKind.PUBLIC:
             client.auth_deadline = 0.0
         if kind is ChannelKind.PRESENCE:
             return self._join_presence(client, name, self._member(client, name, command))
+        client.channels[name] = None
+        self.registry.add(name, client)
+        return self._subscribed(client, name)
+
+    async def _subscribed(self, client: Client, name: str) -> None:
+        change = await self.adapter.subscribe(self.id, name, client.socket_id)
         client.send_message(frames.subscription_succeeded(name))
         self._send_cached(client, name)
-        self._add(client, name, None)
-        return None
+        self._count_changed(name, change)
 
     def _member(self, client: Client, name: str, command: Subscribe) -> Member:
         if command.channel_data is None:
@@ -210,52 +197,51 @@ class App:
                     name,
                     f"Presence channel {name} is full ({self.config.max_presence_members} members)",
                 )
+        client.channels[name] = member.user_id
+        self.registry.add(name, client)
         join = await self.adapter.presence_join(
             self.id, name, client.socket_id, member.user_id, member.user_info
         )
+        change = await self.adapter.subscribe(self.id, name, client.socket_id)
         client.send_message(frames.presence_subscription_succeeded(name, join.members))
         self._send_cached(client, name)
-        self._add(client, name, member.user_id)
+        self._count_changed(name, change)
         if join.first_for_user:
             info = join.members.get(member.user_id)
             self.publish(name, frames.member_added(name, member.user_id, info), client.socket_id)
+        if join.transition is Transition.ARRIVED:
             self.observer.member_added(self.id, name, member.user_id)
-
-    def _add(self, client: Client, name: str, user_id: str | None) -> None:
-        client.channels[name] = user_id
-        self.registry.add(name, client)
-        count = self.adapter.subscribed(self.id, name, client.socket_id)
-        if count == 1:
-            self.observer.channel_occupied(self.id, name)
-        self._count_changed(name, count)
 
     def unsubscribe(self, client: Client, command: Unsubscribe) -> Handled:
         if command.channel not in client.channels:
             return None  # hosted Pusher ignores it; pusher-js may unsubscribe twice
         return self._leave(client, command.channel)
 
-    def _leave(self, client: Client, name: str) -> Handled:
+    def _leave(self, client: Client, name: str) -> Coroutine[Any, Any, None]:
         user_id = client.channels.pop(name)
         self.registry.remove(name, client)
-        count = self.adapter.unsubscribed(self.id, name, client.socket_id)
-        self._count_changed(name, count)
-        leaving = None if user_id is None else self._leave_presence(client.socket_id, name, user_id)
-        if count == 0:
-            self.observer.channel_vacated(self.id, name)
-        return leaving
+        return self._left(client.socket_id, name, user_id)
 
-    async def _leave_presence(self, socket_id: str, name: str, user_id: str) -> None:
-        if await self.adapter.presence_leave(self.id, name, socket_id, user_id):
+    async def _left(self, socket_id: str, name: str, user_id: str | None) -> None:
+        if user_id is not None and await self.adapter.presence_leave(
+            self.id, name, socket_id, user_id
+        ):
             self.publish(name, frames.member_removed(name, user_id), None)
             self.observer.member_removed(self.id, name, user_id)
+        self._count_changed(name, await self.adapter.unsubscribe(self.id, name, socket_id))
 
-    # --- subscription counts -----------------------------------------------------------------
+    # --- subscription counts and occupancy -----------------------------------------------
 
-    def _count_changed(self, name: str, count: int) -> None:
-        """Tell a non-presence channel its new subscription count (§4b), at most every
-        `COUNT_THROTTLE_SECONDS` while it has more than `COUNT_THROTTLE_ABOVE` subscribers."""
+    def _count_changed(self, name: str, change: CountChange) -> None:
+        """Report occupancy, then tell a non-presence channel its new subscription count
+        (§4b), at most every 5 s while it has more than 100 subscribers."""
+        if change.transition is Transition.ARRIVED:
+            self.observer.channel_occupied(self.id, name)
+        elif change.transition is Transition.LEFT:
+            self.observer.channel_vacated(self.id, name)
         if not self.config.subscription_count or channel_type(name).is_presence:
             return
+        count = change.count
         if count > COUNT_THROTTLE_ABOVE:
             last = self._count_sent.get(name, 0.0)
             if time.monotonic() - last < COUNT_THROTTLE_SECONDS:
@@ -282,28 +268,7 @@ class App:
             if now - self._count_sent.get(name, 0.0) >= COUNT_THROTTLE_SECONDS:
                 self._send_count(name, count)
 
-    # --- kick (extension) --------------------------------------------------------------------
-
-    def kick(self, name: str, user_id: str | None, socket_id: str | None) -> Handled:
-        """Remove the subscriptions of one socket or of one user from channel `name`, telling
-        each client with `pusher:subscription_error` (type `Kicked`) on that channel."""
-        if socket_id is not None:
-            found = self.clients.get(socket_id)
-            targets = [found] if found is not None and name in found.channels else []
-        else:
-            subscribers = cast(list[Client], self.registry.subscribers(name))
-            targets = [c for c in subscribers if _is_user(c, name, user_id)]
-        leaving = []
-        for client in targets:
-            client.send_message(
-                frames.kicked(name, "You were removed from this channel by the app")
-            )
-            pending = self._leave(client, name)
-            if pending is not None:
-                leaving.append(pending)
-        return _run_all(leaving) if leaving else None
-
-    # --- sign-in ---------------------------------------------------------------------------
+    # --- sign-in, users and watchlists ---------------------------------------------------
 
     def signin(self, client: Client, command: Signin) -> Handled:
         signed = user_string_to_sign(client.socket_id, command.user_data)
@@ -314,22 +279,37 @@ class App:
             user, cut = parse_user_data(command.user_data, self.config.max_watchlist)
         except MemberDataError as exc:
             raise SigninFailed(f"Invalid user_data: {exc}") from None
-        if client.user is not None and client.user.user_id != user.user_id:
+        previous = client.user
+        if previous is not None and previous.user_id != user.user_id:
             raise SigninFailed(
-                f"Connection is already signed in as user {client.user.user_id}; "
+                f"Connection is already signed in as user {previous.user_id}; "
                 "it cannot sign in as another user"
             )
-        if client.user is not None:  # signing in again as the same user
-            self._forget_user_client(client.user, client)
+        if previous is not None:
+            self._unwatch(client, previous)
         client.user = user
         client.auth_deadline = 0.0
-        local = self.users.setdefault(user.user_id, {})
-        local[client] = None
-        client.send_message(frames.signin_success(command.user_data))
-        if len(local) == 1:
-            self._user_presence_changed(user.user_id, online=True)
+        self.users.setdefault(user.user_id, {})[client] = None
+        return self._signed_in(client, user, cut, first=previous is None)
+
+    async def _signed_in(self, client: Client, user: SignedInUser, cut: bool, first: bool) -> None:
+        transition = Transition.NONE
+        if first:
+            transition = await self.adapter.user_join(self.id, user.user_id, client.socket_id)
+        client.send_message(frames.signin_success(user.user_data))
+        if transition is not Transition.NONE:
+            self.adapter.announce_user(self.id, user.user_id, True)
+        if transition is Transition.ARRIVED:
+            self.observer.user_online(self.id, user.user_id)
         if self.config.watchlist and user.watchlist:
-            self._watch(client, user)
+            for watched in user.watchlist:
+                self.watchers.setdefault(watched, {})[client] = None
+            online = await self.adapter.users_online(self.id, user.watchlist)
+            states = (
+                ("online", [u for u in user.watchlist if u in online]),
+                ("offline", [u for u in user.watchlist if u not in online]),
+            )
+            client.send_message(frames.watchlist_events([s for s in states if s[1]]))
         if cut:
             client.report(
                 WatchlistLimitExceeded(
@@ -337,25 +317,68 @@ class App:
                     "user ids are watched"
                 )
             )
-        return None
 
-    def _watch(self, client: Client, user: SignedInUser) -> None:
-        online: list[str] = []
-        offline: list[str] = []
+    async def _sign_out(self, client: Client, user: SignedInUser) -> None:
+        self._unwatch(client, user)
+        local = self.users.get(user.user_id)
+        if local is not None:
+            local.pop(client, None)
+            if not local:
+                del self.users[user.user_id]
+        if await self.adapter.user_leave(self.id, user.user_id, client.socket_id):
+            self.adapter.announce_user(self.id, user.user_id, False)
+            self.observer.user_offline(self.id, user.user_id)
+
+    def _unwatch(self, client: Client, user: SignedInUser) -> None:
         for watched in user.watchlist:
-            self.watchers.setdefault(watched, {})[client] = None
-            (online if watched in self.users else offline).append(watched)
-        events = [(name, ids) for name, ids in (("online", online), ("offline", offline)) if ids]
-        client.send_message(frames.watchlist_events(events))
+            watchers = self.watchers.get(watched)
+            if watchers is not None:
+                watchers.pop(client, None)
+                if not watchers:
+                    del self.watchers[watched]
 
-    def terminate_user(self, user_id: str) -> int:
-        """Close every local connection signed in as `user_id`; returns how many."""
+    def user_announced(self, user_id: str, online: bool) -> None:
+        """A user came online or went offline somewhere in the cluster: tell local watchers."""
+        watchers = self.watchers.get(user_id)
+        if watchers:
+            payload = frames.watchlist_events([("online" if online else "offline", [user_id])])
+            frame = text_frame(payload)
+            for watcher in watchers:
+                watcher.send(frame)
+
+    def terminate_user(self, user_id: str) -> None:
+        """Close every connection signed in as `user_id`, on every node."""
+        self.adapter.terminate_user(self.id, user_id)
+
+    def terminate_local(self, user_id: str) -> int:
         clients = list(self.users.get(user_id, ()))
         for client in clients:
             client.report(UserTerminated())
         return len(clients)
 
-    # --- events ----------------------------------------------------------------------------
+    # --- kick (extension) ----------------------------------------------------------------
+
+    def kick(self, name: str, user_id: str | None, socket_id: str | None) -> None:
+        """Remove one socket's or one user's subscription to `name`, on every node."""
+        self.adapter.kick(self.id, name, user_id, socket_id)
+
+    def kick_local(self, name: str, user_id: str | None, socket_id: str | None) -> None:
+        if socket_id is not None:
+            found = self.clients.get(socket_id)
+            targets = [found] if found is not None and name in found.channels else []
+        else:
+            subscribers = cast(list[Client], self.registry.subscribers(name))
+            targets = [c for c in subscribers if _is_user(c, name, user_id)]
+        notice = frames.kicked(name, "You were removed from this channel by the app")
+        work = []
+        for client in targets:
+            client.send_message(notice)
+            work.append(self._leave(client, name))
+        leaving = _in_order(work)
+        if leaving is not None:
+            tasks.run(leaving, self.adapter.completes_synchronously)
+
+    # --- events --------------------------------------------------------------------------
 
     def client_event(self, client: Client, command: ClientEvent) -> Handled:
         name = command.channel
@@ -399,7 +422,7 @@ class App:
     def publish(self, channel: str, payload: bytes, except_socket_id: str | None) -> None:
         self.adapter.publish(self.id, channel, text_frame(payload), except_socket_id)
 
-    # --- cache channels --------------------------------------------------------------------
+    # --- cache channels ------------------------------------------------------------------
 
     def cached(self, channel: str) -> CachedEvent | None:
         """The last server event of a cache channel while it lives."""
@@ -420,22 +443,6 @@ class App:
             self.observer.cache_miss(self.id, name)
 
 
-@dataclass(frozen=True, slots=True)
-class CachedEvent:
-    payload: bytes
-    event: str
-    data: str
-    expires: float
-
-    def ttl(self) -> int:
-        return max(0, int(self.expires - time.monotonic()))
-
-
-async def _run_all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
-    for coroutine in coroutines:
-        await coroutine
-
-
 def _is_user(client: Client, channel: str, user_id: str | None) -> bool:
     """Whether `client` is in `channel` as `user_id`: its presence member id there, else
     the user it signed in as."""
@@ -443,3 +450,17 @@ def _is_user(client: Client, channel: str, user_id: str | None) -> bool:
     if member is not None:
         return member == user_id
     return client.user is not None and client.user.user_id == user_id
+
+
+def _in_order(work: list[Coroutine[Any, Any, None]]) -> Handled:
+    """One coroutine running `work` in order, or None when there is none."""
+    if not work:
+        return None
+    if len(work) == 1:
+        return work[0]
+    return _run_all(work)
+
+
+async def _run_all(work: list[Coroutine[Any, Any, None]]) -> None:
+    for coroutine in work:
+        await coroutine

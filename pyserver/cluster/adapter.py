@@ -1,26 +1,54 @@
 """The Adapter interface: everything that must be true across nodes (design rule 4).
 
 Node-local fan-out tables live in `pyserver.channels.registry`; the Adapter owns the facts a
-cluster must agree on: subscription counts, presence members (deduplicated per user across
-tabs and nodes, first `user_info` kept), which channels are occupied, and delivery of a
-broadcast to every node. The `local` driver is the one-process truth; a distributed driver
-implements the same methods over a shared store.
+cluster must agree on: subscription counts and occupied channels, presence members
+(deduplicated per user across tabs and nodes, first `user_info` kept), signed-in users, and
+delivery of broadcasts and control messages (terminate, kick, watchlist) to every node.
+
+Transitions are decided atomically by the Adapter, so that exactly one node in the cluster
+sees each one and webhooks go out once:
+- a channel's count going 0 → 1 is `ARRIVED` (occupied), 1 → 0 is `LEFT` (vacated); a
+  presence member's and a signed-in user's first and last connection likewise;
+- a leave (vacated, member removed, user offline) leaves a *pending-leave marker* that lives
+  `leave_delay` seconds; a return while the marker lives takes it and reports `RETURNED`
+  instead of a new arrival, and `take_pending_leave` at the end of the delay tells the
+  webhook dispatcher whether the leave still stands. A page reload sends nothing.
 
 Calling contract:
-- `publish` and the `*subscribed` notifications return at once; a distributed driver does its
-  I/O in the background.
+- `publish`, `terminate_user`, `kick` and `announce_user` return at once; a distributed
+  driver sends them in the background, and runs the local part at once.
 - The `async` methods return cluster-wide answers. A driver whose coroutines never suspend
   sets `completes_synchronously`, which lets callers run them without creating a Task.
 """
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pyserver.channels.registry import ChannelRegistry
+
+LeaveKey = tuple[str, ...]
+"""What a pending leave is about: ("channel", app, channel), ("member", app, channel, user),
+("user", app, user)."""
+
+
+class Transition(enum.Enum):
+    NONE = "none"
+    ARRIVED = "arrived"
+    LEFT = "left"
+    RETURNED = "returned"
+    """Came back while the leave was pending: no arrival and no leave is reported."""
+
+
+@dataclass(frozen=True, slots=True)
+class CountChange:
+    count: int
+    """Cluster-wide subscriptions of the channel after the change."""
+    transition: Transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +57,8 @@ class PresenceJoin:
 
     first_for_user: bool
     """True when this is the user's first connection in the channel: send `member_added`."""
+    transition: Transition
+    """ARRIVED (first, report it), RETURNED (first, but within a pending leave) or NONE."""
     members: Mapping[str, Any]
     """Every member after the join: user id → the `user_info` kept for that user."""
 
@@ -39,28 +69,61 @@ class ChannelCounts:
     user_count: int
 
 
+class AppPeer(Protocol):
+    """What an Adapter calls back on the local app when another node asks for it."""
+
+    def terminate_local(self, user_id: str) -> int: ...
+
+    def kick_local(self, channel: str, user_id: str | None, socket_id: str | None) -> None: ...
+
+    def user_announced(self, user_id: str, online: bool) -> None: ...
+
+
 class Adapter(ABC):
     completes_synchronously: bool = False
+    healthy: bool = True
+    """False while the distributed engine is unreachable (the node serves its own clients)."""
 
     @abstractmethod
-    def attach(self, app_id: str, registry: ChannelRegistry) -> None:
-        """Register the local fan-out table of an app."""
+    def attach(self, app_id: str, registry: ChannelRegistry, peer: AppPeer) -> None:
+        """Register an app's local fan-out table and its callbacks."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, nothing to do locally
+        """Connect to the engine, if any."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to do locally
+        """Leave the cluster cleanly."""
+
+    # --- delivery ------------------------------------------------------------------------
 
     @abstractmethod
     def publish(
         self, app_id: str, channel: str, frame: bytes, except_socket_id: str | None
     ) -> None:
-        """Deliver one encoded WebSocket frame to every subscriber of `channel` on every node,
+        """Write one encoded WebSocket frame to every subscriber of `channel` on every node,
         except the connection `except_socket_id`."""
 
     @abstractmethod
-    def subscribed(self, app_id: str, channel: str, socket_id: str) -> int:
-        """A local connection joined `channel` (already added to the registry). Returns this
-        node's best knowledge of the cluster-wide subscription count after the change."""
+    def terminate_user(self, app_id: str, user_id: str) -> None:
+        """Close every connection signed in as `user_id`, on every node."""
 
     @abstractmethod
-    def unsubscribed(self, app_id: str, channel: str, socket_id: str) -> int:
-        """A local connection left `channel`. Returns the count after the change."""
+    def kick(self, app_id: str, channel: str, user_id: str | None, socket_id: str | None) -> None:
+        """Remove a user's or a socket's subscription to `channel`, on every node."""
+
+    @abstractmethod
+    def announce_user(self, app_id: str, user_id: str, online: bool) -> None:
+        """Tell every node's watchers that a user came online or went offline."""
+
+    # --- state ---------------------------------------------------------------------------
+
+    @abstractmethod
+    async def subscribe(self, app_id: str, channel: str, socket_id: str) -> CountChange:
+        """A local connection joined `channel` (already in the registry)."""
+
+    @abstractmethod
+    async def unsubscribe(self, app_id: str, channel: str, socket_id: str) -> CountChange:
+        """A local connection left `channel` (already out of the registry)."""
 
     @abstractmethod
     async def presence_join(
@@ -70,7 +133,27 @@ class Adapter(ABC):
 
     @abstractmethod
     async def presence_leave(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
-        """Remove a connection's membership; True when it was the user's last connection."""
+        """Remove a connection's membership; True when it was the user's last connection
+        (a pending-leave marker is then set)."""
+
+    @abstractmethod
+    async def user_join(self, app_id: str, user_id: str, socket_id: str) -> Transition:
+        """A connection signed in as `user_id`: ARRIVED when the user came online,
+        RETURNED when it came back within a pending leave, else NONE."""
+
+    @abstractmethod
+    async def user_leave(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        """A signed-in connection closed; True when it was the user's last one."""
+
+    @abstractmethod
+    async def take_pending_leave(self, key: LeaveKey) -> bool:
+        """Remove the pending-leave marker `key`; True when it was still there."""
+
+    # --- queries -------------------------------------------------------------------------
+
+    @abstractmethod
+    async def users_online(self, app_id: str, user_ids: Iterable[str]) -> set[str]:
+        """Which of `user_ids` have at least one signed-in connection."""
 
     @abstractmethod
     async def presence_members(self, app_id: str, channel: str) -> Mapping[str, Any]:

@@ -4,16 +4,30 @@ Invariants:
 - Subscription counts are the local registry's counts; nothing is stored twice.
 - Presence members are kept per (app, channel) as user id → (first user_info, socket ids);
   a user is a member while at least one of its connections is.
+- Signed-in users are kept as (app, user) → socket ids.
+- Pending-leave markers live `leave_delay + LEAVE_MARGIN` seconds (see `adapter.py`).
 - Every coroutine completes without suspending (`completes_synchronously`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pyserver.channels.registry import ChannelRegistry
-from pyserver.cluster.adapter import Adapter, ChannelCounts, PresenceJoin
+from pyserver.cluster.adapter import (
+    Adapter,
+    AppPeer,
+    ChannelCounts,
+    CountChange,
+    LeaveKey,
+    PresenceJoin,
+    Transition,
+)
+
+LEAVE_MARGIN = 2.0
+"""Seconds a pending-leave marker outlives the webhook delay, so the timer finds it."""
 
 
 class _Member:
@@ -24,37 +38,88 @@ class _Member:
         self.sockets: set[str] = set()
 
 
+class PendingLeaves:
+    """Pending-leave markers with an expiry (the local form of the Redis keys)."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._expiry: dict[LeaveKey, float] = {}
+
+    def mark(self, key: LeaveKey) -> None:
+        now = time.monotonic()
+        if len(self._expiry) > 10_000:
+            self._expiry = {k: t for k, t in self._expiry.items() if t > now}
+        self._expiry[key] = now + self.ttl
+
+    def take(self, key: LeaveKey) -> bool:
+        expiry = self._expiry.pop(key, None)
+        return expiry is not None and expiry > time.monotonic()
+
+    def arrival(self, key: LeaveKey) -> Transition:
+        """ARRIVED for a new arrival, RETURNED when it cancels a pending leave."""
+        return Transition.RETURNED if self.take(key) else Transition.ARRIVED
+
+
 class LocalAdapter(Adapter):
     completes_synchronously = True
 
-    def __init__(self) -> None:
+    def __init__(self, leave_delay: float = 3.0) -> None:
         self._registries: dict[str, ChannelRegistry] = {}
+        self._peers: dict[str, AppPeer] = {}
         self._members: dict[tuple[str, str], dict[str, _Member]] = {}
+        self._users: dict[tuple[str, str], set[str]] = {}
+        self.pending = PendingLeaves(leave_delay + LEAVE_MARGIN)
 
-    def attach(self, app_id: str, registry: ChannelRegistry) -> None:
+    def attach(self, app_id: str, registry: ChannelRegistry, peer: AppPeer) -> None:
         self._registries[app_id] = registry
+        self._peers[app_id] = peer
+
+    # --- delivery ------------------------------------------------------------------------
 
     def publish(
         self, app_id: str, channel: str, frame: bytes, except_socket_id: str | None
     ) -> None:
         self._registries[app_id].broadcast(channel, frame, except_socket_id)
 
-    def subscribed(self, app_id: str, channel: str, socket_id: str) -> int:
-        return self._registries[app_id].count(channel)
+    def terminate_user(self, app_id: str, user_id: str) -> None:
+        self._peers[app_id].terminate_local(user_id)
 
-    def unsubscribed(self, app_id: str, channel: str, socket_id: str) -> int:
-        return self._registries[app_id].count(channel)
+    def kick(self, app_id: str, channel: str, user_id: str | None, socket_id: str | None) -> None:
+        self._peers[app_id].kick_local(channel, user_id, socket_id)
+
+    def announce_user(self, app_id: str, user_id: str, online: bool) -> None:
+        self._peers[app_id].user_announced(user_id, online)
+
+    # --- state ---------------------------------------------------------------------------
+
+    async def subscribe(self, app_id: str, channel: str, socket_id: str) -> CountChange:
+        count = self._registries[app_id].count(channel)
+        if count != 1:
+            return CountChange(count, Transition.NONE)
+        return CountChange(count, self.pending.arrival(("channel", app_id, channel)))
+
+    async def unsubscribe(self, app_id: str, channel: str, socket_id: str) -> CountChange:
+        count = self._registries[app_id].count(channel)
+        if count:
+            return CountChange(count, Transition.NONE)
+        self.pending.mark(("channel", app_id, channel))
+        return CountChange(0, Transition.LEFT)
 
     async def presence_join(
         self, app_id: str, channel: str, socket_id: str, user_id: str, user_info: Any
     ) -> PresenceJoin:
         members = self._members.setdefault((app_id, channel), {})
         member = members.get(user_id)
-        first = member is None
+        transition = Transition.NONE
         if member is None:
             member = members[user_id] = _Member(user_info)
+            transition = self.pending.arrival(("member", app_id, channel, user_id))
         member.sockets.add(socket_id)
-        return PresenceJoin(first, {uid: m.user_info for uid, m in members.items()})
+        return PresenceJoin(
+            transition is not Transition.NONE,
+            transition,
+            {uid: m.user_info for uid, m in members.items()},
+        )
 
     async def presence_leave(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
         members = self._members.get((app_id, channel))
@@ -67,7 +132,34 @@ class LocalAdapter(Adapter):
         del members[user_id]
         if not members:
             del self._members[(app_id, channel)]
+        self.pending.mark(("member", app_id, channel, user_id))
         return True
+
+    async def user_join(self, app_id: str, user_id: str, socket_id: str) -> Transition:
+        sockets = self._users.setdefault((app_id, user_id), set())
+        sockets.add(socket_id)
+        if len(sockets) > 1:
+            return Transition.NONE
+        return self.pending.arrival(("user", app_id, user_id))
+
+    async def user_leave(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        sockets = self._users.get((app_id, user_id))
+        if sockets is None:
+            return False
+        sockets.discard(socket_id)
+        if sockets:
+            return False
+        del self._users[(app_id, user_id)]
+        self.pending.mark(("user", app_id, user_id))
+        return True
+
+    async def take_pending_leave(self, key: LeaveKey) -> bool:
+        return self.pending.take(key)
+
+    # --- queries -------------------------------------------------------------------------
+
+    async def users_online(self, app_id: str, user_ids: Iterable[str]) -> set[str]:
+        return {u for u in user_ids if (app_id, u) in self._users}
 
     async def presence_members(self, app_id: str, channel: str) -> Mapping[str, Any]:
         members = self._members.get((app_id, channel), {})

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from pyserver.channels import tasks
 from pyserver.channels.app import App
 from pyserver.protocol import frames
 from pyserver.protocol.commands import (
@@ -345,31 +346,19 @@ class Connection(asyncio.Protocol):
         if result is not None:
             self._run(result)
 
-    def _run(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _run(self, work: Coroutine[Any, Any, None]) -> None:
         """Run a handler's coroutine; hold this client's next messages until it is done."""
-        if self.server.adapter.completes_synchronously:
-            try:
-                coroutine.send(None)
-            except StopIteration:
-                return
-            except PusherError as exc:
-                self.report(exc)
-                return
-            except Exception:
-                log.exception("handler failed for socket %s", self.socket_id)
-                return
-            coroutine.close()
-            raise RuntimeError("a synchronous adapter's coroutine suspended")
-        self.backlog = deque()
-        task = asyncio.get_running_loop().create_task(coroutine)
-        task.add_done_callback(self._handler_done)
+        synchronous = self.server.adapter.completes_synchronously
+        if not tasks.run(work, synchronous, self._handler_failed, self._handler_done):
+            self.backlog = deque()
 
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
-        exc = task.exception()
+    def _handler_failed(self, exc: BaseException) -> None:
         if isinstance(exc, PusherError):
             self.report(exc)
-        elif exc is not None:
+        else:
             log.error("handler failed for socket %s", self.socket_id, exc_info=exc)
+
+    def _handler_done(self) -> None:
         backlog, self.backlog = self.backlog, None
         while backlog and self.backlog is None and not self.closing:
             self._message(backlog.popleft())

@@ -59,7 +59,7 @@ class WriteBatcher:
 class Server:
     def __init__(self, settings: Settings, adapter: Adapter | None = None) -> None:
         self.settings = settings
-        self.adapter = adapter or LocalAdapter()
+        self.adapter = adapter or LocalAdapter(settings.webhook_delay)
         self.apps_by_id: dict[str, App] = {}
         self.apps_by_key: dict[str, App] = {}
         self.observers = Observers()
@@ -132,7 +132,7 @@ class Server:
         )
         sender.start()
         apps = {app.id: app for app in settings.apps}
-        self.webhooks = WebhookDispatcher(apps, sender, settings.webhook_delay)
+        self.webhooks = WebhookDispatcher(apps, sender, settings.webhook_delay, self.adapter)
         self.observers.add(self.webhooks)
 
     @property

@@ -4,9 +4,10 @@
 deliveries to the `WebhookSender`.
 
 Invariants:
-- `channel_vacated`, `member_removed` and `user_offline` wait `delay` seconds; if the channel,
-  member or user comes back meanwhile, neither the leave nor the return is sent (a page reload
-  sends nothing). The return of something whose leave was never sent is a normal event.
+- `channel_vacated`, `member_removed` and `user_offline` wait `delay` seconds and are sent
+  only if the Adapter's pending-leave marker is still there: a return within the delay takes
+  the marker (and is not reported as an arrival), so a page reload sends nothing, on one
+  node or across a cluster.
 - `cache_miss` is sent at most once per channel per `delay` window.
 - Each target gets only its `event_types` and, when set, channels under its `channel_prefix`.
 - With `webhook_batch_ms`, events of one app for one target are collected for that long (or
@@ -20,14 +21,14 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 
+from pyserver.channels import tasks
 from pyserver.channels.observer import AppObserver
+from pyserver.cluster.adapter import Adapter, LeaveKey
 from pyserver.config import AppConfig, WebhookTarget
 from pyserver.webhooks import payloads
 from pyserver.webhooks.payloads import WebhookEvent
 from pyserver.webhooks.sender import Delivery, WebhookSender
 
-_DebounceKey = tuple[str, str, str, str]
-"""(app id, kind, channel, user id): what a pending leave is about."""
 _PendingLeave = tuple[asyncio.TimerHandle, Callable[[], None]]
 
 
@@ -41,34 +42,36 @@ class _Batch:
 
 
 class WebhookDispatcher(AppObserver):
-    def __init__(self, apps: Mapping[str, AppConfig], sender: WebhookSender, delay: float) -> None:
+    def __init__(
+        self,
+        apps: Mapping[str, AppConfig],
+        sender: WebhookSender,
+        delay: float,
+        adapter: Adapter,
+    ) -> None:
         self.apps = {app_id: app for app_id, app in apps.items() if app.webhooks}
         self.sender = sender
         self.delay = delay
-        self._pending_leaves: dict[
-            _DebounceKey, tuple[asyncio.TimerHandle, Callable[[], None]]
-        ] = {}
+        self.adapter = adapter
+        self._pending_leaves: dict[LeaveKey, tuple[asyncio.TimerHandle, Callable[[], None]]] = {}
         self._cache_misses: dict[tuple[str, str], float] = {}
         self._batches: dict[tuple[str, int], _Batch] = {}
 
     # --- AppObserver ---------------------------------------------------------------------
 
     def channel_occupied(self, app_id: str, channel: str) -> None:
-        if not self._returned(app_id, "channel", channel, ""):
-            self._emit(app_id, channel, payloads.channel_event("channel_occupied", channel))
+        self._emit(app_id, channel, payloads.channel_event("channel_occupied", channel))
 
     def channel_vacated(self, app_id: str, channel: str) -> None:
-        self._leave_later(
-            app_id, "channel", channel, "", payloads.channel_event("channel_vacated", channel)
-        )
+        event = payloads.channel_event("channel_vacated", channel)
+        self._leave_later(("channel", app_id, channel), app_id, channel, event)
 
     def member_added(self, app_id: str, channel: str, user_id: str) -> None:
-        if not self._returned(app_id, "member", channel, user_id):
-            self._emit(app_id, channel, payloads.member_event("member_added", channel, user_id))
+        self._emit(app_id, channel, payloads.member_event("member_added", channel, user_id))
 
     def member_removed(self, app_id: str, channel: str, user_id: str) -> None:
         event = payloads.member_event("member_removed", channel, user_id)
-        self._leave_later(app_id, "member", channel, user_id, event)
+        self._leave_later(("member", app_id, channel, user_id), app_id, channel, event)
 
     def client_event(
         self,
@@ -100,43 +103,34 @@ class WebhookDispatcher(AppObserver):
             self._emit(app_id, channel, payloads.subscription_count(channel, count))
 
     def user_online(self, app_id: str, user_id: str) -> None:
-        if not self._returned(app_id, "user", "", user_id):
-            self._emit(app_id, None, payloads.user_event("user_online", user_id))
+        self._emit(app_id, None, payloads.user_event("user_online", user_id))
 
     def user_offline(self, app_id: str, user_id: str) -> None:
-        self._leave_later(app_id, "user", "", user_id, payloads.user_event("user_offline", user_id))
+        event = payloads.user_event("user_offline", user_id)
+        self._leave_later(("user", app_id, user_id), app_id, None, event)
 
     # --- debounce ------------------------------------------------------------------------
 
     def _leave_later(
-        self, app_id: str, kind: str, channel: str, user_id: str, event: WebhookEvent
+        self, key: LeaveKey, app_id: str, channel: str | None, event: WebhookEvent
     ) -> None:
         if app_id not in self.apps:
             return
-        key = (app_id, kind, channel, user_id)
         created = _now_ms()
-        target_channel = channel or None
+
+        async def send_if_still_gone() -> None:
+            if await self.adapter.take_pending_leave(key):
+                self._emit(app_id, channel, event, created)
 
         def fire() -> None:
-            del self._pending_leaves[key]
-            self._emit(app_id, target_channel, event, created)
+            self._pending_leaves.pop(key, None)
+            tasks.run(send_if_still_gone(), self.adapter.completes_synchronously)
 
         previous = self._pending_leaves.pop(key, None)
         if previous is not None:
             previous[0].cancel()
-        if self.delay <= 0:
-            self._emit(app_id, target_channel, event, created)
-            return
         handle = asyncio.get_running_loop().call_later(self.delay, fire)
         self._pending_leaves[key] = (handle, fire)
-
-    def _returned(self, app_id: str, kind: str, channel: str, user_id: str) -> bool:
-        """True (and the pending leave cancelled) when this return cancels a recent leave."""
-        pending = self._pending_leaves.pop((app_id, kind, channel, user_id), None)
-        if pending is None:
-            return False
-        pending[0].cancel()
-        return True
 
     # --- delivery ------------------------------------------------------------------------
 
@@ -188,6 +182,7 @@ class WebhookDispatcher(AppObserver):
         for handle, fire in list(self._pending_leaves.values()):
             handle.cancel()
             fire()
+        await asyncio.sleep(0)  # let leaves that asked the Adapter finish
         for key in list(self._batches):
             self._flush_batch(key)
         await self.sender.close(grace)

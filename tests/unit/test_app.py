@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import orjson
 
 from pyserver.channels import app as app_module
@@ -12,7 +10,7 @@ from pyserver.channels.observer import AppObserver
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import AppConfig
 from pyserver.protocol.commands import Subscribe, Unsubscribe
-from tests.unit.test_architecture import FakeClient
+from tests.unit.fakes import FakeClient, drive
 
 
 class Recorder(AppObserver):
@@ -38,12 +36,6 @@ def _counts(client: FakeClient) -> list[int]:
     return counts
 
 
-def _run(result: object) -> None:
-    if result is not None:
-        with contextlib.suppress(StopIteration):
-            result.send(None)  # type: ignore[attr-defined]
-
-
 def test_subscription_count_is_throttled_above_100(monkeypatch) -> None:
     now = [1000.0]
     monkeypatch.setattr(app_module.time, "monotonic", lambda: now[0])
@@ -53,7 +45,7 @@ def test_subscription_count_is_throttled_above_100(monkeypatch) -> None:
     )
     clients = [FakeClient(f"{i}.0") for i in range(103)]
     for client in clients:
-        app.subscribe(client, Subscribe("room", None, None))
+        drive(app.subscribe(client, Subscribe("room", None, None)))
     first = clients[0]
     # every change up to 100 is sent at once; above it at most one per 5 s
     assert _counts(first)[:100] == list(range(1, 101))
@@ -66,13 +58,12 @@ def test_subscription_count_is_throttled_above_100(monkeypatch) -> None:
     assert _counts(first)[100:] == [101, 103]
     assert ("occupied", "room") in recorder.calls
     for client in clients:
-        _run(app.unsubscribe(client, Unsubscribe("room")))
-    assert recorder.calls[-1] == ("vacated", "room")
-    assert ("count", "room", "0") in recorder.calls
+        drive(app.unsubscribe(client, Unsubscribe("room")))
+    assert recorder.calls[-2:] == [("vacated", "room"), ("count", "room", "0")]
 
 
 def test_no_counts_when_switched_off() -> None:
     app = App(AppConfig(id="1", key="k", secret="s"), LocalAdapter())
     client = FakeClient("1.0")
-    app.subscribe(client, Subscribe("room", None, None))
+    drive(app.subscribe(client, Subscribe("room", None, None)))
     assert _counts(client) == []

@@ -15,6 +15,7 @@ from pyserver.config import AppConfig, Settings
 from pyserver.protocol import frames
 from pyserver.protocol.commands import Subscribe
 from pyserver.server.server import Server
+from tests.unit.fakes import FakeClient, drive
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pyserver"
 IO_MODULES = {"asyncio", "socket", "uvloop", "redis", "aiohttp", "httptools", "selectors", "ssl"}
@@ -43,32 +44,11 @@ def test_wire_event_names_appear_only_in_the_protocol_package() -> None:
             assert not pattern.search(path.read_text()), f"{path} builds a wire frame"
 
 
-class FakeClient:
-    def __init__(self, socket_id: str) -> None:
-        self.socket_id = socket_id
-        self.channels: dict[str, str | None] = {}
-        self.user = None
-        self.auth_deadline = 0.0
-        self.sent: list[bytes] = []
-
-    def send(self, frame: bytes) -> None:
-        self.sent.append(frame)
-
-    def send_message(self, payload: bytes) -> None:
-        self.sent.append(payload)
-
-    def report(self, error: object) -> None:
-        raise AssertionError(error)
-
-    def take_client_event_token(self, per_second: int) -> bool:
-        return True
-
-
 def test_a_broadcast_is_encoded_once_and_the_same_bytes_go_to_everyone(monkeypatch) -> None:
     app = App(AppConfig(id="1", key="k", secret="s"), LocalAdapter())
     clients = [FakeClient(f"{i}.1") for i in range(50)]
     for client in clients:
-        app.subscribe(client, Subscribe("room", None, None))
+        drive(app.subscribe(client, Subscribe("room", None, None)))
         client.sent.clear()
     calls = 0
     real = frames.channel_event

@@ -1,0 +1,60 @@
+"""Running the coroutines of app handlers: at once when the Adapter never suspends, else as
+a Task whose failure is logged (never lost, never raised into the event loop).
+
+Invariant: with a synchronous Adapter (the `local` driver) no Task is ever created, so the
+hot path stays free of scheduling; a coroutine that suspends there is a bug and is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger("pyserver.tasks")
+
+Work = Coroutine[Any, Any, None]
+
+
+def run(
+    work: Work,
+    synchronous: bool,
+    on_error: Callable[[BaseException], None] | None = None,
+    on_done: Callable[[], None] | None = None,
+) -> bool:
+    """Run `work`; True when it already finished, False when it goes on as a Task.
+
+    `on_error` gets any exception (default: log it); `on_done` runs after a Task finishes.
+    """
+    if synchronous:
+        try:
+            work.send(None)
+        except StopIteration:
+            return True
+        except Exception as exc:
+            (on_error or _log)(exc)
+            return True
+        work.close()
+        _log(RuntimeError("a synchronous adapter's coroutine suspended"))
+        return True
+    task = asyncio.get_running_loop().create_task(work)
+
+    def finished(done: asyncio.Task[None]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            (on_error or _log)(done.exception())  # type: ignore[arg-type]
+        if on_done is not None:
+            on_done()
+
+    task.add_done_callback(finished)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return False
+
+
+_tasks: set[asyncio.Task[None]] = set()
+"""Strong references, so running tasks are not garbage-collected."""
+
+
+def _log(exc: BaseException) -> None:
+    log.error("background work failed", exc_info=exc)
