@@ -289,8 +289,10 @@ class Api:
         if "subscription_count" in info:
             result["subscription_count"] = counts.subscription_count
         if "cache" in info:
-            cached = app.cached(channel)
-            result["cache"] = None if cached is None else {"data": cached.data, "ttl": cached.ttl()}
+            cached = await app.adapter.cache_get(app.id, channel)
+            result["cache"] = (
+                None if cached is None else {"data": cached.data, "ttl": int(cached.ttl)}
+            )
         return json_response(result)
 
     async def _users(self, app: App, channel: str) -> Response:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from pyserver.auth.signatures import auth_problem, channel_string_to_sign, user_string_to_sign
 from pyserver.channels import tasks
 from pyserver.channels.observer import AppObserver
 from pyserver.channels.registry import ChannelRegistry
-from pyserver.cluster.adapter import Adapter, CountChange, Transition
+from pyserver.cluster.adapter import Adapter, CachedEvent, CountChange, Transition
 from pyserver.config import AppConfig
 from pyserver.protocol import frames
 from pyserver.protocol.commands import ClientEvent, Signin, Subscribe, Unsubscribe
@@ -88,17 +87,6 @@ class Client(Protocol):
         """Spend one of the client's client-event allowance; False when over the limit."""
 
 
-@dataclass(frozen=True, slots=True)
-class CachedEvent:
-    payload: bytes
-    event: str
-    data: str
-    expires: float
-
-    def ttl(self) -> int:
-        return max(0, int(self.expires - time.monotonic()))
-
-
 class App:
     """The run-time state and behaviour of one configured app on this node."""
 
@@ -116,8 +104,6 @@ class App:
         """user id → local signed-in clients."""
         self.watchers: dict[str, dict[Client, None]] = {}
         """user id → local signed-in clients whose watchlist names that user."""
-        self._cache: dict[str, CachedEvent] = {}
-        """cache channel → its last server event, until `expires` (monotonic clock)."""
         self._count_sent: dict[str, float] = {}
         """channel → when its subscription count was last sent (for the > 100 throttle)."""
         self._count_pending: dict[str, int] = {}
@@ -172,7 +158,7 @@ class App:
     async def _subscribed(self, client: Client, name: str) -> None:
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
         client.send_message(frames.subscription_succeeded(name))
-        self._send_cached(client, name)
+        await self._send_cached(client, name)
         self._count_changed(name, change)
 
     def _member(self, client: Client, name: str, command: Subscribe) -> Member:
@@ -204,7 +190,7 @@ class App:
         )
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
         client.send_message(frames.presence_subscription_succeeded(name, join.members))
-        self._send_cached(client, name)
+        await self._send_cached(client, name)
         self._count_changed(name, change)
         if join.first_for_user:
             info = join.members.get(member.user_id)
@@ -414,8 +400,8 @@ class App:
         for name in channels:
             payload = frames.channel_event(event, name, data)
             if channel_type(name).cache:
-                expires = time.monotonic() + self.config.cache_ttl
-                self._cache[name] = CachedEvent(payload, event, data, expires)
+                cached = CachedEvent(payload, event, data, self.config.cache_ttl)
+                self.adapter.cache_put(self.id, name, cached)
             self.publish(name, payload, except_socket_id)
             self.observer.api_event(self.id, name, event, data)
 
@@ -424,18 +410,10 @@ class App:
 
     # --- cache channels ------------------------------------------------------------------
 
-    def cached(self, channel: str) -> CachedEvent | None:
-        """The last server event of a cache channel while it lives."""
-        entry = self._cache.get(channel)
-        if entry is not None and entry.expires <= time.monotonic():
-            del self._cache[channel]
-            return None
-        return entry
-
-    def _send_cached(self, client: Client, name: str) -> None:
+    async def _send_cached(self, client: Client, name: str) -> None:
         if not channel_type(name).cache:
             return
-        entry = self.cached(name)
+        entry = await self.adapter.cache_get(self.id, name)
         if entry is not None:
             client.send_message(entry.payload)
         else:

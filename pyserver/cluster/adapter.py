@@ -64,6 +64,18 @@ class PresenceJoin:
 
 
 @dataclass(frozen=True, slots=True)
+class CachedEvent:
+    """The last server event of a cache channel (§5.5)."""
+
+    payload: bytes
+    """The whole Pusher message, replayed to new subscribers."""
+    event: str
+    data: str
+    ttl: float
+    """Seconds it has left to live."""
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelCounts:
     subscription_count: int
     user_count: int
@@ -148,6 +160,14 @@ class Adapter(ABC):
     @abstractmethod
     async def take_pending_leave(self, key: LeaveKey) -> bool:
         """Remove the pending-leave marker `key`; True when it was still there."""
+
+    @abstractmethod
+    def cache_put(self, app_id: str, channel: str, event: CachedEvent) -> None:
+        """Remember a cache channel's last server event for `event.ttl` seconds."""
+
+    @abstractmethod
+    async def cache_get(self, app_id: str, channel: str) -> CachedEvent | None:
+        """A cache channel's last server event while it lives."""
 
     # --- queries -------------------------------------------------------------------------
 

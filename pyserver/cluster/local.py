@@ -4,7 +4,8 @@ Invariants:
 - Subscription counts are the local registry's counts; nothing is stored twice.
 - Presence members are kept per (app, channel) as user id → (first user_info, socket ids);
   a user is a member while at least one of its connections is.
-- Signed-in users are kept as (app, user) → socket ids.
+- Signed-in users are kept as (app, user) → socket ids; cache channels' last events with
+  their expiry.
 - Pending-leave markers live `leave_delay + LEAVE_MARGIN` seconds (see `adapter.py`).
 - Every coroutine completes without suspending (`completes_synchronously`).
 """
@@ -19,6 +20,7 @@ from pyserver.channels.registry import ChannelRegistry
 from pyserver.cluster.adapter import (
     Adapter,
     AppPeer,
+    CachedEvent,
     ChannelCounts,
     CountChange,
     LeaveKey,
@@ -68,6 +70,7 @@ class LocalAdapter(Adapter):
         self._peers: dict[str, AppPeer] = {}
         self._members: dict[tuple[str, str], dict[str, _Member]] = {}
         self._users: dict[tuple[str, str], set[str]] = {}
+        self._cache: dict[tuple[str, str], tuple[CachedEvent, float]] = {}
         self.pending = PendingLeaves(leave_delay + LEAVE_MARGIN)
 
     def attach(self, app_id: str, registry: ChannelRegistry, peer: AppPeer) -> None:
@@ -155,6 +158,19 @@ class LocalAdapter(Adapter):
 
     async def take_pending_leave(self, key: LeaveKey) -> bool:
         return self.pending.take(key)
+
+    def cache_put(self, app_id: str, channel: str, event: CachedEvent) -> None:
+        self._cache[(app_id, channel)] = (event, time.monotonic() + event.ttl)
+
+    async def cache_get(self, app_id: str, channel: str) -> CachedEvent | None:
+        entry = self._cache.get((app_id, channel))
+        if entry is None:
+            return None
+        ttl = entry[1] - time.monotonic()
+        if ttl <= 0:
+            del self._cache[(app_id, channel)]
+            return None
+        return CachedEvent(entry[0].payload, entry[0].event, entry[0].data, ttl)
 
     # --- queries -------------------------------------------------------------------------
 

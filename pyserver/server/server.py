@@ -83,9 +83,9 @@ class Server:
         self._servers: list[asyncio.Server] = []
         self._sweep_handle: asyncio.TimerHandle | None = None
         self.batcher: WriteBatcher
-        self.tick_seconds = min(
-            5.0, max(0.25, min(settings.activity_timeout, settings.pong_timeout) / 3)
-        )
+        liveness = min(settings.activity_timeout, settings.pong_timeout) / 3
+        authz = [a.authorized_connections_timeout / 2 for a in settings.apps]
+        self.tick_seconds = min(5.0, max(0.25, min([liveness, *filter(None, authz)])))
         self._ping_after = max(1, math.ceil(settings.activity_timeout / self.tick_seconds))
         self._close_after = self._ping_after + max(
             1, math.ceil(settings.pong_timeout / self.tick_seconds)
