@@ -128,6 +128,20 @@ class Settings(BaseSettings):
     app_secret: str = "app-secret"
     apps: list[AppConfig] = Field(default_factory=list)
 
+    adapter: Literal["local", "redis"] = "local"
+    """Where cluster-wide state lives: this process only, or a Redis server shared by nodes."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field(default="pyserver", min_length=1)
+    """Prefix of every Redis key and of the pub/sub channel (several clusters, one Redis)."""
+    redis_heartbeat: float = Field(default=5.0, gt=0, le=60)
+    """Seconds between a node's liveness refreshes."""
+    redis_dead_after: float = Field(default=15.0, gt=0, le=300)
+    """Seconds without a refresh after which a node is declared dead and its state removed."""
+    node_id: str | None = None
+    """This node's name in the cluster (default: host, process id and a random suffix)."""
+    workers: int = Field(default=1, ge=1, le=256)
+    """Processes sharing the port (SO_REUSEPORT); more than one needs adapter = "redis"."""
+
     activity_timeout: int = Field(default=30, ge=1, le=120)
     """Seconds advertised to clients; below nginx's 60 s and Cloudflare's 100 s idle limits."""
     pong_timeout: int = Field(default=30, ge=1)
@@ -165,6 +179,10 @@ class Settings(BaseSettings):
     def _fill_and_check_apps(self) -> Settings:
         if not self.apps:
             self.apps = [AppConfig(id=self.app_id, key=self.app_key, secret=self.app_secret)]
+        if self.workers > 1 and self.adapter != "redis":
+            raise ValueError('workers: more than one worker needs adapter = "redis" to share state')
+        if self.redis_dead_after <= self.redis_heartbeat:
+            raise ValueError("redis_dead_after must be longer than redis_heartbeat")
         for field in ("id", "key"):
             seen: set[str] = set()
             for app in self.apps:
@@ -177,11 +195,28 @@ class Settings(BaseSettings):
     def describe(self) -> list[str]:
         """Log lines for start-up: the effective settings, secrets left out."""
         lines = [
+            f"adapter={self.adapter}"
+            + (
+                f" redis={_mask_url(self.redis_url)} prefix={self.redis_prefix}"
+                if self.adapter == "redis"
+                else ""
+            )
+            + f" workers={self.workers}",
             f"activity_timeout={self.activity_timeout}s pong_timeout={self.pong_timeout}s "
-            f"max_message_bytes={self.max_message_bytes} write_buffer_cap={self.write_buffer_cap}"
+            f"max_message_bytes={self.max_message_bytes} write_buffer_cap={self.write_buffer_cap}",
         ]
         lines += [f"serving app {app.describe()}" for app in self.apps]
         return lines
+
+
+def _mask_url(url: str) -> str:
+    """A Redis URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{host}" if user else f"{scheme}{sep}***@{host}"
 
 
 class ConfigError(Exception):

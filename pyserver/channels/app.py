@@ -332,6 +332,19 @@ class App:
             for watcher in watchers:
                 watcher.send(frame)
 
+    # --- a dead node's leftovers (reported here by the Adapter, once per cluster) ---------
+
+    def remote_member_left(self, channel: str, user_id: str) -> None:
+        self.publish(channel, frames.member_removed(channel, user_id), None)
+        self.observer.member_removed(self.id, channel, user_id)
+
+    def remote_channel_left(self, channel: str) -> None:
+        self.observer.channel_vacated(self.id, channel)
+
+    def remote_user_left(self, user_id: str) -> None:
+        self.adapter.announce_user(self.id, user_id, False)
+        self.observer.user_offline(self.id, user_id)
+
     def terminate_user(self, user_id: str) -> None:
         """Close every connection signed in as `user_id`, on every node."""
         self.adapter.terminate_user(self.id, user_id)

@@ -90,6 +90,13 @@ class AppPeer(Protocol):
 
     def user_announced(self, user_id: str, online: bool) -> None: ...
 
+    # A dead node's state was removed (reaping); each is reported on one node only.
+    def remote_member_left(self, channel: str, user_id: str) -> None: ...
+
+    def remote_channel_left(self, channel: str) -> None: ...
+
+    def remote_user_left(self, user_id: str) -> None: ...
+
 
 class Adapter(ABC):
     completes_synchronously: bool = False

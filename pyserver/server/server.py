@@ -59,7 +59,7 @@ class WriteBatcher:
 class Server:
     def __init__(self, settings: Settings, adapter: Adapter | None = None) -> None:
         self.settings = settings
-        self.adapter = adapter or LocalAdapter(settings.webhook_delay)
+        self.adapter = adapter or make_adapter(settings)
         self.apps_by_id: dict[str, App] = {}
         self.apps_by_key: dict[str, App] = {}
         self.observers = Observers()
@@ -97,6 +97,7 @@ class Server:
         """Listen (on `sockets` if given, else host:port); return the addresses listened on."""
         loop = asyncio.get_running_loop()
         self.batcher = WriteBatcher(loop)
+        await self.adapter.start()
         if any(app.webhooks for app in self.settings.apps):
             self._start_webhooks()
         if sockets:
@@ -166,6 +167,7 @@ class Server:
                 connection.transport.abort()
         if self.webhooks is not None:
             await self.webhooks.close(max(1.0, grace))
+        await self.adapter.close()
 
     # --- connections -----------------------------------------------------------------------
 
@@ -204,6 +206,21 @@ class Server:
                 "uptime_seconds": int(time.time() - self.started_at),
             }
         )
+
+
+def make_adapter(settings: Settings) -> Adapter:
+    if settings.adapter == "redis":
+        from pyserver.cluster.redis import RedisAdapter
+
+        return RedisAdapter(
+            settings.redis_url,
+            settings.redis_prefix,
+            leave_delay=settings.webhook_delay,
+            heartbeat=settings.redis_heartbeat,
+            dead_after=settings.redis_dead_after,
+            node_id=settings.node_id,
+        )
+    return LocalAdapter(settings.webhook_delay)
 
 
 def _format_address(address: object) -> str:

@@ -22,6 +22,7 @@ import pytest
 from tests.integration.jsdriver import JsDriver, js_deps_installed
 from tests.integration.rawws import RawWebSocket
 from tests.integration.serverproc import ServerProcess
+from tests.redisproc import RedisProcess
 
 CONFIG = """
 [[apps]]
@@ -79,11 +80,59 @@ MASTER_KEY = base64.b64encode(b"k" * 32).decode()
 WS_QUERY = "?protocol=7&client=js&version=8.4.0&flash=false"
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[ServerProcess]:
-    proc = ServerProcess(CONFIG)
-    yield proc
-    proc.stop()
+class Deployment:
+    """Where the tests connect: WebSocket clients to `port`, every HTTP call to `api_port`.
+
+    `local` is one server; `redis` is two nodes sharing a real Redis, clients on node A and
+    the HTTP API on node B, so every scenario crosses nodes.
+    """
+
+    def __init__(self, nodes: list[ServerProcess]) -> None:
+        self.nodes = nodes
+        self.port = nodes[0].port
+        self.api_port = nodes[-1].port
+
+    def output(self) -> str:
+        return "".join(node.output() for node in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def deploy(config: str, kind: str, env: dict[str, str] | None = None) -> Deployment:
+    if kind == "local":
+        return Deployment([ServerProcess(config, env=env)])
+    redis = _redis()
+    cluster_env = {
+        "PYSERVER_ADAPTER": "redis",
+        "PYSERVER_REDIS_URL": redis.url,
+        "PYSERVER_REDIS_PREFIX": f"t{next(_counter)}",
+        **(env or {}),
+    }
+    return Deployment([ServerProcess(config, env=cluster_env) for _ in range(2)])
+
+
+_redis_process: RedisProcess | None = None
+
+
+def _redis() -> RedisProcess:
+    global _redis_process
+    if _redis_process is None:
+        _redis_process = RedisProcess()
+    return _redis_process
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _redis_process is not None:
+        _redis_process.stop()
+
+
+@pytest.fixture(scope="session", params=["local", "redis"])
+def server(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    deployment = deploy(CONFIG, request.param)
+    yield deployment
+    deployment.stop()
 
 
 _counter = itertools.count()
@@ -108,8 +157,8 @@ def sdk(port: int, app: AppCreds = MAIN) -> pusher.Pusher:
 
 
 @pytest.fixture
-def py_sdk(server: ServerProcess) -> pusher.Pusher:
-    return sdk(server.port)
+def py_sdk(server: Deployment) -> pusher.Pusher:
+    return sdk(server.api_port)
 
 
 class PusherSocket(RawWebSocket):
@@ -150,7 +199,7 @@ class PusherSocket(RawWebSocket):
 
 
 @pytest.fixture
-def connect(server: ServerProcess) -> Iterator[object]:
+def connect(server: Deployment) -> Iterator[object]:
     opened: list[PusherSocket] = []
 
     def open_socket(app: AppCreds = MAIN) -> PusherSocket:

@@ -157,7 +157,9 @@ def test_encrypted_channel_events_are_relayed_untouched(connect, uid, server, py
     assert s.signed_subscribe(channel)["event"] == "pusher_internal:subscription_succeeded"
     payload = json.dumps({"nonce": "bm9uY2U=", "ciphertext": "Y2lwaGVy"})
     status, _ = signed_post(
-        server.port, "/apps/1001/events", {"name": "secret", "channel": channel, "data": payload}
+        server.api_port,
+        "/apps/1001/events",
+        {"name": "secret", "channel": channel, "data": payload},
     )
     assert status == 200
     assert s.recv() == {"event": "secret", "channel": channel, "data": payload}

@@ -32,7 +32,7 @@ def test_trigger_data_is_forwarded_verbatim(connect, uid, server) -> None:
     data = '{"spaced" : [1, 2],  "x": "\\u00e9"}'
     assert (
         signed_post(
-            server.port, "/apps/1001/events", {"name": "e", "channel": f"c-{uid}", "data": data}
+            server.api_port, "/apps/1001/events", {"name": "e", "channel": f"c-{uid}", "data": data}
         )[0]
         == 200
     )
@@ -63,7 +63,7 @@ def test_batch_events_with_info(connect, uid, server) -> None:
     s = connect()
     s.subscribe(f"a-{uid}")
     status, body = signed_post(
-        server.port,
+        server.api_port,
         "/apps/1001/batch_events",
         {
             "batch": [
@@ -108,17 +108,17 @@ def test_batch_through_the_sdk(connect, uid, py_sdk) -> None:
     ],
 )
 def test_trigger_validation(server, body, status) -> None:
-    code, answer = signed_post(server.port, "/apps/1001/events", body)
+    code, answer = signed_post(server.api_port, "/apps/1001/events", body)
     assert code == status
     assert isinstance(answer["error"], str) and answer["error"]
 
 
 def test_batch_limits(server) -> None:
     too_many = {"batch": [{"name": "e", "channel": "c", "data": "x"}] * 11}
-    assert signed_post(server.port, "/apps/1001/batch_events", too_many)[0] == 400
+    assert signed_post(server.api_port, "/apps/1001/batch_events", too_many)[0] == 400
     big = {"batch": [{"name": "e", "channel": "c", "data": "x" * 10_241}]}
-    assert signed_post(server.port, "/apps/1001/batch_events", big)[0] == 413
-    assert signed_post(server.port, "/apps/1001/batch_events", {"batch": []})[0] == 400
+    assert signed_post(server.api_port, "/apps/1001/batch_events", big)[0] == 413
+    assert signed_post(server.api_port, "/apps/1001/batch_events", {"batch": []})[0] == 400
 
 
 def test_channels_listing_and_filters(connect, uid, py_sdk) -> None:
@@ -167,9 +167,11 @@ def test_users_of_presence_channel_only(connect, uid, py_sdk) -> None:
 def test_terminate_routes_exist_and_are_signed(server, py_sdk) -> None:
     # pusher-http-python posts to /users/{id}/terminate_connections (no /apps prefix)
     assert py_sdk.terminate_user_connections("someone") == {}
-    assert signed_post(server.port, "/apps/1001/users/someone/terminate_connections", {})[0] == 200
+    assert (
+        signed_post(server.api_port, "/apps/1001/users/someone/terminate_connections", {})[0] == 200
+    )
     status, _, _ = request(
-        server.port, "POST", "/apps/1001/users/someone/terminate_connections", b"{}"
+        server.api_port, "POST", "/apps/1001/users/someone/terminate_connections", b"{}"
     )
     assert status == 401
 
@@ -183,34 +185,34 @@ def _events_path_params(**overrides: str) -> tuple[bytes, dict[str, str]]:
 
 def test_signature_failures_are_401_with_reasons(server) -> None:
     body, params = _events_path_params(auth_signature="0" * 64)
-    status, answer, _ = request(server.port, "POST", "/apps/1001/events", body, params)
+    status, answer, _ = request(server.api_port, "POST", "/apps/1001/events", body, params)
     assert status == 401
     assert "POST\n/apps/1001/events\nauth_key=app-key" in answer["error"]
 
     body, params = _events_path_params(auth_key="other")
-    assert request(server.port, "POST", "/apps/1001/events", body, params)[0] == 401
+    assert request(server.api_port, "POST", "/apps/1001/events", body, params)[0] == 401
 
     old = json.dumps({"name": "e", "channel": "c", "data": "x"}).encode()
     params = sign_params(
         "POST", "/apps/1001/events", {"auth_timestamp": str(int(time.time()) - 700)}, old
     )
-    status, answer, _ = request(server.port, "POST", "/apps/1001/events", old, params)
+    status, answer, _ = request(server.api_port, "POST", "/apps/1001/events", old, params)
     assert status == 401 and "Timestamp" in answer["error"]
 
     body, params = _events_path_params()
-    status, answer, _ = request(server.port, "POST", "/apps/1001/events", body + b" ", params)
+    status, answer, _ = request(server.api_port, "POST", "/apps/1001/events", body + b" ", params)
     assert status == 400 and "body_md5" in answer["error"]
 
     unsigned = json.dumps({"name": "e", "channel": "c", "data": "x"}).encode()
     params = sign_params("POST", "/apps/1001/events", {}, unsigned, with_md5=False)
-    assert request(server.port, "POST", "/apps/1001/events", unsigned, params)[0] == 401
+    assert request(server.api_port, "POST", "/apps/1001/events", unsigned, params)[0] == 401
 
 
 def test_body_md5_on_get_is_checked_too(server) -> None:
     params = sign_params("GET", "/apps/1001/channels", {"body_md5": "0" * 32}, b"")
-    assert request(server.port, "GET", "/apps/1001/channels", b"", params)[0] == 400
+    assert request(server.api_port, "GET", "/apps/1001/channels", b"", params)[0] == 400
     status, _ = signed(
-        server.port,
+        server.api_port,
         "GET",
         "/apps/1001/channels",
         params={"body_md5": "d41d8cd98f00b204e9800998ecf8427e"},
@@ -219,17 +221,17 @@ def test_body_md5_on_get_is_checked_too(server) -> None:
 
 
 def test_unknown_app_disabled_app_and_unknown_route(server) -> None:
-    assert signed(server.port, "GET", "/apps/9999/channels")[0] == 404
+    assert signed(server.api_port, "GET", "/apps/9999/channels")[0] == 404
     from tests.integration.conftest import AppCreds
 
     disabled = AppCreds("1002", "disabled-key", "disabled-secret")
-    assert signed(server.port, "GET", "/apps/1002/channels", app=disabled)[0] == 403
-    assert signed(server.port, "GET", "/apps/1001/nothing")[0] == 404
-    assert signed(server.port, "GET", "/apps/1001/events")[0] == 405
+    assert signed(server.api_port, "GET", "/apps/1002/channels", app=disabled)[0] == 403
+    assert signed(server.api_port, "GET", "/apps/1001/nothing")[0] == 404
+    assert signed(server.api_port, "GET", "/apps/1001/events")[0] == 405
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(server) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", server.api_port, timeout=5)
     for _ in range(3):
         body = json.dumps({"name": "e", "channel": "c", "data": "x"}).encode()
         params = sign_params("POST", "/apps/1001/events", {}, body)
@@ -247,12 +249,12 @@ def test_legacy_channel_events_route(connect, uid, server) -> None:
     s.subscribe(f"legacy-{uid}")
     path = f"/apps/1001/channels/legacy-{uid}/events"
     params = sign_params("POST", path, {"name": "old"}, b'{"a":1}')
-    assert request(server.port, "POST", path, b'{"a":1}', params)[0] == 202
+    assert request(server.api_port, "POST", path, b'{"a":1}', params)[0] == 202
     assert s.recv() == {"event": "old", "channel": f"legacy-{uid}", "data": '{"a":1}'}
 
 
 def test_malformed_http_gets_400(server) -> None:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+    with socket.create_connection(("127.0.0.1", server.api_port), timeout=5) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
         assert sock.recv(1024).startswith(b"HTTP/1.1 400")
 
@@ -260,11 +262,11 @@ def test_malformed_http_gets_400(server) -> None:
 def test_request_body_over_the_limit_is_413(server) -> None:
     body = b'{"name":"e","channel":"c","data":"' + b"x" * 1_100_000 + b'"}'
     params = sign_params("POST", "/apps/1001/events", {}, body)
-    assert request(server.port, "POST", "/apps/1001/events", body, params)[0] == 413
+    assert request(server.api_port, "POST", "/apps/1001/events", body, params)[0] == 413
 
 
 def test_health_endpoint(server) -> None:
-    status, body, _ = request(server.port, "GET", "/up")
+    status, body, _ = request(server.api_port, "GET", "/up")
     assert status == 200 and body["ok"] is True
 
 

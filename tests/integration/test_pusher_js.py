@@ -50,7 +50,7 @@ def node_sdk(js: JsDriver, server, method: str, *args):
     return js.sdk(
         method,
         *args,
-        port=server.port,
+        port=server.api_port,
         key=MAIN.key,
         secret=MAIN.secret,
         app_id=MAIN.id,

@@ -35,7 +35,9 @@ def client(js: JsDriver, server):
 
 
 def node_sdk(js: JsDriver, server, method: str, *args):
-    return js.sdk(method, *args, port=server.port, key=MAIN.key, secret=MAIN.secret, app_id=MAIN.id)
+    return js.sdk(
+        method, *args, port=server.api_port, key=MAIN.key, secret=MAIN.secret, app_id=MAIN.id
+    )
 
 
 def _signed_in(js: JsDriver, name: str) -> None:
@@ -55,7 +57,7 @@ def test_pusher_js_signin_and_send_to_user(js, server, client, uid, version) -> 
     bob_mark = js.mark(bob)
     # the Node SDK's sendToUser and the Python SDK's send_to_user reach every tab of alice
     assert node_sdk(js, server, "sendToUser", f"alice-{uid}", "hello", {"n": 1})["status"] == 200
-    sdk(server.port).send_to_user(f"alice-{uid}", "hello", {"n": 2})
+    sdk(server.api_port).send_to_user(f"alice-{uid}", "hello", {"n": 2})
     for name in (alice, alice_tab2):
         entries = js.wait(name, type="user", event="hello", count=2)
         assert [e["data"]["n"] for e in entries] == [1, 2]
@@ -142,7 +144,7 @@ def test_python_sdk_terminate_closes_with_4009(connect, server, uid) -> None:
     auth = sdk(1).authenticate_user(s.socket_id, {"id": f"py-{uid}"})
     s.send_json({"event": "pusher:signin", "data": auth})
     s.recv_event("pusher:signin_success")
-    assert sdk(server.port).terminate_user_connections(f"py-{uid}") == {}
+    assert sdk(server.api_port).terminate_user_connections(f"py-{uid}") == {}
     error = s.recv()
     assert error["event"] == "pusher:error" and error["data"]["code"] == 4009
     assert s.expect_close().code == 4009
@@ -204,7 +206,7 @@ def test_cache_channel_miss_then_last_event(js, server, client, uid) -> None:
     assert js.subscribe(late, channel)["succeeded"]
     (cached,) = js.wait(late, type="channel", channel=channel, event="price")
     assert cached["data"] == {"v": 2}
-    info = sdk(server.port).channel_info(channel, ["cache"])
+    info = sdk(server.api_port).channel_info(channel, ["cache"])
     assert info["occupied"] is True
     assert json.loads(info["cache"]["data"]) == {"v": 2} and 0 < info["cache"]["ttl"] <= 1800
 
@@ -311,7 +313,7 @@ def test_kick_a_user_from_a_channel(js, server, client, uid) -> None:
     assert js.subscribe(other, channel)["succeeded"]
     mark = js.mark(other)
     status, body = signed_post(
-        server.port, f"/apps/1001/channels/{channel}/unsubscribe", {"user_id": f"v-{uid}"}
+        server.api_port, f"/apps/1001/channels/{channel}/unsubscribe", {"user_id": f"v-{uid}"}
     )
     assert (status, body) == (200, {})
     (notice,) = js.wait(victim, type="channel", channel=channel, event="pusher:subscription_error")
@@ -329,12 +331,12 @@ def test_kick_by_socket_id_and_bad_requests(connect, server, uid) -> None:
     s = connect()
     s.subscribe(f"k-{uid}")
     path = f"/apps/1001/channels/k-{uid}/unsubscribe"
-    assert signed_post(server.port, path, {"socket_id": s.socket_id})[0] == 200
+    assert signed_post(server.api_port, path, {"socket_id": s.socket_id})[0] == 200
     kicked = s.recv()
     assert kicked["event"] == "pusher:subscription_error"
-    assert sdk(server.port).channel_info(f"k-{uid}") == {"occupied": False}
-    assert signed_post(server.port, path, {})[0] == 400
-    assert signed_post(server.port, path, {"user_id": "a", "socket_id": "1.1"})[0] == 400
+    assert sdk(server.api_port).channel_info(f"k-{uid}") == {"occupied": False}
+    assert signed_post(server.api_port, path, {})[0] == 400
+    assert signed_post(server.api_port, path, {"user_id": "a", "socket_id": "1.1"})[0] == 400
 
 
 # --- Laravel Echo ---------------------------------------------------------------------------

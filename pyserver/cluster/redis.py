@@ -1,0 +1,624 @@
+"""The `redis` Adapter driver: N nodes that behave exactly like one.
+
+Cluster-wide truth lives in Redis data structures (see `redis_scripts.py` for the data model)
+and every transition is decided by one Lua script, so exactly one node sees each
+occupied/vacated/member/user change and webhooks go out once per cluster. Broadcasts cross
+nodes on one pub/sub channel as the already-encoded WebSocket frame: one publish per
+trigger, and each node writes the same bytes to its own subscribers.
+
+Invariants:
+- The node that triggers delivers to its local subscribers at once and ignores its own
+  broadcast when it comes back from Redis; control messages (terminate, kick, watchlist)
+  likewise run locally first.
+- Publishes are queued and written by one task in pipelines, in order; the hot path never
+  waits for Redis.
+- Every node refreshes `P:alive:{node}` every `heartbeat` seconds; a node whose key expired
+  (`dead_after`) is reaped by exactly one survivor (a lock), which removes its
+  subscriptions, presence memberships and users and reports the transitions.
+- When Redis is unreachable the node keeps serving its own clients from local knowledge,
+  logs loudly, reports `healthy = False`, retries with backoff, and re-publishes its local
+  state (subscriptions, presence memberships, signed-in users) once Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from pyserver.channels import tasks
+from pyserver.channels.registry import ChannelRegistry
+from pyserver.cluster import redis_scripts as lua
+from pyserver.cluster.adapter import (
+    Adapter,
+    AppPeer,
+    CachedEvent,
+    ChannelCounts,
+    CountChange,
+    LeaveKey,
+    PresenceJoin,
+    Transition,
+)
+from pyserver.cluster.local import LEAVE_MARGIN
+
+log = logging.getLogger("pyserver.redis")
+
+T = TypeVar("T")
+
+_TRANSITIONS = {
+    b"none": Transition.NONE,
+    b"arrived": Transition.ARRIVED,
+    b"left": Transition.LEFT,
+    b"returned": Transition.RETURNED,
+}
+_BROADCAST = b"B"
+_CONTROL = b"C"
+
+
+class RedisAdapter(Adapter):
+    completes_synchronously = False
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "pyserver",
+        *,
+        leave_delay: float = 3.0,
+        heartbeat: float = 5.0,
+        dead_after: float = 15.0,
+        node_id: str | None = None,
+    ) -> None:
+        self.url = url
+        self.p = prefix
+        self.node = node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.pending_ttl_ms = int((leave_delay + LEAVE_MARGIN) * 1000)
+        self.heartbeat = heartbeat
+        self.dead_after = dead_after
+        self.bus = f"{prefix}:bus".encode()
+        self.healthy = False
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+        )
+        self._scripts = {
+            name: self.redis.register_script(getattr(lua, name))
+            for name in (
+                "COUNT",
+                "SET_COUNT",
+                "PRESENCE_JOIN",
+                "PRESENCE_LEAVE",
+                "USER_JOIN",
+                "USER_LEAVE",
+                "REAP_COUNT",
+                "REAP_PRESENCE",
+                "REAP_USER",
+            )
+        }
+        self._registries: dict[str, ChannelRegistry] = {}
+        self._peers: dict[str, AppPeer] = {}
+        # What this node contributes, to re-publish after an outage.
+        self._presence: dict[tuple[str, str], dict[str, tuple[str, bytes]]] = {}
+        self._users: dict[tuple[str, str], set[str]] = {}
+        self._outbox: deque[bytes] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._recovering = False
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def _subs(self, app: str, channel: str) -> str:
+        return f"{self.p}:subs:{app}:{channel}"
+
+    def _channels(self, app: str) -> str:
+        return f"{self.p}:channels:{app}"
+
+    def _pconns(self, app: str, channel: str) -> str:
+        return f"{self.p}:pconns:{app}:{channel}"
+
+    def _pmembers(self, app: str, channel: str) -> str:
+        return f"{self.p}:pmembers:{app}:{channel}"
+
+    def _user(self, app: str, user: str) -> str:
+        return f"{self.p}:users:{app}:{user}"
+
+    def _pending(self, key: LeaveKey) -> str:
+        return f"{self.p}:pending:" + ":".join(key)
+
+    def _index(self, node: str) -> str:
+        return f"{self.p}:index:{node}"
+
+    def _field(self, socket_id: str) -> str:
+        return f"{self.node}|{socket_id}"
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def attach(self, app_id: str, registry: ChannelRegistry, peer: AppPeer) -> None:
+        self._registries[app_id] = registry
+        self._peers[app_id] = peer
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await self._join_cluster()
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+        self._tasks = [
+            loop.create_task(self._listen()),
+            loop.create_task(self._write_outbox()),
+            loop.create_task(self._keep_alive()),
+        ]
+
+    async def _join_cluster(self) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(f"{self.p}:nodes", self.node)
+            pipe.set(f"{self.p}:alive:{self.node}", b"1", px=int(self.dead_after * 1000))
+            await pipe.execute()
+        if not self.healthy:
+            log.info("redis adapter: node %s joined the cluster at %s", self.node, self.url)
+        self.healthy = True
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._reap(self.node)  # leave cleanly: nobody has to wait for the heartbeat
+            await self.redis.delete(f"{self.p}:alive:{self.node}")
+        except (RedisError, OSError):
+            pass
+        await self.redis.aclose()
+
+    def _lost(self, exc: BaseException) -> None:
+        if self.healthy or not self._recovering:
+            log.error(
+                "redis adapter: Redis at %s is unreachable (%s); serving local clients only "
+                "until it is back",
+                self.url,
+                exc,
+            )
+        self.healthy = False
+        if not self._recovering:
+            self._recovering = True
+            asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        delay = 0.25
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._join_cluster()
+                await self._republish()
+            except (RedisError, OSError):
+                delay = min(10.0, delay * 2)
+                continue
+            self._recovering = False
+            log.warning("redis adapter: Redis is back; local state re-published")
+            return
+
+    async def _republish(self) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for app_id, registry in self._registries.items():
+                for name, channel in registry.channels.items():
+                    entry = orjson.dumps(["count", app_id, name])
+                    pipe.evalsha(
+                        self._scripts["SET_COUNT"].sha,
+                        3,
+                        self._subs(app_id, name),
+                        self._channels(app_id),
+                        self._index(self.node),
+                        self.node,
+                        name,
+                        len(channel.subscribers),
+                        entry,
+                    )
+            for (app_id, name), conns in self._presence.items():
+                pipe.sadd(self._index(self.node), orjson.dumps(["presence", app_id, name]))
+                for socket_id, (user_id, info) in conns.items():
+                    pipe.hset(self._pconns(app_id, name), self._field(socket_id), user_id)
+                    pipe.hsetnx(self._pmembers(app_id, name), user_id, info)
+            for (app_id, user_id), sockets in self._users.items():
+                pipe.sadd(self._index(self.node), orjson.dumps(["user", app_id, user_id]))
+                for socket_id in sockets:
+                    pipe.hset(self._user(app_id, user_id), self._field(socket_id), b"1")
+            await self._ensure_scripts()
+            await pipe.execute()
+
+    async def _ensure_scripts(self) -> None:
+        exists = await self.redis.script_exists(*[s.sha for s in self._scripts.values()])
+        for script, present in zip(self._scripts.values(), exists, strict=True):
+            if not present:
+                await self.redis.script_load(script.script)
+
+    async def _safely(self, call: Callable[[], Awaitable[T]], fallback: Callable[[], T]) -> T:
+        """Run a Redis call; while Redis is away, answer from local knowledge instead."""
+        if self.healthy:
+            try:
+                return await call()
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+        return fallback()
+
+    # --- delivery --------------------------------------------------------------------------
+
+    def publish(
+        self, app_id: str, channel: str, frame: bytes, except_socket_id: str | None
+    ) -> None:
+        self._registries[app_id].broadcast(channel, frame, except_socket_id)
+        header = orjson.dumps([self.node, app_id, channel, except_socket_id])
+        self._send(_BROADCAST + header + b"\n" + frame)
+
+    def terminate_user(self, app_id: str, user_id: str) -> None:
+        self._peers[app_id].terminate_local(user_id)
+        self._control("terminate", app_id, user_id)
+
+    def kick(self, app_id: str, channel: str, user_id: str | None, socket_id: str | None) -> None:
+        self._peers[app_id].kick_local(channel, user_id, socket_id)
+        self._control("kick", app_id, channel, user_id, socket_id)
+
+    def announce_user(self, app_id: str, user_id: str, online: bool) -> None:
+        self._peers[app_id].user_announced(user_id, online)
+        self._control("user", app_id, user_id, online)
+
+    def _control(self, *fields: Any) -> None:
+        self._send(_CONTROL + orjson.dumps([self.node, *fields]))
+
+    def _send(self, message: bytes) -> None:
+        if not self.healthy:
+            return  # local delivery already happened; other nodes are out of reach
+        self._outbox.append(message)
+        self._outbox_ready.set()
+
+    async def _write_outbox(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 512))]
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for message in batch:
+                            pipe.publish(self.bus, message)
+                        await pipe.execute()
+                except (RedisError, OSError) as exc:
+                    self._lost(exc)
+                    self._outbox.clear()
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.bus)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        self._received(message["data"])
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _received(self, data: bytes) -> None:
+        kind = data[:1]
+        try:
+            if kind == _BROADCAST:
+                header, _, frame = data[1:].partition(b"\n")
+                origin, app_id, channel, except_socket_id = orjson.loads(header)
+                registry = self._registries.get(app_id)
+                if origin != self.node and registry is not None:
+                    registry.broadcast(channel, frame, except_socket_id)
+            elif kind == _CONTROL:
+                origin, what, app_id, *args = orjson.loads(data[1:])
+                peer = self._peers.get(app_id)
+                if origin == self.node or peer is None:
+                    return
+                if what == "terminate":
+                    peer.terminate_local(args[0])
+                elif what == "kick":
+                    peer.kick_local(args[0], args[1], args[2])
+                elif what == "user":
+                    peer.user_announced(args[0], bool(args[1]))
+        except (ValueError, IndexError, TypeError):
+            log.warning("redis adapter: ignored a malformed bus message (%d bytes)", len(data))
+
+    # --- liveness and reaping --------------------------------------------------------------
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            if not self.healthy:
+                continue
+            try:
+                await self.redis.set(
+                    f"{self.p}:alive:{self.node}", b"1", px=int(self.dead_after * 1000)
+                )
+                await self._reap_dead_nodes()
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+
+    async def _reap_dead_nodes(self) -> None:
+        nodes = [_text(n) for n in await self.redis.smembers(f"{self.p}:nodes")]
+        for node in nodes:
+            if node == self.node or await self.redis.exists(f"{self.p}:alive:{node}"):
+                continue
+            lock = await self.redis.set(f"{self.p}:reaping:{node}", self.node, nx=True, px=60_000)
+            if lock:
+                log.warning("redis adapter: node %s stopped answering; removing its state", node)
+                await self._reap(node)
+
+    async def _reap(self, node: str) -> None:
+        """Remove everything `node` contributed and report each transition once."""
+        prefix = f"{node}|"
+        entries = await self.redis.smembers(self._index(node))
+        for raw in entries:
+            kind, app_id, name = orjson.loads(raw)
+            peer = self._peers.get(app_id)
+            if kind == "count":
+                left = await self._scripts["REAP_COUNT"](
+                    keys=[
+                        self._subs(app_id, name),
+                        self._channels(app_id),
+                        self._pending(("channel", app_id, name)),
+                    ],
+                    args=[node, name, self.pending_ttl_ms],
+                )
+                if left and peer is not None:
+                    peer.remote_channel_left(name)
+            elif kind == "presence":
+                removed = await self._scripts["REAP_PRESENCE"](
+                    keys=[self._pconns(app_id, name), self._pmembers(app_id, name)],
+                    args=[
+                        prefix,
+                        self._pending(("member", app_id, name)) + ":",
+                        self.pending_ttl_ms,
+                    ],
+                )
+                for user in removed:
+                    if peer is not None:
+                        peer.remote_member_left(name, user.decode())
+            elif kind == "user":
+                offline = await self._scripts["REAP_USER"](
+                    keys=[self._user(app_id, name), self._pending(("user", app_id, name))],
+                    args=[prefix, self.pending_ttl_ms],
+                )
+                if offline and peer is not None:
+                    peer.remote_user_left(name)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self._index(node))
+            pipe.srem(f"{self.p}:nodes", node)
+            await pipe.execute()
+
+    # --- state -----------------------------------------------------------------------------
+
+    async def _count(self, app_id: str, channel: str, delta: int) -> CountChange:
+        async def call() -> CountChange:
+            total, transition = await self._scripts["COUNT"](
+                keys=[
+                    self._subs(app_id, channel),
+                    self._channels(app_id),
+                    self._pending(("channel", app_id, channel)),
+                    self._index(self.node),
+                ],
+                args=[
+                    self.node,
+                    channel,
+                    delta,
+                    self.pending_ttl_ms,
+                    orjson.dumps(["count", app_id, channel]),
+                ],
+            )
+            return CountChange(int(total), _TRANSITIONS[transition])
+
+        return await self._safely(
+            call,
+            lambda: CountChange(self._registries[app_id].count(channel), Transition.NONE),
+        )
+
+    async def subscribe(self, app_id: str, channel: str, socket_id: str) -> CountChange:
+        return await self._count(app_id, channel, 1)
+
+    async def unsubscribe(self, app_id: str, channel: str, socket_id: str) -> CountChange:
+        return await self._count(app_id, channel, -1)
+
+    async def presence_join(
+        self, app_id: str, channel: str, socket_id: str, user_id: str, user_info: Any
+    ) -> PresenceJoin:
+        info = orjson.dumps(user_info)
+        mine = self._presence.setdefault((app_id, channel), {})
+        mine[socket_id] = (user_id, info)
+
+        async def call() -> PresenceJoin:
+            transition, flat = await self._scripts["PRESENCE_JOIN"](
+                keys=[
+                    self._pconns(app_id, channel),
+                    self._pmembers(app_id, channel),
+                    self._pending(("member", app_id, channel, user_id)),
+                    self._index(self.node),
+                ],
+                args=[
+                    self._field(socket_id),
+                    user_id,
+                    info,
+                    orjson.dumps(["presence", app_id, channel]),
+                ],
+            )
+            members = {flat[i].decode(): orjson.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+            state = _TRANSITIONS[transition]
+            return PresenceJoin(state is not Transition.NONE, state, members)
+
+        def local() -> PresenceJoin:
+            members: dict[str, Any] = {}
+            for uid, raw in mine.values():
+                members.setdefault(uid, orjson.loads(raw))
+            first = sum(1 for uid, _ in mine.values() if uid == user_id) == 1
+            return PresenceJoin(first, Transition.NONE, members)
+
+        return await self._safely(call, local)
+
+    async def presence_leave(self, app_id: str, channel: str, socket_id: str, user_id: str) -> bool:
+        mine = self._presence.get((app_id, channel), {})
+        mine.pop(socket_id, None)
+        if not mine:
+            self._presence.pop((app_id, channel), None)
+
+        async def call() -> bool:
+            last = await self._scripts["PRESENCE_LEAVE"](
+                keys=[
+                    self._pconns(app_id, channel),
+                    self._pmembers(app_id, channel),
+                    self._pending(("member", app_id, channel, user_id)),
+                ],
+                args=[self._field(socket_id), user_id, self.pending_ttl_ms],
+            )
+            return bool(last)
+
+        return await self._safely(call, lambda: all(u != user_id for u, _ in mine.values()))
+
+    async def user_join(self, app_id: str, user_id: str, socket_id: str) -> Transition:
+        sockets = self._users.setdefault((app_id, user_id), set())
+        sockets.add(socket_id)
+
+        async def call() -> Transition:
+            transition = await self._scripts["USER_JOIN"](
+                keys=[
+                    self._user(app_id, user_id),
+                    self._pending(("user", app_id, user_id)),
+                    self._index(self.node),
+                ],
+                args=[self._field(socket_id), orjson.dumps(["user", app_id, user_id])],
+            )
+            return _TRANSITIONS[transition]
+
+        return await self._safely(
+            call, lambda: Transition.ARRIVED if len(sockets) == 1 else Transition.NONE
+        )
+
+    async def user_leave(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        sockets = self._users.get((app_id, user_id), set())
+        sockets.discard(socket_id)
+        if not sockets:
+            self._users.pop((app_id, user_id), None)
+
+        async def call() -> bool:
+            last = await self._scripts["USER_LEAVE"](
+                keys=[self._user(app_id, user_id), self._pending(("user", app_id, user_id))],
+                args=[self._field(socket_id), self.pending_ttl_ms],
+            )
+            return bool(last)
+
+        return await self._safely(call, lambda: not sockets)
+
+    async def take_pending_leave(self, key: LeaveKey) -> bool:
+        async def call() -> bool:
+            return bool(await self.redis.delete(self._pending(key)))
+
+        return await self._safely(call, lambda: True)
+
+    def cache_put(self, app_id: str, channel: str, event: CachedEvent) -> None:
+        value = orjson.dumps([event.payload.decode(), event.event, event.data])
+        key = f"{self.p}:cache:{app_id}:{channel}"
+
+        async def put() -> None:
+            await self.redis.set(key, value, px=int(event.ttl * 1000))
+
+        if self.healthy:
+            tasks.run(self._safely(put, lambda: None), synchronous=False)
+
+    async def cache_get(self, app_id: str, channel: str) -> CachedEvent | None:
+        key = f"{self.p}:cache:{app_id}:{channel}"
+
+        async def call() -> CachedEvent | None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.pttl(key)
+                raw, ttl_ms = await pipe.execute()
+            if raw is None or ttl_ms <= 0:
+                return None
+            payload, event, data = orjson.loads(raw)
+            return CachedEvent(payload.encode(), event, data, ttl_ms / 1000)
+
+        return await self._safely(call, lambda: None)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    async def users_online(self, app_id: str, user_ids: Iterable[str]) -> set[str]:
+        ids = list(user_ids)
+
+        async def call() -> set[str]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user_id in ids:
+                    pipe.exists(self._user(app_id, user_id))
+                found = await pipe.execute()
+            return {u for u, present in zip(ids, found, strict=True) if present}
+
+        return await self._safely(call, lambda: {u for u in ids if (app_id, u) in self._users})
+
+    async def presence_members(self, app_id: str, channel: str) -> Mapping[str, Any]:
+        async def call() -> Mapping[str, Any]:
+            raw = await self.redis.hgetall(self._pmembers(app_id, channel))
+            return {_text(k): orjson.loads(v) for k, v in raw.items()}
+
+        def local() -> Mapping[str, Any]:
+            members: dict[str, Any] = {}
+            for uid, info in self._presence.get((app_id, channel), {}).values():
+                members.setdefault(uid, orjson.loads(info))
+            return members
+
+        return await self._safely(call, local)
+
+    async def channel_counts(self, app_id: str, channel: str) -> ChannelCounts:
+        async def call() -> ChannelCounts:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hvals(self._subs(app_id, channel))
+                pipe.hlen(self._pmembers(app_id, channel))
+                counts, users = await pipe.execute()
+            return ChannelCounts(sum(int(c) for c in counts), int(users))
+
+        def local() -> ChannelCounts:
+            users = {u for u, _ in self._presence.get((app_id, channel), {}).values()}
+            return ChannelCounts(self._registries[app_id].count(channel), len(users))
+
+        return await self._safely(call, local)
+
+    async def occupied_channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]:
+        async def call() -> dict[str, ChannelCounts]:
+            names = sorted(
+                n
+                for n in (_text(m) for m in await self.redis.smembers(self._channels(app_id)))
+                if n.startswith(prefix)
+            )
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hvals(self._subs(app_id, name))
+                    pipe.hlen(self._pmembers(app_id, name))
+                found = await pipe.execute()
+            result = {}
+            for i, name in enumerate(names):
+                total = sum(int(c) for c in found[2 * i])
+                if total:
+                    result[name] = ChannelCounts(total, int(found[2 * i + 1]))
+            return result
+
+        def local() -> dict[str, ChannelCounts]:
+            registry = self._registries[app_id]
+            return {
+                name: ChannelCounts(len(ch.subscribers), 0)
+                for name, ch in registry.channels.items()
+                if name.startswith(prefix)
+            }
+
+        return await self._safely(call, local)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

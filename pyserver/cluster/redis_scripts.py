@@ -1,0 +1,139 @@
+"""The Lua scripts that make each cluster transition atomic in Redis.
+
+Data model (every key starts with the configured prefix `P`):
+
+- `P:subs:{app}:{channel}` (hash): node id → that node's subscriptions to the channel.
+- `P:channels:{app}` (set): occupied channels, whose total subscriptions are above 0.
+- `P:pconns:{app}:{channel}` (hash): `{node}|{socket}` → user id, per presence connection.
+- `P:pmembers:{app}:{channel}` (hash): user id → `user_info` JSON, the first one kept.
+- `P:users:{app}:{user}` (hash): `{node}|{socket}` → "1", per signed-in connection.
+- `P:pending:{kind}:{app}:...` (string with a TTL): a pending leave (see `adapter.py`).
+- `P:cache:{app}:{channel}` (string with a TTL): a cache channel's last event.
+- `P:nodes` (set), `P:alive:{node}` (string with a TTL), `P:index:{node}` (set): cluster
+  membership, heartbeats, and the keys each node has fields in (for reaping).
+
+Every script that adds a node's field also records the key in that node's index; reaping a
+dead node replays its index through the `reap_*` scripts.
+"""
+
+from __future__ import annotations
+
+COUNT = """
+-- KEYS: subs, channels, pending, index; ARGV: node, channel, delta, pending_ttl_ms, entry
+local mine = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
+if mine <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[4], ARGV[5])
+else
+  redis.call('SADD', KEYS[4], ARGV[5])
+end
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
+local transition = 'none'
+if tonumber(ARGV[3]) > 0 and total == 1 then
+  redis.call('SADD', KEYS[2], ARGV[2])
+  if redis.call('DEL', KEYS[3]) == 1 then transition = 'returned' else transition = 'arrived' end
+elseif tonumber(ARGV[3]) < 0 and total == 0 then
+  redis.call('SREM', KEYS[2], ARGV[2])
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
+  transition = 'left'
+end
+return {total, transition}
+"""
+
+SET_COUNT = """
+-- KEYS: subs, channels, index; ARGV: node, channel, count, entry  (re-publishing after an outage)
+if tonumber(ARGV[3]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('SADD', KEYS[2], ARGV[2])
+  redis.call('SADD', KEYS[3], ARGV[4])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+PRESENCE_JOIN = """
+-- KEYS: pconns, pmembers, pending, index; ARGV: field, user, user_info_json, entry
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[4])
+local n = 0
+for _, u in ipairs(redis.call('HVALS', KEYS[1])) do if u == ARGV[2] then n = n + 1 end end
+local transition = 'none'
+if n == 1 then
+  redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
+  if redis.call('DEL', KEYS[3]) == 1 then transition = 'returned' else transition = 'arrived' end
+end
+return {transition, redis.call('HGETALL', KEYS[2])}
+"""
+
+PRESENCE_LEAVE = """
+-- KEYS: pconns, pmembers, pending; ARGV: field, user, pending_ttl_ms
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+for _, u in ipairs(redis.call('HVALS', KEYS[1])) do if u == ARGV[2] then return 0 end end
+redis.call('HDEL', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+return 1
+"""
+
+USER_JOIN = """
+-- KEYS: users, pending, index; ARGV: field, entry
+redis.call('HSET', KEYS[1], ARGV[1], '1')
+redis.call('SADD', KEYS[3], ARGV[2])
+if redis.call('HLEN', KEYS[1]) > 1 then return 'none' end
+if redis.call('DEL', KEYS[2]) == 1 then return 'returned' end
+return 'arrived'
+"""
+
+USER_LEAVE = """
+-- KEYS: users, pending; ARGV: field, pending_ttl_ms
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+"""
+
+REAP_COUNT = """
+-- KEYS: subs, channels, pending; ARGV: node, channel, pending_ttl_ms
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+return 1
+"""
+
+REAP_PRESENCE = """
+-- KEYS: pconns, pmembers; ARGV: node_prefix ('{node}|'), pending_key_prefix, pending_ttl_ms
+local gone = {}
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, #ARGV[1]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], fields[i])
+    gone[fields[i + 1]] = true
+  end
+end
+for _, u in ipairs(redis.call('HVALS', KEYS[1])) do gone[u] = nil end
+local removed = {}
+for u, _ in pairs(gone) do
+  redis.call('HDEL', KEYS[2], u)
+  redis.call('SET', ARGV[2] .. u, '1', 'PX', ARGV[3])
+  table.insert(removed, u)
+end
+return removed
+"""
+
+REAP_USER = """
+-- KEYS: users, pending; ARGV: node_prefix, pending_ttl_ms
+local had = 0
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(f, 1, #ARGV[1]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], f)
+    had = 1
+  end
+end
+if had == 1 and redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
