@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port for WebSocket and HTTP API (default 6001)")
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "--workers", type=int, help="processes sharing the port (needs adapter = redis)"
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--version", action="version", version=f"pyserver {__version__}")
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         "port": args.port,
         "log_level": args.log_level,
         "log_format": args.log_format,
+        "workers": args.workers,
     }
     try:
         settings = load_settings(args.config, **overrides)
@@ -51,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pyserver: {exc}", file=sys.stderr)
         return 2
     configure(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        from pyserver.workers import supervise
+
+        return supervise(settings, sys.argv[1:] if argv is None else argv)
     if settings.use_uvloop:
         try:
             import uvloop

@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     """This node's name in the cluster (default: host, process id and a random suffix)."""
     workers: int = Field(default=1, ge=1, le=256)
     """Processes sharing the port (SO_REUSEPORT); more than one needs adapter = "redis"."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT (set for each worker by `--workers`)."""
 
     activity_timeout: int = Field(default=30, ge=1, le=120)
     """Seconds advertised to clients; below nginx's 60 s and Cloudflare's 100 s idle limits."""

@@ -59,7 +59,7 @@ class Api:
         apps_by_id: Mapping[str, App],
         apps_by_key: Mapping[str, App],
         max_auth_skew: float,
-        health: Callable[[], Response] | None = None,
+        health: Callable[[str], Response] | None = None,
         clock: Callable[[], float] = time.time,
         console: Callable[[Request], HandlerResult] | None = None,
     ) -> None:
@@ -80,7 +80,7 @@ class Api:
         path = request.path
         if path in ("/", "/up", "/ready", "/health"):
             if self.health is not None and path != "/":
-                return self.health()
+                return self.health(path)
             return json_response({"ok": True})
         if self.console is not None and (path == "/console" or path.startswith("/console/")):
             return self.console(request)

@@ -10,7 +10,8 @@ Invariants:
 - A subscribe always gets an answer: `subscription_succeeded` or a `SubscriptionError`, and
   `subscription_succeeded` goes out only once the cluster counts the subscription.
 - `client.channels` maps each subscribed channel to the presence user id it joined as
-  (None for other channels); a channel is in it exactly while the client is in the registry.
+  (None for other channels), from the subscribe until the leave; the client is in the
+  registry (receives the channel's events) only once `subscription_succeeded` is sent.
 - `member_added` / `member_removed` frames go out once per user, not per connection; the
   first `user_info` is kept. Webhook-worthy transitions come from the Adapter, which decides
   them once per cluster.
@@ -152,11 +153,11 @@ class App:
         if kind is ChannelKind.PRESENCE:
             return self._join_presence(client, name, self._member(client, name, command))
         client.channels[name] = None
-        self.registry.add(name, client)
         return self._subscribed(client, name)
 
     async def _subscribed(self, client: Client, name: str) -> None:
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
+        self.registry.add(name, client)
         client.send_message(frames.subscription_succeeded(name))
         await self._send_cached(client, name)
         self._count_changed(name, change)
@@ -184,11 +185,11 @@ class App:
                     f"Presence channel {name} is full ({self.config.max_presence_members} members)",
                 )
         client.channels[name] = member.user_id
-        self.registry.add(name, client)
         join = await self.adapter.presence_join(
             self.id, name, client.socket_id, member.user_id, member.user_info
         )
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
+        self.registry.add(name, client)
         client.send_message(frames.presence_subscription_succeeded(name, join.members))
         await self._send_cached(client, name)
         self._count_changed(name, change)

@@ -1,7 +1,8 @@
 """The `local` Adapter driver: one process is the whole cluster.
 
 Invariants:
-- Subscription counts are the local registry's counts; nothing is stored twice.
+- Subscription counts are kept here, per (app, channel), apart from the registry: the app
+  updates its registry around the Adapter call in whichever order suits delivery.
 - Presence members are kept per (app, channel) as user id → (first user_info, socket ids);
   a user is a member while at least one of its connections is.
 - Signed-in users are kept as (app, user) → socket ids; cache channels' last events with
@@ -68,6 +69,7 @@ class LocalAdapter(Adapter):
     def __init__(self, leave_delay: float = 3.0) -> None:
         self._registries: dict[str, ChannelRegistry] = {}
         self._peers: dict[str, AppPeer] = {}
+        self._counts: dict[tuple[str, str], int] = {}
         self._members: dict[tuple[str, str], dict[str, _Member]] = {}
         self._users: dict[tuple[str, str], set[str]] = {}
         self._cache: dict[tuple[str, str], tuple[CachedEvent, float]] = {}
@@ -96,15 +98,19 @@ class LocalAdapter(Adapter):
     # --- state ---------------------------------------------------------------------------
 
     async def subscribe(self, app_id: str, channel: str, socket_id: str) -> CountChange:
-        count = self._registries[app_id].count(channel)
+        key = (app_id, channel)
+        count = self._counts[key] = self._counts.get(key, 0) + 1
         if count != 1:
             return CountChange(count, Transition.NONE)
         return CountChange(count, self.pending.arrival(("channel", app_id, channel)))
 
     async def unsubscribe(self, app_id: str, channel: str, socket_id: str) -> CountChange:
-        count = self._registries[app_id].count(channel)
-        if count:
+        key = (app_id, channel)
+        count = self._counts.get(key, 0) - 1
+        if count > 0:
+            self._counts[key] = count
             return CountChange(count, Transition.NONE)
+        self._counts.pop(key, None)
         self.pending.mark(("channel", app_id, channel))
         return CountChange(0, Transition.LEFT)
 
@@ -183,16 +189,13 @@ class LocalAdapter(Adapter):
 
     async def channel_counts(self, app_id: str, channel: str) -> ChannelCounts:
         return ChannelCounts(
-            self._registries[app_id].count(channel),
+            self._counts.get((app_id, channel), 0),
             len(self._members.get((app_id, channel), ())),
         )
 
     async def occupied_channels(self, app_id: str, prefix: str) -> dict[str, ChannelCounts]:
-        registry = self._registries[app_id]
         return {
-            name: ChannelCounts(
-                len(channel.subscribers), len(self._members.get((app_id, name), ()))
-            )
-            for name, channel in registry.channels.items()
-            if name.startswith(prefix)
+            name: ChannelCounts(count, len(self._members.get((app, name), ())))
+            for (app, name), count in self._counts.items()
+            if app == app_id and name.startswith(prefix)
         }

@@ -112,6 +112,8 @@ class RedisAdapter(Adapter):
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._recovering = False
+        self._listening = asyncio.Event()
+        """Set while the bus subscription is live: a node is healthy only when it hears."""
 
     # --- keys ------------------------------------------------------------------------------
 
@@ -147,21 +149,22 @@ class RedisAdapter(Adapter):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            await self._join_cluster()
-        except (RedisError, OSError) as exc:
-            self._lost(exc)
         self._tasks = [
             loop.create_task(self._listen()),
             loop.create_task(self._write_outbox()),
             loop.create_task(self._keep_alive()),
         ]
+        try:
+            await self._join_cluster()
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
 
     async def _join_cluster(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.sadd(f"{self.p}:nodes", self.node)
             pipe.set(f"{self.p}:alive:{self.node}", b"1", px=int(self.dead_after * 1000))
             await pipe.execute()
+        await asyncio.wait_for(self._listening.wait(), timeout=5)
         if not self.healthy:
             log.info("redis adapter: node %s joined the cluster at %s", self.node, self.url)
         self.healthy = True
@@ -197,7 +200,7 @@ class RedisAdapter(Adapter):
             try:
                 await self._join_cluster()
                 await self._republish()
-            except (RedisError, OSError):
+            except (RedisError, OSError, TimeoutError):
                 delay = min(10.0, delay * 2)
                 continue
             self._recovering = False
@@ -297,13 +300,19 @@ class RedisAdapter(Adapter):
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.bus)
+                self._listening.set()
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":
                         self._received(message["data"])
             except (RedisError, OSError) as exc:
+                self._listening.clear()
                 self._lost(exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.25)
+            except Exception:  # a bug must not silence the bus for good
+                self._listening.clear()
+                log.exception("redis adapter: bus listener failed; restarting it")
+                await asyncio.sleep(0.25)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -198,12 +198,19 @@ class Connection(asyncio.Protocol):
         self.closing = True
         self.out = None
         self.server.connection_closed(self)
-        app = self.app
-        if app is not None and self.reader is not None:
+        if self.app is not None and self.reader is not None:
             self.reader = None
-            leaving = app.disconnected(self)
-            if leaving is not None:
-                self._run(leaving)
+            if self.backlog is None:
+                self._leave_app()
+            # else: a handler is still running; _handler_done leaves after it, in order
+
+    def _leave_app(self) -> None:
+        assert self.app is not None
+        leaving = self.app.disconnected(self)
+        self.app = None
+        if leaving is not None:
+            synchronous = self.server.adapter.completes_synchronously
+            tasks.run(leaving, synchronous, self._handler_failed)
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -359,6 +366,10 @@ class Connection(asyncio.Protocol):
             log.error("handler failed for socket %s", self.socket_id, exc_info=exc)
 
     def _handler_done(self) -> None:
+        if self.reader is None and self.app is not None:  # the connection closed meanwhile
+            self.backlog = None
+            self._leave_app()
+            return
         backlog, self.backlog = self.backlog, None
         while backlog and self.backlog is None and not self.closing:
             self._message(backlog.popleft())

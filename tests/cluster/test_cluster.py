@@ -1,0 +1,220 @@
+"""Scale-out cases beyond the shared scenarios (which run over two Redis nodes in
+tests/integration): one user on two nodes, webhooks once per cluster, a node killed with
+SIGKILL, Redis restarting mid-run, and `--workers 2` on one host."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import MAIN, PusherSocket, sdk
+from tests.integration.httpapi import request
+from tests.integration.serverproc import ServerProcess
+from tests.integration.webhook_receiver import WebhookReceiver
+from tests.redisproc import RedisProcess, free_port
+
+APP = f"""
+webhook_delay = 0.5
+
+[[apps]]
+id = "{MAIN.id}"
+key = "{MAIN.key}"
+secret = "{MAIN.secret}"
+"""
+
+
+def _env(redis: RedisProcess, prefix: str, **extra: str) -> dict[str, str]:
+    return {
+        "PYSERVER_ADAPTER": "redis",
+        "PYSERVER_REDIS_URL": redis.url,
+        "PYSERVER_REDIS_PREFIX": prefix,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisProcess]:
+    proc = RedisProcess()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver()
+    yield r
+    r.close()
+
+
+def _with_hooks(receiver: WebhookReceiver) -> str:
+    return (
+        APP
+        + f"""
+[[apps.webhooks]]
+url = "{receiver.url("/cluster")}"
+"""
+    )
+
+
+@pytest.fixture
+def two_nodes(redis, receiver, uid) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    env = _env(redis, f"two-{uid}", PYSERVER_REDIS_HEARTBEAT="0.5", PYSERVER_REDIS_DEAD_AFTER="2")
+    nodes = (
+        ServerProcess(_with_hooks(receiver), env=env),
+        ServerProcess(_with_hooks(receiver), env=env),
+    )
+    yield nodes
+    for node in nodes:
+        node.stop()
+
+
+def _events(receiver: WebhookReceiver, channel: str) -> list[dict]:
+    return [e for _, e in receiver.events("/cluster") if e.get("channel") == channel]
+
+
+def test_same_user_on_both_nodes_is_one_member(two_nodes, receiver, uid) -> None:
+    a, b = two_nodes
+    channel = f"presence-both-{uid}"
+    watcher_a, watcher_b = PusherSocket(a.port), PusherSocket(b.port)
+    watcher_a.signed_subscribe(channel, "w-a")
+    watcher_b.signed_subscribe(channel, "w-b")
+    watcher_a.recv_event("pusher_internal:member_added")
+    tab_a, tab_b = PusherSocket(a.port), PusherSocket(b.port)
+    tab_a.signed_subscribe(channel, "u", {"tab": "first"})
+    presence = json.loads(tab_b.signed_subscribe(channel, "u", {"tab": "second"})["data"])
+    assert presence["presence"]["count"] == 3
+    assert presence["presence"]["hash"]["u"] == {"tab": "first"}, "first user_info kept"
+    for watcher in (watcher_a, watcher_b):
+        added = watcher.recv_event("pusher_internal:member_added")
+        assert json.loads(added["data"])["user_id"] == "u"
+        watcher.assert_silent(0.3)  # once per user, not per tab or node
+    tab_a.close()
+    watcher_a.assert_silent(0.5)
+    assert sdk(b.port).channel_info(channel, ["user_count"])["user_count"] == 3
+    tab_b.close()
+    for watcher in (watcher_a, watcher_b):
+        removed = watcher.recv_event("pusher_internal:member_removed")
+        assert json.loads(removed["data"]) == {"user_id": "u"}
+    time.sleep(1.0)
+    names = [e["name"] for e in _events(receiver, channel) if e.get("user_id") == "u"]
+    assert names == ["member_added", "member_removed"]
+    watcher_a.close()
+    watcher_b.close()
+
+
+def test_occupied_and_vacated_once_per_cluster(two_nodes, receiver, uid) -> None:
+    a, b = two_nodes
+    channel = f"shared-{uid}"
+    on_a, on_b = PusherSocket(a.port), PusherSocket(b.port)
+    on_a.subscribe(channel)
+    on_b.subscribe(channel)
+    assert sdk(a.port).channel_info(channel, ["subscription_count"])["subscription_count"] == 2
+    on_a.close()
+    time.sleep(0.8)
+    assert [e["name"] for e in _events(receiver, channel)] == ["channel_occupied"]
+    on_b.close()
+    receiver.wait_for(
+        lambda e: e == {"name": "channel_vacated", "channel": channel}, path="/cluster"
+    )
+    time.sleep(0.5)
+    assert [e["name"] for e in _events(receiver, channel)] == [
+        "channel_occupied",
+        "channel_vacated",
+    ]
+
+
+def test_a_killed_node_is_cleaned_up_by_the_others(two_nodes, receiver, uid) -> None:
+    a, b = two_nodes
+    channel = f"presence-dead-{uid}"
+    watcher = PusherSocket(a.port)
+    watcher.signed_subscribe(channel, "watcher")
+    doomed = PusherSocket(b.port)
+    doomed.signed_subscribe(channel, "doomed")
+    watcher.recv_event("pusher_internal:member_added")
+    only_on_b = f"only-b-{uid}"
+    PusherSocket(b.port).subscribe(only_on_b)
+    killed_at = time.monotonic()
+    b.proc.send_signal(signal.SIGKILL)
+    removed = watcher.recv_event("pusher_internal:member_removed", timeout=30)
+    assert json.loads(removed["data"]) == {"user_id": "doomed"}
+    assert time.monotonic() - killed_at < 30
+    assert sdk(a.port).channel_info(channel, ["user_count"])["user_count"] == 1
+    assert sdk(a.port).channel_info(only_on_b) == {"occupied": False}
+    receiver.wait_for(
+        lambda e: e == {"name": "channel_vacated", "channel": only_on_b}, path="/cluster"
+    )
+    receiver.wait_for(
+        lambda e: e == {"name": "member_removed", "channel": channel, "user_id": "doomed"},
+        path="/cluster",
+    )
+    time.sleep(1.0)
+    assert len([e for e in _events(receiver, channel) if e["name"] == "member_removed"]) == 1
+    watcher.close()
+
+
+def test_redis_restart_mid_run(uid) -> None:
+    redis = RedisProcess(free_port())
+    env = _env(redis, f"restart-{uid}")
+    a, b = ServerProcess(APP, env=env), ServerProcess(APP, env=env)
+    try:
+        client = PusherSocket(a.port)
+        client.subscribe(f"r-{uid}")
+        sdk(b.port).trigger(f"r-{uid}", "before", {})
+        assert client.recv()["event"] == "before"
+        redis.stop()
+        # node A keeps serving its own clients without Redis ...
+        sdk(a.port).trigger(f"r-{uid}", "during", {})
+        assert client.recv()["event"] == "during"
+        deadline = time.monotonic() + 10
+        while request(a.port, "GET", "/ready")[0] != 503 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status, health, _ = request(a.port, "GET", "/ready")
+        assert status == 503 and health["adapter_healthy"] is False
+        assert "unreachable" in a.output()
+        # ... and once Redis is back it re-publishes its state and rejoins the cluster
+        redis.start()
+        deadline = time.monotonic() + 20
+        while request(a.port, "GET", "/ready")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert request(a.port, "GET", "/ready")[0] == 200
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            info = sdk(b.port).channel_info(f"r-{uid}", ["subscription_count"])
+            if info.get("subscription_count") == 1 and request(b.port, "GET", "/ready")[0] == 200:
+                break
+            time.sleep(0.2)
+        assert info == {"occupied": True, "subscription_count": 1}
+        sdk(b.port).trigger(f"r-{uid}", "after", {})
+        assert client.recv(timeout=10)["event"] == "after"
+        client.close()
+    finally:
+        a.stop()
+        b.stop()
+        redis.stop()
+
+
+def test_two_workers_share_the_port_and_deliver_to_all(redis, uid) -> None:
+    proc = ServerProcess(APP, env=_env(redis, f"workers-{uid}"), args=["--workers", "2"])
+    try:
+        deadline = time.monotonic() + 20
+        while proc.output().count("listening on") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        clients = [PusherSocket(proc.port) for _ in range(16)]
+        for client in clients:
+            client.subscribe(f"w-{uid}")
+        nodes: dict[str, int] = {}
+        for _ in range(40):
+            _, health, _ = request(proc.port, "GET", "/up")
+            nodes[health["node"]] = health["connections"]
+        assert len(nodes) == 2, "both workers answer"
+        assert sum(nodes.values()) == 16 and all(nodes.values()), nodes
+        sdk(proc.port).trigger(f"w-{uid}", "to-all", {"n": 1})
+        for client in clients:
+            assert client.recv()["event"] == "to-all"
+            client.close()
+    finally:
+        assert proc.stop() == 0
