@@ -169,6 +169,20 @@ class Settings(BaseSettings):
     webhook_queue_size: int = Field(default=100_000, ge=1)
     """Deliveries waiting to be sent; above it new ones are dropped, logged and counted."""
     webhook_concurrency: int = Field(default=16, ge=1, le=1_000)
+    metrics: bool = True
+    """Serve Prometheus metrics at `/metrics` on `metrics_port`."""
+    metrics_host: str | None = None
+    """Address of the metrics listener (default: `host`)."""
+    metrics_port: int = Field(default=9601, ge=0, le=65535)
+    """Port of the metrics listener; worker N of `--workers` uses `metrics_port + N`."""
+    metrics_prefix: str = "pyserver_"
+    """Prefix of every metric name; "soketi_" keeps soketi dashboards working."""
+    ready_max_memory_mb: int = Field(default=0, ge=0)
+    """`/ready` answers 503 above this resident memory (MiB); 0 turns the check off."""
+    ssl_cert: str | None = None
+    """PEM certificate (chain) file: serve wss:// and https:// natively."""
+    ssl_key: str | None = None
+    """PEM private key file of `ssl_cert`."""
     console: bool = True
     """Serve the live debug console at `/console`."""
     console_token: str | None = None
@@ -183,6 +197,8 @@ class Settings(BaseSettings):
             self.apps = [AppConfig(id=self.app_id, key=self.app_key, secret=self.app_secret)]
         if self.workers > 1 and self.adapter != "redis":
             raise ValueError('workers: more than one worker needs adapter = "redis" to share state')
+        if (self.ssl_cert is None) != (self.ssl_key is None):
+            raise ValueError("ssl_cert and ssl_key go together: give both or neither")
         if self.redis_dead_after <= self.redis_heartbeat:
             raise ValueError("redis_dead_after must be longer than redis_heartbeat")
         for field in ("id", "key"):

@@ -62,6 +62,7 @@ class Api:
         health: Callable[[str], Response] | None = None,
         clock: Callable[[], float] = time.time,
         console: Callable[[Request], HandlerResult] | None = None,
+        on_trigger: Callable[[float], None] | None = None,
     ) -> None:
         self.apps_by_id = apps_by_id
         self.apps_by_key = apps_by_key
@@ -69,6 +70,8 @@ class Api:
         self.health = health
         self.clock = clock
         self.console = console
+        self.on_trigger = on_trigger
+        """Told how many seconds each trigger took to hand its frames to the connections."""
 
     def handle(self, request: Request) -> HandlerResult:
         try:
@@ -89,6 +92,7 @@ class Api:
             app = self.apps_by_id.get(match.group(1))
             if app is None:
                 raise NotFound(f"Unknown app id '{match.group(1)[:100]}'")
+            _count(app, request)
             self._authenticate(app, request)
             return self._app_route(app, match.group(2) or "", request)
         parts = path.split("/")
@@ -97,6 +101,7 @@ class Api:
             app = self.apps_by_key.get(request.query.get("auth_key", ""))
             if app is None:
                 raise Unauthorized("Unknown auth_key: it is not the key of any app")
+            _count(app, request)
             self._authenticate(app, request)
             return self._terminate(app, request, parts[2])
         raise NotFound(f"No route for {request.method} {path[:200]}")
@@ -150,9 +155,12 @@ class Api:
     # --- triggers --------------------------------------------------------------------------
 
     def _events(self, app: App, request: Request) -> HandlerResult:
+        started = time.perf_counter()
         body = _json_object(request.body)
         trigger = self._trigger(app, body, multi_channel=True)
         app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
+        if self.on_trigger is not None:
+            self.on_trigger(time.perf_counter() - started)
         if not trigger.info:
             return EMPTY_OK
         return self._events_info(app, trigger)
@@ -319,6 +327,12 @@ class Api:
             raise BadRequest("A user id is required")
         app.terminate_user(user_id)
         return EMPTY_OK
+
+
+def _count(app: App, request: Request) -> None:
+    request.stats = app.stats
+    app.stats.http_calls_received_total += 1
+    app.stats.http_received_bytes += len(request.body)
 
 
 def _require(method: str, expected: str) -> None:

@@ -30,6 +30,7 @@ from pyserver.channels.observer import AppObserver
 from pyserver.channels.registry import ChannelRegistry
 from pyserver.cluster.adapter import Adapter, CachedEvent, CountChange, Transition
 from pyserver.config import AppConfig
+from pyserver.metrics import AppStats
 from pyserver.protocol import frames
 from pyserver.protocol.commands import ClientEvent, Signin, Subscribe, Unsubscribe
 from pyserver.protocol.errors import (
@@ -98,7 +99,8 @@ class App:
         self.id = config.id
         self.adapter = adapter
         self.observer = observer or AppObserver()
-        self.registry = ChannelRegistry()
+        self.stats = AppStats()
+        self.registry = ChannelRegistry(self.stats)
         self.clients: dict[str, Client] = {}
         """socket id → client, for every local connection of this app."""
         self.users: dict[str, dict[Client, None]] = {}
@@ -115,6 +117,7 @@ class App:
 
     def connected(self, client: Client) -> None:
         self.clients[client.socket_id] = client
+        self.stats.new_connections_total += 1
         timeout = self.config.authorized_connections_timeout
         if timeout:
             client.auth_deadline = time.monotonic() + timeout
@@ -122,6 +125,7 @@ class App:
     def disconnected(self, client: Client) -> Handled:
         """Forget a closed client: leave every channel with the usual presence semantics."""
         self.clients.pop(client.socket_id, None)
+        self.stats.new_disconnections_total += 1
         work = [self._leave(client, name) for name in list(client.channels)]
         user = client.user
         if user is not None:
@@ -420,6 +424,7 @@ class App:
             self.observer.api_event(self.id, name, event, data)
 
     def publish(self, channel: str, payload: bytes, except_socket_id: str | None) -> None:
+        self.stats.broadcasts_total += 1
         self.adapter.publish(self.id, channel, text_frame(payload), except_socket_id)
 
     # --- cache channels ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from pyserver.metrics import AppStats
 from pyserver.protocol.names import ChannelType, channel_type
 
 
@@ -39,10 +40,11 @@ class LocalChannel:
 class ChannelRegistry:
     """The local channels of one app."""
 
-    __slots__ = ("channels",)
+    __slots__ = ("channels", "stats")
 
-    def __init__(self) -> None:
+    def __init__(self, stats: AppStats | None = None) -> None:
         self.channels: dict[str, LocalChannel] = {}
+        self.stats = stats or AppStats()
 
     def add(self, name: str, socket: Socket) -> bool:
         """Subscribe `socket`; True when it was not subscribed yet."""
@@ -84,10 +86,14 @@ class ChannelRegistry:
         if except_socket_id is None:
             for socket in subscribers:
                 socket.send(frame)
-            return len(subscribers)
-        sent = 0
-        for socket in subscribers:
-            if socket.socket_id != except_socket_id:
-                socket.send(frame)
-                sent += 1
+            sent = len(subscribers)
+        else:
+            sent = 0
+            for socket in subscribers:
+                if socket.socket_id != except_socket_id:
+                    socket.send(frame)
+                    sent += 1
+        stats = self.stats
+        stats.ws_messages_sent_total += sent
+        stats.socket_transmitted_bytes += sent * len(frame)
         return sent

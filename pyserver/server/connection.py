@@ -230,7 +230,12 @@ class Connection(asyncio.Protocol):
             self.server.batcher.add(self)
 
     def send_message(self, payload: bytes) -> None:
-        self.send(text_frame(payload))
+        """Queue one message for this client alone (broadcasts go through the registry)."""
+        frame = text_frame(payload)
+        if self.app is not None:
+            self.app.stats.ws_messages_sent_total += 1
+            self.app.stats.socket_transmitted_bytes += len(frame)
+        self.send(frame)
 
     def flush(self) -> None:
         out = self.out
@@ -301,6 +306,8 @@ class Connection(asyncio.Protocol):
         self.active = True
         reader = self.reader
         assert reader is not None
+        if self.app is not None:
+            self.app.stats.socket_received_bytes += len(data)
         try:
             messages = reader.feed(data)
         except WebSocketError as exc:
@@ -326,6 +333,7 @@ class Connection(asyncio.Protocol):
             return
         app = self.app
         assert app is not None
+        app.stats.ws_messages_received_total += 1
         try:
             command = parse_command(payload)
             kind = type(command)
@@ -401,13 +409,13 @@ class Connection(asyncio.Protocol):
                 return
             result = self.server.api.handle(request)
             if isinstance(result, Response):
-                self._respond(result, request.keep_alive)
+                self._respond(result, request.keep_alive, request)
             else:
                 http.busy = True
                 task = asyncio.get_running_loop().create_task(result)
-                task.add_done_callback(functools.partial(self._http_done, request.keep_alive))
+                task.add_done_callback(functools.partial(self._http_done, request))
 
-    def _http_done(self, keep_alive: bool, task: asyncio.Task[Response]) -> None:
+    def _http_done(self, request: Request, task: asyncio.Task[Response]) -> None:
         exc = task.exception()
         if isinstance(exc, ApiError):
             response = error_response(exc.status, exc.message)
@@ -418,14 +426,19 @@ class Connection(asyncio.Protocol):
             response = task.result()
         if self.http is not None:
             self.http.busy = False
-        self._respond(response, keep_alive)
+        self._respond(response, request.keep_alive, request)
         self._serve_http_backlog()
 
-    def _respond(self, response: Response, keep_alive: bool) -> None:
+    def _respond(
+        self, response: Response, keep_alive: bool, request: Request | None = None
+    ) -> None:
         if self.transport is None or self.closing:
             return
         keep_alive = keep_alive and not self.server.draining
-        self.transport.write(response.encode(keep_alive))
+        raw = response.encode(keep_alive)
+        if request is not None and request.stats is not None:
+            request.stats.http_transmitted_bytes += len(raw)
+        self.transport.write(raw)
         if not keep_alive:
             self.closing = True
             self.transport.close()

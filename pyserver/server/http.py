@@ -19,6 +19,8 @@ from urllib.parse import unquote
 
 import orjson
 
+from pyserver.metrics import AppStats
+
 
 @dataclass(slots=True)
 class Request:
@@ -30,6 +32,8 @@ class Request:
     keep_alive: bool = True
     peer: str = ""
     path: str = field(init=False)
+    stats: AppStats | None = None
+    """The app's counters, once the API knows which app the request is for."""
 
     def __post_init__(self) -> None:
         self.path = unquote(self.raw_path)

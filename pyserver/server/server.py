@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import random
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 
@@ -24,6 +26,7 @@ from pyserver.cluster.adapter import Adapter
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import Settings
 from pyserver.console.console import Console
+from pyserver.metrics import Metrics, resident_bytes
 from pyserver.protocol.errors import ServerShuttingDown
 from pyserver.server.connection import Connection
 from pyserver.server.http import Response, json_response
@@ -68,6 +71,7 @@ class Server:
             app = App(config, self.adapter, self.observers)
             self.apps_by_id[config.id] = app
             self.apps_by_key[config.key] = app
+        self.metrics = Metrics(self, settings.metrics_prefix)
         self.console = Console(self)
         self.observers.add(self.console)
         self.api = Api(
@@ -76,11 +80,13 @@ class Server:
             settings.max_auth_skew,
             self._health,
             console=self.console.handle if settings.console else None,
+            on_trigger=self.metrics.broadcast_latency.observe,
         )
         self.connections: dict[Connection, None] = {}
         self.draining = False
         self.started_at = time.time()
         self._servers: list[asyncio.Server] = []
+        self._metrics_server: asyncio.Server | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
         self.batcher: WriteBatcher
         liveness = min(settings.activity_timeout, settings.pong_timeout) / 3
@@ -100,10 +106,13 @@ class Server:
         await self.adapter.start()
         if any(app.webhooks for app in self.settings.apps):
             self._start_webhooks()
+        tls = self._tls_context()
         if sockets:
             for sock in sockets:
                 self._servers.append(
-                    await loop.create_server(lambda: Connection(self), sock=sock, backlog=4096)
+                    await loop.create_server(
+                        lambda: Connection(self), sock=sock, backlog=4096, ssl=tls
+                    )
                 )
         else:
             self._servers.append(
@@ -114,14 +123,39 @@ class Server:
                     backlog=4096,
                     reuse_address=True,
                     reuse_port=self.settings.reuse_port or None,
+                    ssl=tls,
                 )
             )
+        if self.settings.metrics:
+            await self._start_metrics()
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
         return [
             _format_address(sock.getsockname())
             for server in self._servers
             for sock in server.sockets
         ]
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.settings.ssl_cert or not self.settings.ssl_key:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.ssl_cert, self.settings.ssl_key)
+        return context
+
+    async def _start_metrics(self) -> None:
+        host = self.settings.metrics_host or self.settings.host
+        port = self.settings.metrics_port
+        if port:
+            port += int(os.environ.get("PYSERVER_WORKER_INDEX", "0"))
+        try:
+            self._metrics_server = await self.metrics.serve(host, port)
+        except OSError as exc:
+            log.error(
+                "metrics: cannot listen on %s:%s (%s); serving without metrics", host, port, exc
+            )
+            return
+        address = self._metrics_server.sockets[0].getsockname()
+        log.info("metrics at http://%s/metrics", _format_address(address))
 
     def _start_webhooks(self) -> None:
         settings = self.settings
@@ -146,6 +180,8 @@ class Server:
         self.draining = True
         for server in self._servers:
             server.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
         grace = self.settings.shutdown_grace if grace is None else grace
@@ -209,7 +245,10 @@ class Server:
             "connections": sum(len(app.clients) for app in self.apps_by_id.values()),
             "uptime_seconds": int(time.time() - self.started_at),
         }
-        if path == "/ready" and (self.draining or not self.adapter.healthy):
+        limit = self.settings.ready_max_memory_mb
+        over_memory = bool(limit) and resident_bytes() > limit * 1_048_576
+        state["over_memory"] = over_memory
+        if path == "/ready" and (self.draining or not self.adapter.healthy or over_memory):
             state["ok"] = False
             return json_response(state, status=503)
         return json_response(state)

@@ -31,6 +31,7 @@ class ServerProcess:
             cmd += ["--config", self.config_path]
         cmd += args or []
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYSERVER_")}
+        full_env["PYSERVER_METRICS_PORT"] = "0"  # many servers run at once in the tests
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             cmd,
@@ -58,6 +59,16 @@ class ServerProcess:
             self.proc.kill()
             raise RuntimeError("pyserver did not start:\n" + "".join(self.log))
         threading.Thread(target=self._drain, daemon=True).start()
+
+    def metrics_port(self, timeout: float = 10) -> int:
+        """The port of the metrics listener, from the start-up log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", self.output())
+            if match:
+                return int(match.group(1))
+            time.sleep(0.05)
+        raise AssertionError("no metrics line in the log:\n" + self.output())
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None

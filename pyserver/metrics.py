@@ -1,0 +1,174 @@
+"""Prometheus metrics, rendered as text on a separate port (default 9601).
+
+Names follow soketi's (`connected`, `new_connections_total`, `ws_messages_sent_total`, …)
+behind a configurable prefix, so a soketi dashboard keeps working with `metrics_prefix =
+"soketi_"`. Every per-app series carries an `app_id` label.
+
+Invariants:
+- Counting costs the hot path a plain integer add: counters are attributes of `AppStats`
+  (one per app) and `ServerStats`, bumped once per broadcast, not once per recipient.
+- Nothing is formatted until a scrape asks; a scrape reads the counters and the adapter,
+  webhook and process state of that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import os
+import resource
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyserver.server.server import Server
+
+
+@dataclass(slots=True)
+class AppStats:
+    """Counters of one app, bumped by the transport and the registry."""
+
+    new_connections_total: int = 0
+    new_disconnections_total: int = 0
+    ws_messages_received_total: int = 0
+    ws_messages_sent_total: int = 0
+    socket_received_bytes: int = 0
+    socket_transmitted_bytes: int = 0
+    http_calls_received_total: int = 0
+    http_received_bytes: int = 0
+    http_transmitted_bytes: int = 0
+    broadcasts_total: int = 0
+
+
+_COUNTER_HELP = {
+    "new_connections_total": "WebSocket connections opened",
+    "new_disconnections_total": "WebSocket connections closed",
+    "ws_messages_received_total": "WebSocket messages received from clients",
+    "ws_messages_sent_total": "WebSocket messages sent to clients",
+    "socket_received_bytes": "Bytes received on WebSocket connections",
+    "socket_transmitted_bytes": "Bytes sent on WebSocket connections",
+    "http_calls_received_total": "HTTP API calls received",
+    "http_received_bytes": "Bytes of HTTP API request bodies",
+    "http_transmitted_bytes": "Bytes of HTTP API responses",
+    "broadcasts_total": "Messages published to a channel (each counted once)",
+}
+
+
+class LatencyHistogram:
+    """A fixed-bucket histogram of seconds, cheap to observe (one bisect, one add)."""
+
+    BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+    __slots__ = ("counts", "sum", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)
+        self.total = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.BOUNDS, seconds)] += 1
+        self.total += 1
+        self.sum += seconds
+
+
+class Metrics:
+    def __init__(self, server: Server, prefix: str) -> None:
+        self.server = server
+        self.prefix = prefix
+        self.broadcast_latency = LatencyHistogram()
+        """Seconds from an HTTP trigger's arrival to its frames being handed to the kernel."""
+
+    def render(self) -> bytes:
+        p = self.prefix
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_text: str) -> None:
+            out.append(f"# HELP {p}{name} {help_text}")
+            out.append(f"# TYPE {p}{name} {kind}")
+
+        apps = self.server.apps_by_id
+        family("connected", "gauge", "WebSocket connections open now")
+        for app_id, app in apps.items():
+            out.append(f'{p}connected{{app_id="{_label(app_id)}"}} {len(app.clients)}')
+        for field in fields(AppStats):
+            kind = "counter"
+            family(field.name, kind, _COUNTER_HELP[field.name])
+            for app_id, app in apps.items():
+                value = getattr(app.stats, field.name)
+                out.append(f'{p}{field.name}{{app_id="{_label(app_id)}"}} {value}')
+        family("channels", "gauge", "Channels with a subscriber on this node")
+        for app_id, app in apps.items():
+            out.append(f'{p}channels{{app_id="{_label(app_id)}"}} {len(app.registry.channels)}')
+
+        histogram = self.broadcast_latency
+        family(
+            "broadcast_latency_seconds",
+            "histogram",
+            "From an HTTP trigger's arrival to its frames being written",
+        )
+        cumulative = 0
+        for bound, count in zip(histogram.BOUNDS, histogram.counts, strict=False):
+            cumulative += count
+            out.append(f'{p}broadcast_latency_seconds_bucket{{le="{bound}"}} {cumulative}')
+        out.append(f'{p}broadcast_latency_seconds_bucket{{le="+Inf"}} {histogram.total}')
+        out.append(f"{p}broadcast_latency_seconds_sum {histogram.sum:.6f}")
+        out.append(f"{p}broadcast_latency_seconds_count {histogram.total}")
+
+        webhooks = self.server.webhooks
+        family("webhook_queue_depth", "gauge", "Webhook deliveries queued, in flight or waiting")
+        out.append(f"{p}webhook_queue_depth {webhooks.sender.pending if webhooks else 0}")
+        stats = webhooks.sender.stats if webhooks else None
+        for name, attr, help_text in (
+            ("webhook_deliveries_total", "delivered", "Webhook requests answered with 2xx"),
+            ("webhook_failures_total", "failed_attempts", "Webhook attempts that failed"),
+            ("webhook_dropped_total", "dropped_expired", "Webhooks dropped after retrying"),
+            ("webhook_overflow_total", "dropped_overflow", "Webhooks dropped: queue full"),
+        ):
+            family(name, "counter", help_text)
+            out.append(f"{p}{name} {getattr(stats, attr) if stats else 0}")
+
+        family("adapter_healthy", "gauge", "1 when the cluster adapter reaches its engine")
+        out.append(f"{p}adapter_healthy {int(self.server.adapter.healthy)}")
+        family("process_resident_memory_bytes", "gauge", "Resident memory of this process")
+        out.append(f"{p}process_resident_memory_bytes {resident_bytes()}")
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        family("process_cpu_seconds_total", "counter", "User and system CPU time")
+        out.append(f"{p}process_cpu_seconds_total {usage.ru_utime + usage.ru_stime:.3f}")
+        family("process_start_time_seconds", "gauge", "Start time of the process (unix)")
+        out.append(f"{p}process_start_time_seconds {self.server.started_at:.3f}")
+        return ("\n".join(out) + "\n").encode()
+
+    async def serve(self, host: str, port: int) -> asyncio.Server:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+                if path.split(b"?")[0] == b"/metrics":
+                    body, status = self.render(), b"200 OK"
+                else:
+                    body, status = b"Not found: try /metrics\n", b"404 Not Found"
+                writer.write(
+                    b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+                    b"Connection: close\r\n\r\n" + body
+                )
+                await writer.drain()
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                pass
+            finally:
+                writer.close()
+
+        return await asyncio.start_server(handle, host, port)
+
+
+def resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
