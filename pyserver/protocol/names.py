@@ -65,8 +65,13 @@ _PREFIXES: tuple[tuple[str, ChannelType], ...] = (
 _PUBLIC = ChannelType(ChannelKind.PUBLIC, False)
 
 
+_TYPED_STARTS = ("private-", "presence-", "cache-", "#")
+
+
 def channel_type(name: str) -> ChannelType:
     """The type of a channel, from its prefix (§5.3)."""
+    if not name.startswith(_TYPED_STARTS):  # most channels: one C call
+        return _PUBLIC
     for prefix, kind in _PREFIXES:
         if name.startswith(prefix):
             return kind

@@ -36,7 +36,7 @@ class Request:
     """The app's counters, once the API knows which app the request is for."""
 
     def __post_init__(self) -> None:
-        self.path = unquote(self.raw_path)
+        self.path = unquote(self.raw_path) if "%" in self.raw_path else self.raw_path
 
 
 def parse_target(target: str) -> tuple[str, dict[str, str]]:
@@ -44,13 +44,17 @@ def parse_target(target: str) -> tuple[str, dict[str, str]]:
     raw_path, _, query_string = target.partition("?")
     query: dict[str, str] = {}
     if query_string:
+        escaped = "%" in query_string or "+" in query_string
         for pair in query_string.split("&"):
             if not pair:
                 continue
             key, _, value = pair.partition("=")
-            key = unquote(key.replace("+", " ")).lower()
+            if escaped:
+                key = unquote(key.replace("+", " "))
+                value = unquote(value.replace("+", " "))
+            key = key.lower()
             if key not in query:
-                query[key] = unquote(value.replace("+", " "))
+                query[key] = value
     return raw_path, query
 
 
@@ -62,6 +66,11 @@ class Response:
     extra_headers: tuple[tuple[str, str], ...] = ()
 
     def encode(self, keep_alive: bool) -> bytes:
+        if self is EMPTY_OK:  # the answer to almost every trigger: built once
+            return _EMPTY_OK_KEEP_ALIVE if keep_alive else _EMPTY_OK_CLOSE
+        return self._encode(keep_alive)
+
+    def _encode(self, keep_alive: bool) -> bytes:
         reason = HTTPStatus(self.status).phrase if self.status in _STATUSES else "Unknown"
         lines = [
             f"HTTP/1.1 {self.status} {reason}",
@@ -86,3 +95,5 @@ def error_response(status: int, message: str) -> Response:
 
 
 EMPTY_OK = Response(200, b"{}")
+_EMPTY_OK_KEEP_ALIVE = EMPTY_OK._encode(True)
+_EMPTY_OK_CLOSE = EMPTY_OK._encode(False)

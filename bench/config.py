@@ -1,0 +1,125 @@
+"""The settings of one run, their per-scenario defaults and their hard limits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SCENARIO_NAMES = ("fanout", "channels", "http", "idle", "client-events", "presence")
+
+MAX_DURATION = 600.0
+MAX_CONNECTIONS = 100_000
+MAX_PROCESSES = 64
+MAX_RATE = 1_000_000.0
+MAX_HTTP_CONNECTIONS = 1_000
+MAX_SAMPLES = 5_000_000
+
+DEFAULT_CONNECTIONS = {
+    "fanout": 100,
+    "channels": 100,
+    "http": 8,
+    "idle": 1000,
+    "client-events": 100,
+    "presence": 20,
+}
+"""--connections: subscribers, channels (one subscriber each), HTTP keep-alive connections,
+idle connections, clients (two per pair), presence churners."""
+
+DEFAULT_RATE = {
+    "fanout": 10.0,
+    "channels": 100.0,
+    "http": 0.0,
+    "idle": 0.0,
+    "client-events": 5.0,
+    "presence": 10.0,
+}
+"""--rate (0 = as fast as possible): triggers/s, triggers/s, requests/s, connects/s,
+client events/s per client, joins/s across all churners."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything a run needs; picklable so worker processes get a copy."""
+
+    scenario: str
+    host: str
+    connect_host: str
+    """Where connections go: the loopback address `host` resolved to, or `host` itself when
+    --allow-remote is given."""
+    port: int
+    app_id: str
+    key: str
+    secret: str
+    duration: float
+    connections: int
+    rate: float
+    processes: int
+    run_id: str
+    http_connections: int = 4
+    channels_per_event: int = 1
+    watchers: int = 2
+    presence_channels: int = 1
+    hold: float = 0.2
+    drain: float = 5.0
+    setup_timeout: float = 60.0
+    connect_timeout: float = 10.0
+    connect_concurrency: int = 200
+    max_samples: int = 1_000_000
+    server_pid: int | None = None
+    out: str = os.path.join("bench", "results")
+    chart: bool = True
+    progress: bool = True
+    label: str = ""
+    allow_remote: bool = False
+
+    def public(self) -> dict[str, Any]:
+        """The settings for the result file, secret left out."""
+        data = asdict(self)
+        data.pop("secret")
+        return data
+
+    def worker_deadline_s(self) -> float:
+        """Seconds after which a worker gives up by itself, whatever the parent does."""
+        return self.setup_timeout + self.duration + self.drain + 60.0
+
+
+def validate(cfg: BenchConfig) -> list[str]:
+    """Problems with `cfg`, as messages for the user (empty when it is fine)."""
+    problems: list[str] = []
+    if not 0 < cfg.duration <= MAX_DURATION:
+        problems.append(f"--duration must be in (0, {MAX_DURATION:g}] seconds")
+    if not 1 <= cfg.connections <= MAX_CONNECTIONS:
+        problems.append(f"--connections must be in [1, {MAX_CONNECTIONS}]")
+    if not 0 <= cfg.rate <= MAX_RATE:
+        problems.append(f"--rate must be in [0, {MAX_RATE:g}] (0 = as fast as possible)")
+    if not 1 <= cfg.processes <= MAX_PROCESSES:
+        problems.append(f"--processes must be in [1, {MAX_PROCESSES}]")
+    if not 1 <= cfg.http_connections <= MAX_HTTP_CONNECTIONS:
+        problems.append(f"--http-connections must be in [1, {MAX_HTTP_CONNECTIONS}]")
+    if not 1 <= cfg.channels_per_event <= 100:
+        problems.append("--channels-per-event must be in [1, 100]")
+    if not 0 <= cfg.drain <= 60:
+        problems.append("--drain must be in [0, 60] seconds")
+    if not 1 <= cfg.setup_timeout <= 600:
+        problems.append("--setup-timeout must be in [1, 600] seconds")
+    if not 1 <= cfg.connect_concurrency <= 10_000:
+        problems.append("--connect-concurrency must be in [1, 10000]")
+    if not 1_000 <= cfg.max_samples <= MAX_SAMPLES:
+        problems.append(f"--max-samples must be in [1000, {MAX_SAMPLES}]")
+    if not 1 <= cfg.port <= 65535:
+        problems.append("--port must be in [1, 65535]")
+    if cfg.scenario == "client-events" and cfg.connections < 2:
+        problems.append("client-events needs --connections >= 2 (one pair)")
+    if cfg.scenario == "client-events" and cfg.rate <= 0:
+        problems.append("client-events needs a --rate > 0 (events per second per client)")
+    if cfg.scenario == "presence":
+        if not 1 <= cfg.presence_channels <= 1_000:
+            problems.append("--presence-channels must be in [1, 1000]")
+        if not 1 <= cfg.watchers <= 100:
+            problems.append("--watchers must be in [1, 100] per channel")
+        if not 0 < cfg.hold <= 60:
+            problems.append("--hold must be in (0, 60] seconds")
+        if cfg.rate <= 0:
+            problems.append("presence needs a --rate > 0 (joins per second)")
+    return problems

@@ -1,0 +1,128 @@
+"""`client-events`: --connections clients in pairs, each pair on its own private channel;
+every client sends `client-bench` events at --rate per second (the server's default limit is
+10/s per connection; above it events are refused with error 4301 and counted as
+`rate_limited`). Each accepted event is expected once, at the other member of the pair.
+Both members of a pair live in the same worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import protocol, signing
+from bench.client import PusherClient
+from bench.clock import NS_PER_S, now_ns
+from bench.metrics import Merged
+from bench.protocol import Frame
+from bench.scenarios.base import Driver, Role, count_marker, paced, split
+from bench.stats import rate, ratio
+
+RATE_LIMIT_CODE = 4301
+DEFAULT_SERVER_LIMIT = 10.0
+
+
+def channel_name(run_id: str, pair: int) -> str:
+    return f"private-bench-{run_id}-{pair}"
+
+
+class ClientEventsRole(Role):
+    async def setup(self) -> dict[str, Any]:
+        ctx = self.ctx
+        cfg = ctx.cfg
+        first_pair, pairs = ctx.plan["first_pair"], ctx.plan["pairs"]
+        recorder, run_id = ctx.recorder, cfg.run_id
+
+        def on_frame(_client: PusherClient, frame: Frame, now: int) -> None:
+            if count_marker(recorder, run_id, frame, now, protocol.CLIENT_EVENT):
+                return
+            if frame.event == "pusher:error":
+                code = protocol.error_code(frame)
+                if code == RATE_LIMIT_CODE:
+                    recorder.count("rate_limited", now)
+                else:
+                    recorder.count("pusher_errors", now)
+                    ctx.errors.add(f"pusher_error_{code}", protocol.error_message(frame))
+
+        async def prepare(i: int, client: PusherClient) -> None:
+            channel = channel_name(run_id, first_pair + i // 2)
+            assert client.socket_id is not None
+            auth = signing.channel_auth(cfg.key, cfg.secret, client.socket_id, channel)
+            await client.subscribe(channel, auth=auth, timeout=cfg.connect_timeout)
+            client.tag = channel
+
+        clients = await ctx.open_clients(2 * pairs, prepare, on_frame)
+        by_channel: dict[str, list[PusherClient]] = {}
+        for client in clients:
+            by_channel.setdefault(client.tag, []).append(client)
+        # Only complete pairs send: a lone client's events would reach nobody.
+        self.senders = [c for group in by_channel.values() if len(group) == 2 for c in group]
+        self.clients = clients
+        return {"pairs": len(self.senders) // 2, "clients": len(clients)}
+
+    async def run(self) -> None:
+        ctx = self.ctx
+        cfg = ctx.cfg
+        senders = self.senders
+        if not senders:
+            await ctx.stop.wait()
+            return
+        t0 = ctx.t0_ns
+        end = t0 + int(cfg.duration * NS_PER_S)
+        total_rate = cfg.rate * len(senders)
+        rec = ctx.recorder
+
+        async def step(_lane: int, seq: int) -> None:
+            client = senders[seq % len(senders)]
+            if not client.is_open:
+                return
+            now = now_ns()
+            data = protocol.make_marker(cfg.run_id, seq, now)
+            try:
+                await client.send(protocol.client_event(protocol.CLIENT_EVENT, client.tag, data))
+            except Exception as exc:
+                ctx.errors.add("send", exc)
+                return
+            rec.count("sent", now)
+
+        # One lane per sender keeps each client's events in order; the schedule interleaves
+        # clients so every one of them sends at --rate.
+        lanes = min(len(senders), 64)
+        await paced(lanes, total_rate, t0, end, ctx.stop, step)
+        await ctx.stop.wait()
+
+
+class ClientEventsDriver(Driver):
+    def units(self) -> int:
+        return self.cfg.connections // 2
+
+    def plans(self, nproc: int) -> list[dict[str, Any]]:
+        plans, first = [], 0
+        for pairs in split(self.cfg.connections // 2, nproc):
+            plans.append({"first_pair": first, "pairs": pairs})
+            first += pairs
+        return plans
+
+    def status(self, counters: dict[str, int], live: int) -> str:
+        return (
+            f"clients {live}  sent {counters.get('sent', 0)}  "
+            f"recv {counters.get('delivered', 0)}  limited {counters.get('rate_limited', 0)}"
+        )
+
+    def expected_of(self, counters: dict[str, int]) -> int:
+        return max(0, counters.get("sent", 0) - counters.get("rate_limited", 0))
+
+    def summary(self, merged: Merged, measured_s: float, drain_s: float) -> dict[str, Any]:
+        c = merged.counters
+        expected = self.expected_of(c)
+        return {
+            "pairs": sum(int(r.get("pairs", 0)) for r in self.readies),
+            "rate_per_client": self.cfg.rate,
+            "sent": c.get("sent", 0),
+            "rate_limited": c.get("rate_limited", 0),
+            "expected": expected,
+            "delivered": c.get("delivered", 0),
+            "send_rate": rate(c.get("sent", 0), measured_s),
+            "delivery_rate": rate(c.get("delivered", 0), measured_s + drain_s),
+            "ratio": ratio(c.get("delivered", 0), expected),
+            "disconnects": c.get("disconnects", 0),
+        }
