@@ -15,7 +15,7 @@ Invariants:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -24,19 +24,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-
-WEBHOOK_EVENT_TYPES = (
-    "channel_occupied",
-    "channel_vacated",
-    "member_added",
-    "member_removed",
-    "client_event",
-    "cache_miss",
-    "subscription_count",
-)
-"""The event types hosted Pusher sends (`spec/protocol.md` §12.3)."""
-USER_EVENT_TYPES = ("user_online", "user_offline")
-"""Our extension: a signed-in user's first connection arrives, its last one leaves."""
 
 WebhookEventType = Literal[
     "channel_occupied",
@@ -49,6 +36,12 @@ WebhookEventType = Literal[
     "user_online",
     "user_offline",
 ]
+USER_EVENT_TYPES = ("user_online", "user_offline")
+"""Our extension: a signed-in user's first connection arrives, its last one leaves."""
+WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = tuple(
+    t for t in get_args(WebhookEventType) if t not in USER_EVENT_TYPES
+)
+"""The event types hosted Pusher sends (`spec/protocol.md` §12.3), the default of a target."""
 
 
 class WebhookTarget(BaseModel):
@@ -57,7 +50,7 @@ class WebhookTarget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = Field(pattern=r"^https?://")
-    event_types: tuple[WebhookEventType, ...] = WEBHOOK_EVENT_TYPES  # type: ignore[assignment]
+    event_types: tuple[WebhookEventType, ...] = WEBHOOK_EVENT_TYPES
     """Which events this URL gets; `user_online`/`user_offline` only when listed."""
     channel_prefix: str | None = None
     """Only events of channels whose name starts with this (user events have no channel)."""

@@ -24,6 +24,7 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt_install nodejs npm
 fi
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server   # the cluster tests
+command -v chromium >/dev/null 2>&1 || apt_install chromium           # the console test
 
 PYTHON=${PYTHON:-python3}
 step "pip install -e .[test]"

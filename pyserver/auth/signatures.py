@@ -18,7 +18,7 @@ from collections.abc import Mapping
 def sign(secret: str, message: str | bytes) -> str:
     """Lower-case hex HMAC-SHA256 of `message` keyed by `secret`."""
     data = message.encode() if isinstance(message, str) else message
-    return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), data, "sha256").hex()
 
 
 def channel_string_to_sign(socket_id: str, channel: str, channel_data: str | None) -> str:

@@ -226,6 +226,7 @@ class App:
     def _count_changed(self, name: str, change: CountChange) -> None:
         """Report occupancy, then tell a non-presence channel its new subscription count
         (§4b), at most every 5 s while it has more than 100 subscribers."""
+        self.observer.subscriptions_changed(self.id, name, change.count)
         if change.transition is Transition.ARRIVED:
             self.observer.channel_occupied(self.id, name)
         elif change.transition is Transition.LEFT:

@@ -12,6 +12,8 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class AppObserver:
     """Base listener: every method does nothing, so listeners override only what they need."""
@@ -45,6 +47,9 @@ class AppObserver:
     def subscription_count(self, app_id: str, channel: str, count: int) -> None:
         pass
 
+    def subscriptions_changed(self, app_id: str, channel: str, count: int) -> None:
+        """A local connection subscribed or unsubscribed; `count` is the cluster total."""
+
     def user_online(self, app_id: str, user_id: str) -> None:
         pass
 
@@ -56,23 +61,48 @@ class AppObserver:
 
 
 class Observers(AppObserver):
-    """Several listeners behind one."""
+    """Several listeners behind one.
+
+    Each method is bound per instance to exactly the listeners that override it: none (a
+    no-op), one (its own bound method, no extra call) or several (a small loop). So an event
+    nobody listens to costs one call of an empty function.
+    """
 
     def __init__(self, *observers: AppObserver) -> None:
-        self.observers = list(observers)
+        self.observers: list[AppObserver] = []
+        for observer in observers:
+            self.add(observer)
+        self._bind()
 
     def add(self, observer: AppObserver) -> None:
         self.observers.append(observer)
+        self._bind()
+
+    def _bind(self) -> None:
+        for name in _EVENTS:
+            targets = [
+                getattr(o, name)
+                for o in self.observers
+                if getattr(type(o), name) is not getattr(AppObserver, name)
+            ]
+            setattr(self, name, _fan_out(targets))
 
 
-def _fan_out(name: str) -> object:
-    def call(self: Observers, *args: object) -> None:
-        for observer in self.observers:
-            getattr(observer, name)(*args)
+def _fan_out(targets: list[Callable[..., None]]) -> Callable[..., None]:
+    if not targets:
+        return _nothing
+    if len(targets) == 1:
+        return targets[0]
 
-    call.__name__ = name
+    def call(*args: object) -> None:
+        for target in targets:
+            target(*args)
+
     return call
 
 
-for _name in [n for n in vars(AppObserver) if not n.startswith("_")]:
-    setattr(Observers, _name, _fan_out(_name))
+def _nothing(*args: object) -> None:
+    pass
+
+
+_EVENTS = [n for n in vars(AppObserver) if not n.startswith("_")]

@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -80,6 +81,22 @@ log = logging.getLogger("pyserver.connection")
 PONG_MESSAGE = text_frame(frames.PONG_FRAME)
 WS_PING = encode_frame(OP_PING, b"")
 SUPPORTED_PROTOCOLS = range(4, 8)
+CLOSE_FLUSH_SECONDS = 2.0
+
+
+_KEPT_HEADERS = frozenset(
+    (
+        b"upgrade",
+        b"connection",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"authorization",
+        b"x-forwarded-for",
+        b"origin",
+    )
+)
+"""The request headers anything here reads; the others are not even decoded."""
 
 
 class _HttpState:
@@ -108,7 +125,9 @@ class _HttpState:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.lower().decode("latin-1")] = value.decode("latin-1")
+        key = name.lower()
+        if key in _KEPT_HEADERS:
+            self.headers[key.decode("latin-1")] = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -246,7 +265,10 @@ class Connection(asyncio.Protocol):
         if self.paused:
             cap = self.server.settings.write_buffer_cap
             if self.transport.get_write_buffer_size() > cap:
-                self.report(SlowConsumer())
+                # It cannot read an error message: drop what waits and close with 4100.
+                slow = SlowConsumer()
+                log.info("socket %s: %s", self.socket_id, slow.message)
+                self.close(slow.code or CLOSE_NORMAL, slow.message)
 
     def report(self, error: PusherError) -> None:
         """Tell the client about `error`; close the connection when the error closes."""
@@ -258,13 +280,20 @@ class Connection(asyncio.Protocol):
             self.close(error.code or CLOSE_NORMAL, error.message)
 
     def close(self, code: int, reason: str = "") -> None:
-        """Send a close frame after anything pending, then end the connection."""
-        if self.closing or self.transport is None:
+        """Send a close frame after anything pending, then end the connection.
+
+        A peer that does not read would keep the unsent bytes (and this connection) alive
+        forever, so whatever is still unsent after `CLOSE_FLUSH_SECONDS` is dropped.
+        """
+        transport = self.transport
+        if self.closing or transport is None:
             return
         self.flush()
         self.closing = True
-        self.transport.write(close_frame(code, reason))
-        self.transport.close()
+        transport.write(close_frame(code, reason))
+        transport.close()
+        if transport.get_write_buffer_size():
+            asyncio.get_running_loop().call_later(CLOSE_FLUSH_SECONDS, _drop, transport)
 
     def close_http(self) -> None:
         """End an HTTP connection at shutdown: now when idle, else right after its answer."""
@@ -510,3 +539,9 @@ class Connection(asyncio.Protocol):
         self.send_message(
             frames.connection_established(self.socket_id, self.server.settings.activity_timeout)
         )
+
+
+def _drop(transport: asyncio.Transport) -> None:
+    """Abort a transport whose peer never read its last bytes (no-op once it is gone)."""
+    with contextlib.suppress(Exception):
+        transport.abort()

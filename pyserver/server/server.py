@@ -167,6 +167,9 @@ class Server:
             retry_base=settings.webhook_retry_base,
         )
         sender.start()
+        sender.on_attempt = lambda delivery, outcome: self.console.webhook_attempt(
+            delivery.app_id, delivery.url, delivery.body, outcome
+        )
         apps = {app.id: app for app in settings.apps}
         self.webhooks = WebhookDispatcher(apps, sender, settings.webhook_delay, self.adapter)
         self.observers.add(self.webhooks)

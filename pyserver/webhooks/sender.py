@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -67,6 +68,8 @@ class WebhookSender:
         self._busy = 0
         self._workers: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
+        self.on_attempt: Callable[[Delivery, str], None] | None = None
+        """Told of each attempt's outcome ("delivered", "HTTP 500", ...), e.g. by the console."""
 
     @property
     def pending(self) -> int:
@@ -116,11 +119,15 @@ class WebhookSender:
                 await response.read()
                 if 200 <= response.status < 300:
                     self.stats.delivered += 1
+                    if self.on_attempt is not None:
+                        self.on_attempt(delivery, "delivered")
                     return
                 problem = f"HTTP {response.status}"
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             problem = type(exc).__name__ + (f": {exc}" if str(exc) else "")
         self.stats.failed_attempts += 1
+        if self.on_attempt is not None:
+            self.on_attempt(delivery, problem)
         self._retry_later(delivery, problem)
 
     def _retry_later(self, delivery: Delivery, problem: str) -> None:

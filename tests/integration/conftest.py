@@ -15,6 +15,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pusher
 import pytest
@@ -221,3 +222,48 @@ def js() -> Iterator[JsDriver]:
     assert js_deps_installed(), "run `npm ci` in tests/js (scripts/test.sh does it)"
     with JsDriver() as driver:
         yield driver
+
+
+_js_names = itertools.count()
+
+
+@pytest.fixture
+def pusher_js(js: JsDriver, server: Deployment) -> Iterator[Any]:
+    """A factory of connected pusher-js clients (main app) named for the driver:
+    `pusher_js(version="8", user=None, **options)`; `user` is the user_data to sign in with.
+    Every client can use encrypted channels (the driver signs with MASTER_KEY)."""
+    made: list[str] = []
+
+    def make(version: str = "8", user: dict[str, Any] | None = None, **options: Any) -> str:
+        name = f"js{next(_js_names)}"
+        js.connect(
+            name,
+            server.port,
+            MAIN.key,
+            MAIN.secret,
+            MAIN.id,
+            version,
+            sdk_options={"encryptionMasterKeyBase64": MASTER_KEY},
+            **options,
+        )
+        if user is not None:
+            js.call("set_user", client=name, user_data=user)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        js.call("disconnect", client=name)
+
+
+def node_sdk(js: JsDriver, server: Deployment, method: str, *args: Any) -> Any:
+    """Call the Node `pusher` SDK against the node that serves the HTTP API."""
+    return js.sdk(
+        method,
+        *args,
+        port=server.api_port,
+        key=MAIN.key,
+        secret=MAIN.secret,
+        app_id=MAIN.id,
+        encryptionMasterKeyBase64=MASTER_KEY,
+    )

@@ -3,17 +3,15 @@ Python `pusher` SDKs, as a user would point them at pyserver (host and port only
 
 from __future__ import annotations
 
-import base64
 import itertools
 import re
 
 import pytest
 
-from tests.integration.conftest import MAIN
-from tests.integration.jsdriver import JsDriver, JsDriverError
+from tests.integration.conftest import node_sdk
+from tests.integration.jsdriver import JsDriverError
 
 _names = itertools.count()
-MASTER = base64.b64encode(b"m" * 32).decode()
 
 
 @pytest.fixture(params=["8", "7"])
@@ -22,40 +20,9 @@ def version(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def client(js: JsDriver, server, version: str):
-    """A factory of connected pusher-js clients of the parametrised major version."""
-    made: list[str] = []
-
-    def make(**options):
-        name = f"c{next(_names)}"
-        js.connect(
-            name,
-            server.port,
-            MAIN.key,
-            MAIN.secret,
-            MAIN.id,
-            version,
-            sdk_options={"encryptionMasterKeyBase64": MASTER},
-            **options,
-        )
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        js.call("disconnect", client=name)
-
-
-def node_sdk(js: JsDriver, server, method: str, *args):
-    return js.sdk(
-        method,
-        *args,
-        port=server.api_port,
-        key=MAIN.key,
-        secret=MAIN.secret,
-        app_id=MAIN.id,
-        encryptionMasterKeyBase64=MASTER,
-    )
+def client(pusher_js, version: str):
+    """Connected pusher-js clients of the parametrised major version."""
+    return lambda **options: pusher_js(version, **options)
 
 
 def test_connects_with_a_valid_socket_id(js, client) -> None:

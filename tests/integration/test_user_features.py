@@ -10,7 +10,15 @@ import time
 
 import pytest
 
-from tests.integration.conftest import AUTHZ, COUNTED, MAIN, SMALL, PusherSocket, sdk
+from tests.integration.conftest import (
+    AUTHZ,
+    COUNTED,
+    MAIN,
+    SMALL,
+    PusherSocket,
+    node_sdk,
+    sdk,
+)
 from tests.integration.httpapi import signed_post
 from tests.integration.jsdriver import JsDriver, JsDriverError
 
@@ -18,26 +26,8 @@ _names = itertools.count()
 
 
 @pytest.fixture
-def client(js: JsDriver, server):
-    made: list[str] = []
-
-    def make(version: str = "8", user: dict | None = None, **options):
-        name = f"u{next(_names)}"
-        js.connect(name, server.port, MAIN.key, MAIN.secret, MAIN.id, version, **options)
-        if user is not None:
-            js.call("set_user", client=name, user_data=user)
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        js.call("disconnect", client=name)
-
-
-def node_sdk(js: JsDriver, server, method: str, *args):
-    return js.sdk(
-        method, *args, port=server.api_port, key=MAIN.key, secret=MAIN.secret, app_id=MAIN.id
-    )
+def client(pusher_js):
+    return pusher_js
 
 
 def _signed_in(js: JsDriver, name: str) -> None:
