@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     """Seconds advertised to clients; below nginx's 60 s and Cloudflare's 100 s idle limits."""
     pong_timeout: int = Field(default=30, ge=1)
     """Seconds to wait for any frame after the server pinged an idle client (then 4201)."""
+    websocket_compression: bool = False
+    """Agree to permessage-deflate when a client offers it (no context takeover, so each
+    broadcast is compressed once for all). Off: it costs CPU per message, and hosted Pusher
+    clients do not need it."""
     max_message_bytes: int = Field(default=65_536, ge=1_024)
     """Largest WebSocket message accepted from a client (1009 above)."""
     max_request_bytes: int = Field(default=1_048_576, ge=1_024)

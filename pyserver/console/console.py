@@ -1,15 +1,23 @@
 """The live debug console: `/console` serves a page, `/console/api/...` its JSON.
 
+This module owns the console's routes and who may use them; what is recorded lives in
+`feed.py`, the page in `page.py`.
+
 Access: `Authorization: Bearer <console_token>` opens every app (when a token is set);
 `Authorization: Basic base64(<app id>:<app secret>)` opens that app only. Secrets are
-compared in constant time and never sent back.
+compared in constant time and never sent back. A refused login gets 401 JSON.
 
 Routes:
-- `GET /console`: the page (`page.py`), which polls the API about once a second.
-- `GET /console/api/state?app=ID&since=N`: the apps this login may see, then for `app`:
-  connection count, channels with local subscribers, presence members, and the feed's
-  events after sequence N.
-- `POST /console/api/trigger` `{"app", "channel", "event", "data"}`: publish a test event.
+- `GET /console`: the page, which polls the API about once a second.
+- `GET /console/api/state?app=ID&since=N&channel=TEXT`: the apps this login may see, then
+  for `app`: connection and local channel counts, its local channels (those whose name
+  contains TEXT, `channel_total` of them, at most `MAX_CHANNELS` listed) with their type and
+  local subscriber counts, the members of the first
+  `MAX_PRESENCE_CHANNELS` presence channels among them, the feed's events after sequence
+  N, `last_seq` and `started` (the server's start time: a page that sees it change starts
+  over from sequence 0).
+- `POST /console/api/trigger` `{"app", "channel", "event", "data"}`: publish a test event
+  like an HTTP API trigger (channel and event names checked, data within the app's limit).
 """
 
 from __future__ import annotations
@@ -23,15 +31,34 @@ import orjson
 
 from pyserver.channels.app import App
 from pyserver.console.feed import EventFeed
-from pyserver.console.page import PAGE
-from pyserver.protocol.errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
-from pyserver.protocol.names import channel_name_problem, channel_type, event_name_problem
-from pyserver.server.http import Request, Response, error_response, json_response
+from pyserver.console.page import PAGE, PAGE_HEADERS
+from pyserver.protocol.errors import (
+    ApiError,
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from pyserver.protocol.names import channel_name_problem, event_name_problem
+from pyserver.server.http import Request, Response
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from pyserver.server.server import Server
+
+MAX_CHANNELS = 200
+"""Channels listed per poll (sorted by name); `channel_total` says how many matched."""
+MAX_PRESENCE_CHANNELS = 20
+"""Presence channels whose members are looked up per poll (one adapter call each)."""
+
+_NO_STORE = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
+_ROUTES = {"/console/api/state": "GET", "/console/api/trigger": "POST"}
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(status, orjson.dumps(value), extra_headers=_NO_STORE)
 
 
 class Console(EventFeed):
@@ -41,38 +68,50 @@ class Console(EventFeed):
 
     def handle(self, request: Request) -> Response | Coroutine[Any, Any, Response]:
         if request.path in ("/console", "/console/"):
-            return Response(200, PAGE, content_type="text/html; charset=utf-8")
+            if request.method != "GET":
+                return _json({"error": "Use GET", "status": 405}, 405)
+            return Response(
+                200, PAGE, content_type="text/html; charset=utf-8", extra_headers=PAGE_HEADERS
+            )
         try:
             apps = self._apps_for(request)
-            if request.path == "/console/api/state" and request.method == "GET":
+            method = _ROUTES.get(request.path)
+            if method is None:
+                raise NotFound(f"No console route {request.path[:100]}")
+            if request.method != method:
+                raise MethodNotAllowed(f"Use {method} for {request.path}")
+            if method == "GET":
                 return self._state(apps, request)
-            if request.path == "/console/api/trigger" and request.method == "POST":
-                return self._trigger(apps, request)
-            raise NotFound(f"No console route {request.method} {request.path[:100]}")
+            return self._trigger(apps, request)
         except ApiError as exc:
-            return error_response(exc.status, exc.message)
+            return _json({"error": exc.message, "status": exc.status}, exc.status)
 
     def _apps_for(self, request: Request) -> list[App]:
         """The apps this request's credentials open, or `Unauthorized`."""
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
         token = self.server.settings.console_token
-        if scheme.lower() == "bearer" and token:
-            if hmac.compare_digest(value.encode(), token.encode()):
+        if scheme == "bearer":
+            if token and hmac.compare_digest(value.strip().encode(), token.encode()):
                 return list(self.server.apps_by_id.values())
-        elif scheme.lower() == "basic":
+        elif scheme == "basic":
             try:
-                app_id, _, secret = base64.b64decode(value).decode().partition(":")
+                app_id, _, secret = base64.b64decode(value.strip()).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 raise Unauthorized("Malformed Basic credentials") from None
             app = self.server.apps_by_id.get(app_id)
-            if app is not None and hmac.compare_digest(secret.encode(), app.config.secret.encode()):
+            expected = app.config.secret if app is not None else "\x00 no such app"
+            # Compared even for an unknown app, so timing does not tell which ids exist.
+            if hmac.compare_digest(secret.encode(), expected.encode()) and app is not None:
                 return [app]
         raise Unauthorized("Sign in with an app id and its secret, or the console token")
 
-    def _pick(self, apps: list[App], app_id: str | None) -> App:
+    def _pick(self, apps: list[App], app_id: object) -> App:
+        if app_id in (None, ""):
+            return apps[0]
         for app in apps:
-            if app_id in (None, "", app.id):
+            if app.id == app_id:
                 return app
         raise NotFound(f"App '{str(app_id)[:100]}' is not open to this login")
 
@@ -82,19 +121,34 @@ class Console(EventFeed):
             since = int(request.query.get("since", "0"))
         except ValueError:
             raise BadRequest("'since' must be a number") from None
-        channels = []
-        for name, channel in sorted(app.registry.channels.items()):
-            entry: dict[str, Any] = {"name": name, "local_subscribers": len(channel.subscribers)}
-            if channel_type(name).is_presence:
+        needle = request.query.get("channel", "").lower()
+        names = sorted(n for n in app.registry.channels if needle in n.lower())
+        channels: list[dict[str, Any]] = []
+        presence_left = MAX_PRESENCE_CHANNELS
+        for name in names[:MAX_CHANNELS]:
+            local = app.registry.channels.get(name)
+            if local is None:  # emptied while an earlier presence lookup awaited
+                continue
+            entry: dict[str, Any] = {
+                "name": name,
+                "type": local.type.kind.value + ("-cache" if local.type.cache else ""),
+                "local_subscribers": len(local.subscribers),
+            }
+            if local.type.is_presence and presence_left > 0:
+                presence_left -= 1
                 entry["members"] = dict(await app.adapter.presence_members(app.id, name))
             channels.append(entry)
-        return json_response(
+        return _json(
             {
                 "apps": [a.id for a in apps],
                 "app": app.id,
                 "connections": len(app.clients),
+                "channel_count": len(app.registry.channels),
+                "channel_total": len(names),
                 "channels": channels,
                 "events": self.since(app.id, since),
+                "last_seq": self.last_seq,
+                "started": self.server.started_at,
             }
         )
 
@@ -118,4 +172,4 @@ class Console(EventFeed):
             )
         assert isinstance(channel, str) and isinstance(event, str)
         app.trigger(event, [channel], data, None)
-        return json_response({"ok": True})
+        return _json({"ok": True})

@@ -1,51 +1,77 @@
 """What the debug console shows: a bounded, numbered record of each app's recent events.
 
+`EventFeed` is an `AppObserver`: it records HTTP API triggers, client events, occupancy,
+presence, cache misses, subscription counts, user sign-in presence and webhook attempts,
+and serves them as JSON-ready dicts to the console's state endpoint.
+
 Invariants:
-- Recording is one tuple appended to a `deque(maxlen=...)`: cheap enough for the hot path of
-  client events; nothing is formatted until a page asks.
-- Sequence numbers grow across all apps, so a page asks for "everything after N".
+- Recording is one flat tuple of the arguments as given appended to a
+  `deque(maxlen=per_app)`: cheap enough for the hot path of client events. Nothing is
+  formatted, decoded or copied until a page asks (`since`).
+- Sequence numbers grow across all apps and never repeat within a process, so a page asks
+  for "everything after N"; `last_seq` lets it notice a restarted server (a smaller number).
 - Event data is kept as given and cut to `PREVIEW` characters when served.
+- What is recorded is this node's view: on a cluster, an API trigger or a client event is
+  seen by the node that received it.
 """
 
 from __future__ import annotations
 
-import itertools
-import time
 from collections import deque
+from time import time as _now
 from typing import Any
+
+import orjson
 
 from pyserver.channels.observer import AppObserver
 
 PREVIEW = 500
-Record = tuple[int, float, str, str, str, str]
-"""(sequence, unix time, kind, channel, event name, detail)."""
+"""Characters of event data (or webhook body) sent to the page per event."""
+
+Record = tuple[int, float, str, str, str, str | bytes, str | None, str | None]
+"""(sequence, unix time, kind, channel, event name, data, origin, user id).
+
+`origin` is the sending socket id for client events and the target URL for webhooks."""
 
 
 class EventFeed(AppObserver):
     def __init__(self, per_app: int = 1000) -> None:
         self.per_app = per_app
         self._records: dict[str, deque[Record]] = {}
-        self._seq = itertools.count(1)
+        self.last_seq = 0
 
-    def _add(self, app_id: str, kind: str, channel: str, event: str, detail: str) -> None:
+    def _add(
+        self,
+        app_id: str,
+        kind: str,
+        channel: str,
+        event: str,
+        data: str | bytes = "",
+        origin: str | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        records = self._records.get(app_id) or self._ring(app_id)
+        self.last_seq = seq = self.last_seq + 1
+        records.append((seq, _now(), kind, channel, event, data, origin, user_id))
+
+    def _ring(self, app_id: str) -> deque[Record]:
         records = self._records.get(app_id)
         if records is None:
             records = self._records[app_id] = deque(maxlen=self.per_app)
-        records.append((next(self._seq), time.time(), kind, channel, event, detail))
+        return records
 
     def since(self, app_id: str, after: int) -> list[dict[str, Any]]:
-        return [
-            {
-                "seq": seq,
-                "time": at,
-                "kind": kind,
-                "channel": channel,
-                "event": event,
-                "detail": detail[:PREVIEW],
-            }
-            for seq, at, kind, channel, event, detail in self._records.get(app_id, ())
-            if seq > after
-        ]
+        """The app's recorded events with a sequence number above `after`, oldest first."""
+        records = self._records.get(app_id)
+        if not records:
+            return []
+        newer: list[Record] = []
+        for record in reversed(records):  # newest first: stop at the first one already seen
+            if record[0] <= after:
+                break
+            newer.append(record)
+        newer.reverse()
+        return [_served(record) for record in newer]
 
     # --- AppObserver -------------------------------------------------------------------
 
@@ -61,23 +87,22 @@ class EventFeed(AppObserver):
         socket_id: str,
         user_id: str | None,
     ) -> None:
-        who = f"socket {socket_id}" + (f", user {user_id}" if user_id else "")
-        self._add(app_id, "client", channel, event, f"{who}: {data}")
+        self._add(app_id, "client", channel, event, data, socket_id, user_id)
 
     def channel_occupied(self, app_id: str, channel: str) -> None:
-        self._add(app_id, "channel", channel, "occupied", "")
+        self._add(app_id, "channel", channel, "occupied")
 
     def channel_vacated(self, app_id: str, channel: str) -> None:
-        self._add(app_id, "channel", channel, "vacated", "")
+        self._add(app_id, "channel", channel, "vacated")
 
     def member_added(self, app_id: str, channel: str, user_id: str) -> None:
-        self._add(app_id, "presence", channel, "member_added", user_id)
+        self._add(app_id, "presence", channel, "member_added", "", None, user_id)
 
     def member_removed(self, app_id: str, channel: str, user_id: str) -> None:
-        self._add(app_id, "presence", channel, "member_removed", user_id)
+        self._add(app_id, "presence", channel, "member_removed", "", None, user_id)
 
     def cache_miss(self, app_id: str, channel: str) -> None:
-        self._add(app_id, "channel", channel, "cache_miss", "")
+        self._add(app_id, "channel", channel, "cache_miss")
 
     def subscription_count(self, app_id: str, channel: str, count: int) -> None:
         self._add(app_id, "channel", channel, "subscription_count", str(count))
@@ -85,11 +110,55 @@ class EventFeed(AppObserver):
     def subscriptions_changed(self, app_id: str, channel: str, count: int) -> None:
         self._add(app_id, "subscribe", channel, "subscriptions", str(count))
 
-    def webhook_attempt(self, app_id: str, url: str, body: bytes, outcome: str) -> None:
-        self._add(app_id, "webhook", "", outcome, f"{url} {body.decode(errors='replace')}")
-
     def user_online(self, app_id: str, user_id: str) -> None:
-        self._add(app_id, "user", "", "online", user_id)
+        self._add(app_id, "user", "", "online", "", None, user_id)
 
     def user_offline(self, app_id: str, user_id: str) -> None:
-        self._add(app_id, "user", "", "offline", user_id)
+        self._add(app_id, "user", "", "offline", "", None, user_id)
+
+    # --- webhook deliveries (told by the sender, off the hot path) ------------------------
+
+    def webhook_attempt(self, app_id: str, url: str, body: bytes, outcome: str) -> None:
+        """One delivery attempt of a webhook body to `url`: "delivered" or what failed.
+
+        Served with the body's channels as `channel`, its event names as `event`, and
+        `outcome`, `url` and the body (`data`)."""
+        self._add(app_id, "webhook", "", outcome, body, url)
+
+
+def _served(record: Record) -> dict[str, Any]:
+    seq, at, kind, channel, event, data, origin, user_id = record
+    served: dict[str, Any] = {"seq": seq, "time": at, "kind": kind, "channel": channel}
+    if isinstance(data, bytes):  # a webhook attempt: name what the body is about
+        channels, names = _webhook_summary(data)
+        served["channel"] = ", ".join(channels)
+        served["event"] = ", ".join(names) or "webhook"
+        served["outcome"] = event
+        served["url"] = origin
+        served["data"] = data[: PREVIEW * 2].decode(errors="replace")[:PREVIEW]
+        return served
+    served["event"] = event
+    served["data"] = data[:PREVIEW]
+    if origin is not None:
+        served["socket_id"] = origin
+    if user_id is not None:
+        served["user_id"] = user_id
+    return served
+
+
+def _webhook_summary(body: bytes) -> tuple[list[str], list[str]]:
+    """The distinct channels and event names in a webhook body, in order."""
+    try:
+        events = orjson.loads(body).get("events", [])
+    except (orjson.JSONDecodeError, AttributeError):
+        return [], []
+    channels: dict[str, None] = {}
+    names: dict[str, None] = {}
+    for event in events if isinstance(events, list) else ():
+        if not isinstance(event, dict):
+            continue
+        if isinstance(event.get("channel"), str):
+            channels[event["channel"]] = None
+        if isinstance(event.get("name"), str):
+            names[event["name"]] = None
+    return list(channels), list(names)

@@ -1,49 +1,90 @@
 """The debug console's single page: HTML, CSS and plain JavaScript, no build step, no CDN.
 
-It signs in (app id + secret, or the console token), polls `/console/api/state` about once
-a second, and renders connections, channels, presence members and a filterable event stream,
-with a form that triggers a test event through `/console/api/trigger`.
+It signs in (app id + secret, or the console token), polls `<page>/api/state` about once a
+second, and renders the connection count, channels, presence members and a filterable event
+stream, with a form that triggers a test event through `<page>/api/trigger`. Credentials
+live in the tab's `sessionStorage` only (gone when the tab closes; "Sign out" clears them).
+
+`PAGE_HEADERS` go with the page: no caching, and a Content-Security-Policy that allows only
+this page's own inline style and script (by hash) and fetches to its own origin.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+
 PAGE = b"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>pyserver debug console</title>
 <style>
- :root { --bg:#f6f7f9; --card:#fff; --ink:#1d2330; --muted:#6b7385; --line:#e3e6eb;
-         --accent:#3b5bdb; --api:#2b8a3e; --client:#c2255c; --presence:#e67700; --sys:#5c6b7a; }
- * { box-sizing: border-box; }
- body { margin:0; font:14px/1.4 system-ui, sans-serif; background:var(--bg); color:var(--ink); }
- header { display:flex; gap:16px; align-items:center; padding:10px 18px; background:var(--ink);
-          color:#fff; }
- header h1 { font-size:16px; margin:0; font-weight:600; }
- header .stat { margin-left:auto; font-variant-numeric:tabular-nums; }
- header select { font:inherit; }
- main { display:grid; grid-template-columns: 320px 1fr; gap:14px; padding:14px 18px; }
- section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px; }
- h2 { font-size:13px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted);
-      margin:0 0 8px; }
- table { width:100%; border-collapse:collapse; }
- td, th { text-align:left; padding:4px 6px; border-bottom:1px solid var(--line);
-          vertical-align:top; }
- th { font-weight:600; color:var(--muted); font-size:12px; }
- .mono { font-family: ui-monospace, Menlo, monospace; font-size:12px; word-break:break-all; }
- .kind { display:inline-block; padding:1px 6px; border-radius:4px; color:#fff; font-size:11px; }
- .k-api { background:var(--api); } .k-client { background:var(--client); }
- .k-presence { background:var(--presence); } .k-channel, .k-subscribe, .k-user,
- .k-webhook { background:var(--sys); }
- form { display:grid; gap:6px; }
- input, textarea, button { font:inherit; padding:6px 8px; border:1px solid var(--line);
-                           border-radius:6px; }
- button { background:var(--accent); color:#fff; border:0; cursor:pointer; }
- .filters { display:flex; gap:8px; margin-bottom:8px; }
- .filters input { flex:1; }
- #events { max-height: 60vh; overflow:auto; }
- #login { max-width:360px; margin:60px auto; }
- .error { color:#c92a2a; min-height:1.2em; }
- .muted { color:var(--muted); }
+:root { --bg:#f4f5f7; --card:#fff; --ink:#1b2130; --muted:#687085; --line:#e2e5ea;
+  --accent:#3b5bdb; --ok:#2b8a3e; --bad:#c92a2a; --api:#2b8a3e; --client:#c2255c;
+  --presence:#d9480f; --webhook:#7048e8; --sys:#5c6b7a; }
+* { box-sizing:border-box; }
+[hidden] { display:none !important; }
+body { margin:0; font:13px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif;
+  background:var(--bg); color:var(--ink); }
+header { display:flex; gap:14px; align-items:center; padding:8px 16px; background:var(--ink);
+  color:#fff; }
+header h1 { font-size:15px; margin:0; font-weight:600; white-space:nowrap; }
+header label { color:#c5cad6; }
+header select { font:inherit; padding:2px 4px; border-radius:4px; }
+#app-name { color:#fff; font-size:13px; }
+.stats { margin-left:auto; display:flex; gap:14px; align-items:center;
+  font-variant-numeric:tabular-nums; }
+.stats b { font-size:15px; }
+.dot { display:inline-block; width:8px; height:8px; border-radius:50%; background:var(--muted);
+  margin-right:4px; }
+.live .dot { background:#51cf66; } .down .dot { background:#ff6b6b; }
+header button { background:transparent; border:1px solid #4a5163; color:#fff; padding:3px 10px; }
+main { display:grid; grid-template-columns:340px minmax(0, 1fr); gap:12px; padding:12px 16px; }
+.side { display:grid; gap:12px; align-content:start; }
+section { background:var(--card); border:1px solid var(--line); border-radius:8px;
+  padding:10px 12px; min-width:0; }
+h2 { font-size:11px; text-transform:uppercase; letter-spacing:.06em; color:var(--muted);
+  margin:0 0 6px; display:flex; justify-content:space-between; }
+table { width:100%; border-collapse:collapse; }
+td, th { text-align:left; padding:3px 6px; border-bottom:1px solid var(--line);
+  vertical-align:top; }
+th { font-weight:600; color:var(--muted); font-size:11px; background:var(--card);
+  position:sticky; top:0; }
+td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
+.mono { font-family:ui-monospace, "SF Mono", Menlo, Consolas, monospace; font-size:12px;
+  overflow-wrap:anywhere; }
+.muted { color:var(--muted); }
+.badge { display:inline-block; padding:0 6px; border-radius:4px; color:#fff; font-size:11px;
+  line-height:17px; background:var(--sys); }
+.k-api { background:var(--api); } .k-client { background:var(--client); }
+.k-presence { background:var(--presence); } .k-webhook { background:var(--webhook); }
+.t { display:inline-block; padding:0 5px; border-radius:4px; font-size:10px;
+  border:1px solid var(--line); color:var(--muted); margin-left:4px; }
+a.ch { color:var(--ink); text-decoration:none; cursor:pointer; }
+a.ch:hover { color:var(--accent); text-decoration:underline; }
+.member { margin:2px 0 6px; }
+.member .mono { margin-left:8px; }
+form { display:grid; gap:6px; margin:0; }
+input, textarea, select, button { font:inherit; }
+input, textarea { padding:5px 8px; border:1px solid var(--line); border-radius:6px;
+  width:100%; background:#fff; }
+textarea { font-family:ui-monospace, Menlo, Consolas, monospace; font-size:12px; resize:vertical; }
+button { padding:5px 12px; border-radius:6px; border:0; background:var(--accent); color:#fff;
+  cursor:pointer; }
+button.plain { background:#fff; color:var(--ink); border:1px solid var(--line); }
+.filters { display:grid; grid-template-columns:1fr 1fr 130px auto; gap:6px; margin-bottom:6px; }
+.filters select { padding:4px 6px; border:1px solid var(--line); border-radius:6px;
+  background:#fff; }
+#events { max-height:calc(100vh - 150px); overflow:auto; }
+#events table { table-layout:fixed; }
+.c-time { width:106px; } .c-kind { width:78px; } .c-chan { width:24%; } .c-event { width:18%; }
+.ok { color:var(--ok); } .error { color:var(--bad); }
+#login { max-width:340px; margin:70px auto; }
+#login h2 { font-size:14px; text-transform:none; letter-spacing:0; color:var(--ink); }
+.or { text-align:center; color:var(--muted); font-size:12px; }
+.empty { color:var(--muted); padding:6px; }
 </style></head>
 <body>
 <div id="login"><section>
@@ -51,113 +92,273 @@ PAGE = b"""<!doctype html>
  <form id="login-form">
   <input id="app-id" placeholder="app id" autocomplete="username">
   <input id="secret" type="password" placeholder="app secret" autocomplete="current-password">
-  <div class="muted">or an admin token:</div>
-  <input id="token" type="password" placeholder="console token">
-  <button type="submit">Open</button>
+  <div class="or">or</div>
+  <input id="token" type="password" placeholder="console token" autocomplete="off">
+  <button type="submit">Open console</button>
   <div class="error" id="login-error"></div>
  </form>
 </section></div>
 <div id="app" hidden>
- <header><h1>pyserver debug console</h1>
-  <select id="app-picker"></select>
-  <span class="stat"><b id="connections">0</b> connections &middot;
-   <b id="channel-count">0</b> channels</span>
+ <header>
+  <h1>pyserver debug console</h1>
+  <label>app <select id="app-picker"></select><b id="app-name" class="mono"></b></label>
+  <div class="stats">
+   <span><b id="connections">0</b> <span id="connections-label">connections</span></span>
+   <span><b id="channel-count">0</b> <span id="channel-label">channels</span></span>
+   <span id="status"><span class="dot"></span><span id="status-text">connecting</span></span>
+   <button id="sign-out" type="button">Sign out</button>
+  </div>
  </header>
  <main>
-  <div style="display:grid; gap:14px; align-content:start">
-   <section><h2>Channels</h2>
-    <table><thead><tr><th>channel</th><th>local subscribers</th></tr></thead>
+  <div class="side">
+   <section><h2><span>Channels</span><span id="channels-note"></span></h2>
+    <table><thead><tr><th>channel</th><th class="num">local subs</th></tr></thead>
      <tbody id="channels"></tbody></table></section>
-   <section><h2>Presence members</h2><div id="members" class="mono"></div></section>
+   <section><h2>Presence members</h2><div id="members"></div></section>
    <section><h2>Trigger a test event</h2>
     <form id="trigger-form">
      <input id="t-channel" placeholder="channel" required>
      <input id="t-event" placeholder="event name" required>
-     <textarea id="t-data" rows="3" placeholder='data, e.g. {"hello":"world"}'></textarea>
-     <button type="submit">Trigger</button>
-     <div class="muted" id="trigger-result"></div>
+     <textarea id="t-data" rows="3" placeholder='data (JSON), e.g. {"hello":"world"}'></textarea>
+     <button type="submit">Trigger event</button>
+     <div id="trigger-result" class="muted"></div>
     </form></section>
   </div>
-  <section><h2>Events</h2>
+  <section><h2><span>Events</span><span id="events-note"></span></h2>
    <div class="filters">
     <input id="f-channel" placeholder="filter by channel">
-    <input id="f-event" placeholder="filter by event or kind">
+    <input id="f-event" placeholder="filter by event name">
+    <select id="f-kind">
+     <option value="">all types</option><option value="api">api</option>
+     <option value="client">client</option><option value="presence">presence</option>
+     <option value="channel">channel</option><option value="subscribe">subscribe</option>
+     <option value="user">user</option><option value="webhook">webhook</option>
+    </select>
+    <button id="clear" class="plain" type="button">Clear</button>
    </div>
-   <div id="events"><table><thead><tr><th>time</th><th>kind</th><th>channel</th>
-    <th>event</th><th>detail</th></tr></thead><tbody id="event-rows"></tbody></table></div>
+   <div id="events"><table><thead><tr><th class="c-time">time</th><th class="c-kind">type</th>
+    <th class="c-chan">channel</th><th class="c-event">event</th><th>details</th></tr></thead>
+    <tbody id="event-rows"></tbody></table></div>
   </section>
  </main>
 </div>
 <script>
 "use strict";
-let auth = sessionStorage.getItem("console-auth") || "";
-let app = "", since = 0, events = [];
+const KEY = "pyserver-console-auth", KEEP = 2000, SHOW = 400;
+const BASE = location.pathname.replace(/\\/+$/, "");
+let auth = sessionStorage.getItem(KEY) || "";
+let app = "", since = 0, started = null, events = [], latest = null, dirty = true;
 const $ = (id) => document.getElementById(id);
-function esc(s) { return String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",
-  '"':"&quot;"}[c])); }
+const esc = (s) => String(s == null ? "" : s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;",
+  "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
 async function api(path, options) {
-  const response = await fetch(path, Object.assign({ headers: { Authorization: auth,
-    "Content-Type": "application/json" } }, options || {}));
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error || response.status);
+  const init = Object.assign({ cache: "no-store" }, options || {});
+  init.headers = { Authorization: auth, "Content-Type": "application/json" };
+  const response = await fetch(BASE + path, init);
+  let body = {};
+  try { body = await response.json(); } catch (err) { body = {}; }
+  if (!response.ok) {
+    const err = new Error(body.error || "HTTP " + response.status);
+    err.status = response.status;
+    throw err;
+  }
   return body;
 }
+
+function basic(id, secret) {
+  const bytes = new TextEncoder().encode(id + ":" + secret);
+  return "Basic " + btoa(String.fromCharCode.apply(null, bytes));
+}
+
+function reset() { app = ""; since = 0; started = null; events = []; latest = null; dirty = true; }
+function show(signedIn) { $("login").hidden = signedIn; $("app").hidden = !signedIn; }
+function signOut(message) {
+  sessionStorage.removeItem(KEY); auth = ""; reset(); show(false);
+  $("login-error").textContent = message || "";
+}
+
 $("login-form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  const token = $("token").value.trim();
-  auth = token ? "Bearer " + token : "Basic " + btoa($("app-id").value + ":" + $("secret").value);
-  try { await poll(); sessionStorage.setItem("console-auth", auth); show(); }
-  catch (err) { $("login-error").textContent = err.message; }
+  const token = $("token").value.trim(), id = $("app-id").value.trim();
+  if (!token && !id) {
+    $("login-error").textContent = "Enter an app id and its secret, or the console token";
+    return;
+  }
+  auth = token ? "Bearer " + token : basic(id, $("secret").value);
+  reset();
+  try {
+    await poll();
+    sessionStorage.setItem(KEY, auth);
+    $("secret").value = ""; $("token").value = ""; $("login-error").textContent = "";
+    show(true);
+  } catch (err) { auth = ""; $("login-error").textContent = err.message; }
 });
-function show() { $("login").hidden = true; $("app").hidden = false; }
-$("app-picker").addEventListener("change", () => { app = $("app-picker").value; since = 0;
-  events = []; render(); });
-$("f-channel").addEventListener("input", () => render());
-$("f-event").addEventListener("input", () => render());
+$("sign-out").addEventListener("click", () => signOut(""));
+$("app-picker").addEventListener("change", () => {
+  const picked = $("app-picker").value; reset(); app = picked; render(); poll().catch(() => {});
+});
+let refetch = null;
+for (const id of ["f-channel", "f-event", "f-kind"]) {
+  $(id).addEventListener("input", () => { dirty = true; render(); });
+}
+$("f-channel").addEventListener("input", () => {  // the channel list is filtered by the server
+  clearTimeout(refetch);
+  refetch = setTimeout(() => poll().catch(() => {}), 250);
+});
+$("clear").addEventListener("click", () => { events = []; dirty = true; render(); });
+$("channels").addEventListener("click", (e) => {
+  const link = e.target.closest("a.ch");
+  if (!link) return;
+  e.preventDefault();
+  $("t-channel").value = link.dataset.channel;
+  $("t-event").focus();
+});
+
 $("trigger-form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  try {
-    await api("/console/api/trigger", { method: "POST", body: JSON.stringify({ app,
-      channel: $("t-channel").value, event: $("t-event").value, data: $("t-data").value }) });
-    $("trigger-result").textContent = "sent";
-  } catch (err) { $("trigger-result").textContent = err.message; }
-});
-let latest = null;
-async function poll() {
-  const state = await api("/console/api/state?app=" + encodeURIComponent(app) + "&since=" + since);
-  latest = state;
-  if (!app) app = state.app;
-  const picker = $("app-picker");
-  if (picker.options.length !== state.apps.length) {
-    picker.innerHTML = state.apps.map(a => "<option>" + esc(a) + "</option>").join("");
+  const result = $("trigger-result"), channel = $("t-channel").value.trim();
+  const event = $("t-event").value.trim(), data = $("t-data").value.trim() || "{}";
+  try { JSON.parse(data); } catch (err) {
+    result.className = "error"; result.textContent = "Data must be JSON: " + err.message;
+    return;
   }
-  picker.value = state.app;
-  for (const ev of state.events) { events.push(ev); since = Math.max(since, ev.seq); }
-  if (events.length > 2000) events = events.slice(-2000);
+  try {
+    await api("/api/trigger", { method: "POST",
+      body: JSON.stringify({ app, channel, event, data }) });
+    result.className = "ok"; result.textContent = "Sent " + event + " to " + channel;
+    poll().catch(() => {});
+  } catch (err) { result.className = "error"; result.textContent = err.message; }
+});
+
+async function poll() {
+  const asked = app;
+  const state = await api("/api/state?app=" + encodeURIComponent(asked) + "&since=" + since +
+    "&channel=" + encodeURIComponent($("f-channel").value.trim()));
+  if (asked !== app) return state;  // the app was switched meanwhile
+  if (started !== null && state.started !== started) {  // the server restarted: start over
+    reset(); app = asked; return poll();
+  }
+  started = state.started; app = state.app; latest = state;
+  const picker = $("app-picker");
+  if ([...picker.options].map((o) => o.value).join() !== state.apps.join()) {
+    picker.innerHTML = state.apps.map((a) => "<option>" + esc(a) + "</option>").join("");
+  }
+  picker.value = app; picker.hidden = state.apps.length < 2;
+  $("app-name").textContent = state.apps.length < 2 ? app : "";
+  const fresh = state.events.filter((ev) => ev.seq > since);
+  if (fresh.length) {
+    events.push(...fresh);
+    since = fresh[fresh.length - 1].seq;
+    if (events.length > KEEP) events = events.slice(-KEEP);
+    dirty = true;
+  }
+  setStatus(true, "live");
   render();
   return state;
 }
+
+function setStatus(ok, text) {
+  $("status").className = ok ? "live" : "down"; $("status-text").textContent = text;
+}
+
+function clock(t) {
+  const d = new Date(t * 1000), p = (n, w) => String(n).padStart(w || 2, "0");
+  return p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds()) + "." +
+    p(d.getMilliseconds(), 3);
+}
+
+function details(ev) {
+  const who = [];
+  if (ev.socket_id) who.push("socket " + ev.socket_id);
+  if (ev.user_id && ev.kind === "client") who.push("user " + ev.user_id);
+  let text = esc(ev.data);
+  if (ev.kind === "presence" || ev.kind === "user") text = "user " + esc(ev.user_id);
+  if (ev.kind === "webhook") {
+    text = "<span class='" + (ev.outcome === "delivered" ? "ok" : "error") + "' title='" +
+      esc(ev.data) + "'>" + esc(ev.outcome) + "</span> <span class='muted'>" + esc(ev.url) +
+      "</span>";
+  }
+  if (who.length) text += " <span class='muted'>" + esc(who.join(" \\u00b7 ")) + "</span>";
+  return text;
+}
+
 function render() {
   if (!latest) return;
   $("connections").textContent = latest.connections;
-  $("channel-count").textContent = latest.channels.length;
-  $("channels").innerHTML = latest.channels.map(c => "<tr><td class='mono'>" + esc(c.name) +
-    "</td><td>" + c.local_subscribers + "</td></tr>").join("") ||
-    "<tr><td colspan=2 class='muted'>no channels</td></tr>";
-  const presence = latest.channels.filter(c => c.members);
-  $("members").innerHTML = presence.map(c => "<div><b>" + esc(c.name) + "</b>: " +
-    Object.keys(c.members).map(esc).join(", ") + "</div>").join("") ||
-    "<span class='muted'>no presence channels</span>";
-  const fc = $("f-channel").value.toLowerCase(), fe = $("f-event").value.toLowerCase();
-  const shown = events.filter(ev => (!fc || ev.channel.toLowerCase().includes(fc)) &&
-    (!fe || ev.event.toLowerCase().includes(fe) || ev.kind.includes(fe)));
-  $("event-rows").innerHTML = shown.slice(-300).reverse().map(ev => "<tr><td class='muted'>" +
-    new Date(ev.time * 1000).toLocaleTimeString() + "</td><td><span class='kind k-" +
+  $("channel-count").textContent = latest.channel_count;
+  $("connections-label").textContent = latest.connections === 1 ? "connection" : "connections";
+  $("channel-label").textContent = latest.channel_count === 1 ? "channel" : "channels";
+  const filtered = $("f-channel").value.trim() !== "";
+  $("channels-note").textContent = (filtered ? "filtered" : "") +
+    (latest.channel_total > latest.channels.length ?
+      " first " + latest.channels.length + " of " + latest.channel_total : "");
+  $("channels").innerHTML = latest.channels.map((c) => "<tr><td class='mono'><a class='ch' " +
+    "href='#' title='use in the trigger form' data-channel='" + esc(c.name) + "'>" +
+    esc(c.name) + "</a>" + (c.type === "public" ? "" : "<span class='t'>" + esc(c.type) +
+    "</span>") + "</td><td class='num'>" + c.local_subscribers + "</td></tr>").join("") ||
+    "<tr><td colspan='2' class='empty'>no occupied channels</td></tr>";
+  const presence = latest.channels.filter((c) => c.members);
+  $("members").innerHTML = presence.map((c) => {
+    const ids = Object.keys(c.members);
+    return "<div class='member'><b class='mono'>" + esc(c.name) + "</b> <span class='muted'>(" +
+      ids.length + ")</span>" + ids.map((id) => {
+        const info = c.members[id];
+        const shown = info == null ? "" : JSON.stringify(info);
+        return "<div class='mono'>" + esc(id) + (shown ? " <span class='muted'>" +
+          esc(shown.length > 80 ? shown.slice(0, 80) + "\\u2026" : shown) + "</span>" : "") +
+          "</div>";
+      }).join("") + "</div>";
+  }).join("") || "<div class='empty'>no presence channels</div>";
+  if (!dirty) return;
+  dirty = false;
+  const fc = $("f-channel").value.trim().toLowerCase();
+  const fe = $("f-event").value.trim().toLowerCase(), fk = $("f-kind").value;
+  const shown = events.filter((ev) => (!fc || ev.channel.toLowerCase().includes(fc)) &&
+    (!fe || ev.event.toLowerCase().includes(fe)) && (!fk || ev.kind === fk));
+  $("events-note").textContent = shown.length === events.length ? events.length + " events" :
+    shown.length + " of " + events.length + " events";
+  $("event-rows").innerHTML = shown.slice(-SHOW).reverse().map((ev) =>
+    "<tr><td class='muted mono'>" + clock(ev.time) + "</td><td><span class='badge k-" +
     esc(ev.kind) + "'>" + esc(ev.kind) + "</span></td><td class='mono'>" + esc(ev.channel) +
-    "</td><td class='mono'>" + esc(ev.event) + "</td><td class='mono'>" + esc(ev.detail) +
-    "</td></tr>").join("");
+    "</td><td class='mono'>" + esc(ev.event) + "</td><td class='mono'>" + details(ev) +
+    "</td></tr>").join("") ||
+    "<tr><td colspan='5' class='empty'>no events yet: they appear here as they happen</td></tr>";
 }
-if (auth) { poll().then(show).catch(() => { auth = ""; }); }
-setInterval(() => { if (auth && !$("app").hidden) poll().catch(() => {}); }, 1000);
+
+async function loop() {
+  if (auth && !$("app").hidden && !document.hidden) {
+    try { await poll(); } catch (err) {
+      if (err.status === 401) signOut("Signed out: " + err.message);
+      else setStatus(false, err.message === "Failed to fetch" ? "server unreachable" : err.message);
+    }
+  }
+  setTimeout(loop, 1000);
+}
+if (auth) { poll().then(() => show(true)).catch(() => signOut("")); }
+setTimeout(loop, 1000);
 </script></body></html>
 """
+
+
+def _sha256_source(tag: bytes) -> str:
+    """The CSP source matching the page's one inline `<tag>` element."""
+    match = re.search(rb"<" + tag + rb">(.*?)</" + tag + rb">", PAGE, re.DOTALL)
+    assert match is not None, tag
+    digest = base64.b64encode(hashlib.sha256(match.group(1)).digest()).decode()
+    return f"'sha256-{digest}'"
+
+
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; script-src {_sha256_source(b'script')}; "
+    f"style-src {_sha256_source(b'style')}; connect-src 'self'; img-src data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+PAGE_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)

@@ -11,6 +11,10 @@ Invariants:
   fragments, control frames (ping, pong, close) as they come, in order.
 - A message larger than `max_size` is refused from its header, before it is buffered.
 - Protocol violations raise `WebSocketError` carrying the close code to send (1002, 1009).
+- permessage-deflate (RFC 7692) is only ever negotiated without context takeover in either
+  direction, so every compressed message stands alone: a broadcast is compressed once and
+  the same bytes go to every compressing subscriber (`Deflater`), and no per-connection zlib
+  state is kept between messages.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+import zlib
 
 try:
     from websockets.speedups import apply_mask
@@ -44,6 +49,57 @@ CLOSE_TOO_BIG = 1009
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _pack_16 = struct.Struct("!BBH").pack
 _pack_64 = struct.Struct("!BBQ").pack
+
+
+DEFLATE_RESPONSE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+"""The only permessage-deflate agreement we make (no context takeover either way)."""
+_DEFLATE_TAIL = b"\x00\x00\xff\xff"
+
+
+def offers_deflate(extensions_header: str) -> bool:
+    """Whether a `Sec-WebSocket-Extensions` request header offers permessage-deflate."""
+    return any(
+        offer.split(";", 1)[0].strip().lower() == "permessage-deflate"
+        for offer in extensions_header.split(",")
+    )
+
+
+class Deflater:
+    """Compresses server text frames; remembers the last one, since a broadcast hands the
+    same frame object to every subscriber in a row."""
+
+    __slots__ = ("_last_in", "_last_out")
+
+    def __init__(self) -> None:
+        self._last_in = b""
+        self._last_out = b""
+
+    def frame(self, frame: bytes) -> bytes:
+        """The compressed form of an unmasked, unfragmented text frame (others unchanged)."""
+        if frame is self._last_in:
+            return self._last_out
+        if frame[0] != 0x80 | OP_TEXT:
+            return frame
+        length = frame[1]
+        start = 2 if length < 126 else 4 if length == 126 else 10
+        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        body = compressor.compress(frame[start:]) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        out = encode_frame(OP_TEXT, body[:-4] if body.endswith(_DEFLATE_TAIL) else body)
+        out = bytes((out[0] | 0x40,)) + out[1:]  # RSV1: this message is compressed
+        self._last_in, self._last_out = frame, out
+        return out
+
+
+def inflate(payload: bytes, max_size: int) -> bytes:
+    """Decompress one client message sent without context takeover."""
+    decompressor = zlib.decompressobj(-15)
+    try:
+        data = decompressor.decompress(payload + _DEFLATE_TAIL, max_size + 1)
+    except zlib.error as exc:
+        raise WebSocketError(CLOSE_PROTOCOL_ERROR, f"Bad compressed message: {exc}") from None
+    if len(data) > max_size:
+        raise WebSocketError(CLOSE_TOO_BIG, f"Message larger than {max_size} bytes")
+    return data
 
 
 class WebSocketError(Exception):
@@ -90,10 +146,21 @@ def parse_close(payload: bytes) -> tuple[int | None, str]:
 class FrameReader:
     """Incremental reader of client frames. Feed it bytes; it returns finished messages."""
 
-    __slots__ = ("_buffer", "_fragment_opcode", "_fragment_size", "_fragments", "max_size")
+    __slots__ = (
+        "_buffer",
+        "_compressed",
+        "_fragment_opcode",
+        "_fragment_size",
+        "_fragments",
+        "deflate",
+        "max_size",
+    )
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, deflate: bool = False) -> None:
         self.max_size = max_size
+        self.deflate = deflate
+        """permessage-deflate was agreed: RSV1 marks a compressed message."""
+        self._compressed = False
         self._buffer = b""
         self._fragments: list[bytes] | None = None
         self._fragment_opcode = 0
@@ -108,7 +175,7 @@ class FrameReader:
         while size - pos >= 2:
             b0 = buf[pos]
             b1 = buf[pos + 1]
-            if b0 & 0x70:
+            if b0 & 0x70 and (b0 & 0x70 != 0x40 or not self.deflate):
                 raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Reserved bits must be 0")
             if not b1 & 0x80:
                 raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Client frames must be masked")
@@ -137,9 +204,20 @@ class FrameReader:
             payload = apply_mask(buf[start:end], buf[start - 4 : start])
             pos = end
             if opcode >= OP_CLOSE:
+                if b0 & 0x40:
+                    raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Control frames are not compressed")
                 out.append((opcode, payload))
             else:
+                if b0 & 0x40:
+                    if opcode == OP_CONTINUATION:
+                        raise WebSocketError(CLOSE_PROTOCOL_ERROR, "RSV1 on a continuation")
+                    self._compressed = True
+                before = len(out)
                 self._data_frame(bool(b0 & 0x80), opcode, payload, out)
+                if len(out) > before and self._compressed:
+                    done_opcode, data = out[-1]
+                    out[-1] = (done_opcode, inflate(data, self.max_size))
+                    self._compressed = False
         self._buffer = buf[pos:] if pos < size else b""
         return out
 

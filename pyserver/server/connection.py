@@ -58,6 +58,7 @@ from pyserver.protocol.errors import (
 from pyserver.protocol.members import SignedInUser
 from pyserver.protocol.websocket import (
     CLOSE_NORMAL,
+    DEFLATE_RESPONSE,
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -68,6 +69,7 @@ from pyserver.protocol.websocket import (
     accept_key,
     close_frame,
     encode_frame,
+    offers_deflate,
     parse_close,
     text_frame,
 )
@@ -161,6 +163,7 @@ class Connection(asyncio.Protocol):
         "ce_stamp",
         "channels",
         "closing",
+        "deflate",
         "http",
         "idle_ticks",
         "out",
@@ -189,6 +192,7 @@ class Connection(asyncio.Protocol):
         self.idle_ticks = 0
         self.paused = False
         self.closing = False
+        self.deflate = False
         self.ce_allowance = 0.0
         self.ce_stamp = 0.0
         self.peer = ""
@@ -241,6 +245,8 @@ class Connection(asyncio.Protocol):
 
     def send(self, frame: bytes) -> None:
         """Queue one WebSocket frame; the batcher writes it at the end of this iteration."""
+        if self.deflate:  # compressed once per broadcast by the server's shared Deflater
+            frame = self.server.deflater.frame(frame)
         out = self.out
         if out is not None:
             out.append(frame)
@@ -502,13 +508,21 @@ class Connection(asyncio.Protocol):
             self._respond(error_response(404, f"No WebSocket endpoint at {target[:200]}"), False)
             return
         self.http = None
+        self.deflate = self.server.settings.websocket_compression and offers_deflate(
+            headers.get("sec-websocket-extensions", "")
+        )
+        extension = (
+            f"Sec-WebSocket-Extensions: {DEFLATE_RESPONSE}\r\n".encode() if self.deflate else b""
+        )
         self.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
             + accept_key(key).encode()
-            + b"\r\n\r\n"
+            + b"\r\n"
+            + extension
+            + b"\r\n"
         )
-        self.reader = FrameReader(self.server.settings.max_message_bytes)
+        self.reader = FrameReader(self.server.settings.max_message_bytes, self.deflate)
         self._open_pusher_session(request.path[5:], query)
         if rest and not self.closing:
             self._websocket_data(rest)

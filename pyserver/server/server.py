@@ -28,6 +28,7 @@ from pyserver.config import Settings
 from pyserver.console.console import Console
 from pyserver.metrics import Metrics, resident_bytes
 from pyserver.protocol.errors import ServerShuttingDown
+from pyserver.protocol.websocket import Deflater
 from pyserver.server.connection import Connection
 from pyserver.server.http import Response, json_response
 from pyserver.webhooks.dispatcher import WebhookDispatcher
@@ -73,7 +74,8 @@ class Server:
             self.apps_by_key[config.key] = app
         self.metrics = Metrics(self, settings.metrics_prefix)
         self.console = Console(self)
-        self.observers.add(self.console)
+        if settings.console:
+            self.observers.add(self.console)
         self.api = Api(
             self.apps_by_id,
             self.apps_by_key,
@@ -89,6 +91,7 @@ class Server:
         self._metrics_server: asyncio.Server | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
         self.batcher: WriteBatcher
+        self.deflater = Deflater()
         liveness = min(settings.activity_timeout, settings.pong_timeout) / 3
         authz = [a.authorized_connections_timeout / 2 for a in settings.apps]
         self.tick_seconds = min(5.0, max(0.25, min([liveness, *filter(None, authz)])))
@@ -167,9 +170,10 @@ class Server:
             retry_base=settings.webhook_retry_base,
         )
         sender.start()
-        sender.on_attempt = lambda delivery, outcome: self.console.webhook_attempt(
-            delivery.app_id, delivery.url, delivery.body, outcome
-        )
+        if settings.console:
+            sender.on_attempt = lambda delivery, outcome: self.console.webhook_attempt(
+                delivery.app_id, delivery.url, delivery.body, outcome
+            )
         apps = {app.id: app for app in settings.apps}
         self.webhooks = WebhookDispatcher(apps, sender, settings.webhook_delay, self.adapter)
         self.observers.add(self.webhooks)

@@ -1,46 +1,107 @@
 // Drives the live debug console in real headless Chromium (Debian's /usr/bin/chromium) with
-// playwright-core: signs in, waits for a channel, triggers an event from the form, filters the
-// event stream, and saves a screenshot.
-//   node tests/js/console_screenshot.mjs URL APP_ID SECRET CHANNEL OUT.png
+// playwright-core: signs in with an app's id and secret, waits for a channel (and a presence
+// member), triggers an event from the form, waits for it in the event stream, filters the
+// stream, saves screenshots, and optionally signs in again with the console token.
+//   node tests/js/console_screenshot.mjs URL APP_ID SECRET CHANNEL OUT.png [--member=ID]
+//        [--token=TOKEN]
+// OUT.png shows the whole console; OUT-filtered.png the stream filtered to the sent event.
+// Exits non-zero on any failure, including a JavaScript error or CSP violation in the page.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 import { chromium } from 'playwright-core';
 
-const [url, appId, secret, channel, out] = process.argv.slice(2);
+const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const flags = Object.fromEntries(process.argv.slice(2).filter((a) => a.startsWith('--'))
+  .map((a) => a.slice(2).split(/=(.*)/s).slice(0, 2)));
+const [url, appId, secret, channel, out] = positional;
+if (!out) {
+  console.error('usage: console_screenshot.mjs URL APP_ID SECRET CHANNEL OUT.png [--member=ID] [--token=T]');
+  process.exit(2);
+}
+const filteredOut = out.replace(/\.png$/, '') + '-filtered.png';
+const EVENT = 'from-console';
+
+// A fresh, empty profile; the flags keep Chromium off the network (loopback only).
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pyserver-console-'));
-// A fresh, empty profile; the flags keep Chromium off the (closed) network.
 const browser = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
-  viewport: { width: 1280, height: 800 },
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  viewport: { width: 1280, height: 760 },
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
          '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
+const problems = [];
 try {
-  const page = await browser.newPage();
+  const page = browser.pages()[0] || await browser.newPage();
   page.setDefaultTimeout(10000);
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`);
+  });
+
   await page.goto(url);
   await page.fill('#app-id', appId);
+  await page.fill('#secret', 'not-the-secret');
+  await page.click('#login-form button');
+  await page.waitForSelector('#login-error:has-text("Sign in")');   // a wrong secret: 401
+  problems.length = 0;  // the browser logs the refused fetch (401) as a console error
   await page.fill('#secret', secret);
   await page.click('#login-form button');
-  await page.waitForSelector(`#channels td:has-text("${channel}")`);
-  await page.fill('#t-channel', channel);
-  await page.fill('#t-event', 'from-console');
+  await page.waitForSelector(`#channels a.ch:text-is("${channel}")`);
+  await page.waitForSelector('#status.live');
+  if (flags.member) await page.waitForSelector(`#members div:has-text("${flags.member}")`);
+
+  // Clicking a channel fills the trigger form's channel field.
+  await page.click(`#channels a.ch:text-is("${channel}")`);
+  if ((await page.inputValue('#t-channel')) !== channel) throw new Error('channel click');
+  await page.fill('#t-event', EVENT);
   await page.fill('#t-data', '{"hello":"browser"}');
   await page.click('#trigger-form button');
-  const sent = `#event-rows tr:has-text("${channel}"):has-text("from-console")`;
+  await page.waitForSelector(`#trigger-result.ok:has-text("${EVENT}")`);
+  const sent = `#event-rows tr:has-text("${channel}"):has-text("${EVENT}")`;
   await page.waitForSelector(sent);
-  await page.fill('#f-event', 'from-console');
+
+  // Filters: by type, by event name, by channel. Every row left must match.
+  const rows = () => page.$$eval('#event-rows tr', (trs) => trs.map((tr) => tr.textContent));
+  await page.selectOption('#f-kind', 'api');
+  await page.fill('#f-event', EVENT);
+  await page.fill('#f-channel', channel);
   await page.waitForFunction(() => document.querySelectorAll('#event-rows tr').length >= 1);
-  const rows = await page.$$eval('#event-rows tr', (trs) => trs.map((tr) => tr.textContent));
-  if (!rows.every((r) => r.includes('from-console'))) throw new Error(`filter failed: ${rows}`);
-  await page.fill('#f-event', '');
+  // The channel filter also narrows the channel list (on the server, at the next poll).
+  await page.waitForFunction((name) => [...document.querySelectorAll('#channels a.ch')]
+    .every((a) => a.textContent.includes(name)), channel);
+  const filtered = await rows();
+  if (!filtered.length || !filtered.every((r) => r.includes(EVENT) && r.includes(channel))) {
+    throw new Error(`filter failed: ${JSON.stringify(filtered)}`);
+  }
+  await page.fill('#f-event', 'no-such-event');
+  await page.waitForSelector('#event-rows td.empty');
+  await page.fill('#f-event', EVENT);
   await page.waitForSelector(sent);
   fs.mkdirSync(path.dirname(out), { recursive: true });
-  await page.screenshot({ path: out, fullPage: true });
-  console.log(JSON.stringify({ ok: true, rows: rows.length }));
+  await page.screenshot({ path: filteredOut });
+
+  await page.fill('#f-event', '');
+  await page.fill('#f-channel', '');
+  await page.selectOption('#f-kind', '');
+  await page.waitForSelector(sent);
+  await page.waitForTimeout(1200);  // one more poll, so the counts are settled
+  await page.screenshot({ path: out });
+
+  let apps = 1;
+  if (flags.token) {
+    await page.click('#sign-out');
+    await page.waitForSelector('#login-form');
+    await page.fill('#token', flags.token);
+    await page.click('#login-form button');
+    await page.waitForSelector('#status.live');
+    apps = await page.$$eval('#app-picker option', (options) => options.length);
+    if (apps < 2) throw new Error(`the token should open every app, saw ${apps}`);
+  }
+  if (problems.length) throw new Error(problems.join('\n'));
+  console.log(JSON.stringify({ ok: true, filtered: filtered.length, apps }));
 } finally {
   await browser.close();
   fs.rmSync(profile, { recursive: true, force: true });

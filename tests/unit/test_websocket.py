@@ -87,3 +87,32 @@ def test_close_frame_round_trip() -> None:
     assert frame[0] == 0x80 | OP_CLOSE
     assert parse_close(frame[2:]) == (4201, "Pong reply not received")
     assert parse_close(b"") == (None, "")
+
+
+def test_deflate_round_trip_and_shared_compression() -> None:
+    import zlib
+
+    from pyserver.protocol.websocket import Deflater, inflate, offers_deflate, text_frame
+
+    assert offers_deflate("permessage-deflate; client_max_window_bits, x-other")
+    assert not offers_deflate("x-webkit-deflate-frame")
+    deflater = Deflater()
+    frame = text_frame(b'{"event":"e","data":"' + b"a" * 500 + b'"}')
+    compressed = deflater.frame(frame)
+    assert compressed[0] == 0xC1 and len(compressed) < len(frame)  # FIN + RSV1 + text
+    assert deflater.frame(frame) is compressed, "a broadcast is compressed once"
+    body = compressed[2:] if compressed[1] < 126 else compressed[4:]
+    restored = zlib.decompressobj(-15).decompress(body + b"\x00\x00\xff\xff")
+    assert restored == frame[2:] if frame[1] < 126 else frame[4:]
+    ping = encode_frame(OP_PING, b"")
+    assert deflater.frame(ping) == ping, "control frames are never compressed"
+    assert inflate(body, 10_000).startswith(b'{"event":"e"')
+    with pytest.raises(WebSocketError):
+        inflate(body, 100)  # a bomb bigger than the limit is refused
+    # the reader inflates a client's compressed message (an all-zero mask leaves it as is)
+    assert compressed[1] < 126
+    reader = FrameReader(max_size=10_000, deflate=True)
+    header = bytes((compressed[0], compressed[1] | 0x80)) + b"\x00\x00\x00\x00"
+    assert reader.feed(header + body) == [(OP_TEXT, restored)]
+    with pytest.raises(WebSocketError):
+        FrameReader(max_size=10_000).feed(header + body)  # RSV1 without the agreement
