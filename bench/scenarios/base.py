@@ -415,3 +415,11 @@ def count_marker(recorder: Recorder, run_id: str, frame: Frame, now: int, event:
     recorder.count("delivered", now)
     recorder.sample("delivery", now - marker.t_ns, now)
     return True
+
+
+def trigger_status(counters: dict[str, int], live: int) -> str:
+    """The progress line of the scenarios that trigger over HTTP and count deliveries."""
+    return (
+        f"subs {live}  sent {counters.get('sent', 0)}  "
+        f"recv {counters.get('delivered', 0)}/{counters.get('expected', 0)}"
+    )

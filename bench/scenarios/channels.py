@@ -18,6 +18,7 @@ from bench.scenarios.base import (
     count_marker,
     drive_triggers,
     ready_sum,
+    trigger_status,
 )
 from bench.stats import rate, ratio
 
@@ -90,10 +91,7 @@ class ChannelsDriver(Driver):
             self.sender.close()
 
     def status(self, counters: dict[str, int], live: int) -> str:
-        return (
-            f"subs {live}  sent {counters.get('sent', 0)}  "
-            f"recv {counters.get('delivered', 0)}/{counters.get('expected', 0)}"
-        )
+        return trigger_status(counters, live)
 
     def summary(self, merged: Merged, measured_s: float, drain_s: float) -> dict[str, Any]:
         c = merged.counters
