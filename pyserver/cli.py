@@ -12,12 +12,13 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from typing import Any
 
 from pyserver import __version__
-from pyserver.config import ConfigError, Settings, load_settings
+from pyserver.config import ConfigError, Settings, load_settings, unknown_environment
 from pyserver.logs import configure
 from pyserver.server.server import Server
 
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pyserver: {exc}", file=sys.stderr)
         return 2
     configure(settings.log_level, settings.log_format)
+    if "PYSERVER_WORKER_INDEX" not in os.environ:  # the supervisor has warned already
+        for warning in unknown_environment(os.environ):
+            log.warning(warning)
     if settings.workers > 1:
         from pyserver.workers import supervise
 

@@ -14,6 +14,8 @@ Invariants:
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -265,6 +267,32 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     except ValueError as exc:  # a TOML syntax error
         raise ConfigError(f"cannot read {toml_path}: {exc}") from None
     return settings
+
+
+ENV_PREFIX = "PYSERVER_"
+INTERNAL_ENV = frozenset({"PYSERVER_WORKER_INDEX"})
+"""Variables `--workers` sets for its own processes; not options."""
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for `PYSERVER_*` variables that name no option (a typo would otherwise leave
+    the default silently in force), with the closest option's variable when one is near.
+
+    Not an error, unlike an unknown TOML key: orchestrators add variables of their own under
+    a service's name (Kubernetes' `PYSERVER_SERVICE_HOST` for a service called `pyserver`).
+    """
+    options = list(Settings.model_fields)
+    warnings = []
+    for variable in sorted(environ):
+        if not variable.upper().startswith(ENV_PREFIX) or variable.upper() in INTERNAL_ENV:
+            continue
+        field = variable[len(ENV_PREFIX) :].lower().partition("__")[0]
+        if field in Settings.model_fields:
+            continue
+        near = difflib.get_close_matches(field, options, n=1, cutoff=0.8)
+        hint = f" (did you mean {ENV_PREFIX}{near[0].upper()}?)" if near else ""
+        warnings.append(f"environment variable {variable} is no option and is ignored{hint}")
+    return warnings
 
 
 def _explain(exc: ValidationError) -> str:

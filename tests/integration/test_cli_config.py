@@ -35,8 +35,23 @@ def test_env_vars_set_the_default_app() -> None:
         assert ws.recv()["event"] == "pusher:connection_established"
         ws.close()
         assert "s3cr3t" not in proc.output()
+        assert "is no option" not in proc.output()
     finally:
         proc.stop()
+
+
+def test_a_misspelt_variable_is_named_in_a_warning() -> None:
+    # left unnoticed, the typo would keep the default secret in force
+    proc = ServerProcess(env={"PYSERVER_APP_SECRT": "s3cr3t", "PYSERVER_SERVICE_HOST": "x"})
+    try:
+        log = proc.output()
+        assert (
+            "PYSERVER_APP_SECRT is no option and is ignored (did you mean PYSERVER_APP_SECRET?)"
+            in log
+        )
+        assert "PYSERVER_SERVICE_HOST is no option and is ignored\n" in log
+    finally:
+        assert proc.stop() == 0
 
 
 def test_env_overrides_file() -> None:
