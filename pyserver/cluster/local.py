@@ -6,7 +6,8 @@ Invariants:
 - Presence members are kept per (app, channel) as user id → (first user_info, socket ids);
   a user is a member while at least one of its connections is.
 - Signed-in users are kept as (app, user) → socket ids; cache channels' last events with
-  their expiry.
+  their expiry. Expired events are purged whenever the cache has doubled since the last
+  purge, so channels triggered once and never read cannot grow memory without bound.
 - Pending-leave markers live `leave_delay + LEAVE_MARGIN` seconds (see `adapter.py`).
 - Every coroutine completes without suspending (`completes_synchronously`).
 """
@@ -31,6 +32,8 @@ from pyserver.cluster.adapter import (
 
 LEAVE_MARGIN = 2.0
 """Seconds a pending-leave marker outlives the webhook delay, so the timer finds it."""
+CACHE_PURGE_MIN = 1_024
+"""Cached events kept before the first purge of expired ones (amortised O(1) per put)."""
 
 
 class _Member:
@@ -73,6 +76,7 @@ class LocalAdapter(Adapter):
         self._members: dict[tuple[str, str], dict[str, _Member]] = {}
         self._users: dict[tuple[str, str], set[str]] = {}
         self._cache: dict[tuple[str, str], tuple[CachedEvent, float]] = {}
+        self._purge_above = CACHE_PURGE_MIN
         self.pending = PendingLeaves(leave_delay + LEAVE_MARGIN)
 
     def attach(self, app_id: str, registry: ChannelRegistry, peer: AppPeer) -> None:
@@ -166,7 +170,13 @@ class LocalAdapter(Adapter):
         return self.pending.take(key)
 
     def cache_put(self, app_id: str, channel: str, event: CachedEvent) -> None:
-        self._cache[(app_id, channel)] = (event, time.monotonic() + event.ttl)
+        now = time.monotonic()
+        self._cache[(app_id, channel)] = (event, now + event.ttl)
+        if len(self._cache) > self._purge_above:
+            expired = [key for key, (_, expiry) in self._cache.items() if expiry <= now]
+            for key in expired:
+                del self._cache[key]
+            self._purge_above = max(CACHE_PURGE_MIN, 2 * len(self._cache))
 
     async def cache_get(self, app_id: str, channel: str) -> CachedEvent | None:
         entry = self._cache.get((app_id, channel))
