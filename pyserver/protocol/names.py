@@ -18,6 +18,8 @@ MAX_CHANNEL_NAME = 200
 
 MAX_EVENT_NAME = 200
 MAX_USER_ID = 128
+RESERVED_EVENT_PREFIXES = ("pusher:", "pusher_internal:")
+"""Event names of the protocol itself (§6.2): an app triggering one would forge it."""
 
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_\-=@,.;]+")
 SERVER_TO_USER_PREFIX = "#server-to-user-"
@@ -111,4 +113,6 @@ def event_name_problem(name: object) -> str | None:
         return "Event name must be a non-empty string"
     if len(name) > MAX_EVENT_NAME:
         return f"Event name is longer than {MAX_EVENT_NAME} characters"
+    if name.startswith(RESERVED_EVENT_PREFIXES):
+        return "Event names starting with 'pusher:' or 'pusher_internal:' are reserved"
     return None

@@ -48,8 +48,10 @@ from pyserver.protocol.errors import (
     AppNotFound,
     BadMessage,
     ConnectionUnauthorized,
+    InvalidVersionFormat,
     NoProtocolVersion,
     OverConnectionQuota,
+    PathNotFound,
     PongNotReceived,
     PusherError,
     SlowConsumer,
@@ -483,7 +485,6 @@ class Connection(asyncio.Protocol):
         assert http is not None and self.transport is not None
         request = http.backlog.pop() if http.backlog else None
         headers = request.headers if request is not None else http.headers
-        target = request.raw_path if request is not None else ""
         query = request.query if request is not None else {}
         key = headers.get("sec-websocket-key")
         if (
@@ -504,9 +505,6 @@ class Connection(asyncio.Protocol):
                 False,
             )
             return
-        if not request.path.startswith("/app/") or len(request.path) <= 5:
-            self._respond(error_response(404, f"No WebSocket endpoint at {target[:200]}"), False)
-            return
         self.http = None
         self.deflate = self.server.settings.websocket_compression and offers_deflate(
             headers.get("sec-websocket-extensions", "")
@@ -523,13 +521,18 @@ class Connection(asyncio.Protocol):
             + b"\r\n"
         )
         self.reader = FrameReader(self.server.settings.max_message_bytes, self.deflate)
-        self._open_pusher_session(request.path[5:], query)
+        # Any other path is still upgraded, so that pusher-js reads 4005 and stops retrying
+        # instead of retrying a failed handshake for ever (a wrong `wsPath`).
+        key = request.path[5:] if request.path.startswith("/app/") else None
+        self._open_pusher_session(key, request.raw_path, query)
         if rest and not self.closing:
             self._websocket_data(rest)
 
-    def _open_pusher_session(self, key: str, query: dict[str, str]) -> None:
-        app = self.server.apps_by_key.get(key)
+    def _open_pusher_session(self, key: str | None, path: str, query: dict[str, str]) -> None:
+        app = None if key is None else self.server.apps_by_key.get(key)
         try:
+            if key is None:
+                raise PathNotFound(f"No WebSocket endpoint at {path[:200]}; use /app/{{key}}")
             if app is None:
                 raise AppNotFound(f"Application with key '{key[:100]}' does not exist")
             if not app.config.enabled:
@@ -537,7 +540,9 @@ class Connection(asyncio.Protocol):
             protocol = query.get("protocol")
             if protocol is None:
                 raise NoProtocolVersion()
-            if not protocol.isdigit() or int(protocol) not in SUPPORTED_PROTOCOLS:
+            if not protocol.isdigit():
+                raise InvalidVersionFormat(f"Invalid protocol version '{protocol[:20]}'")
+            if int(protocol) not in SUPPORTED_PROTOCOLS:
                 raise UnsupportedProtocol(
                     f"Unsupported protocol version {protocol[:20]}; supported: 4 to 7"
                 )

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.integration.conftest import MAIN, WS_QUERY, PusherSocket
+from tests.integration.httpapi import request
 from tests.integration.rawws import OP_PING, OP_PONG, RawWebSocket
 from tests.integration.serverproc import ServerProcess
 
@@ -35,7 +36,9 @@ def test_socket_ids_differ(connect) -> None:
         (f"/app/disabled-key{WS_QUERY}", 4003),
         ("/app/app-key?client=js&version=8.4.0", 4008),
         ("/app/app-key?protocol=3&client=js", 4007),
-        ("/app/app-key?protocol=x", 4007),
+        ("/app/app-key?protocol=x", 4006),
+        (f"/ws/app/app-key{WS_QUERY}", 4005),  # a wrong wsPath: pusher-js stops retrying
+        (f"/app/{WS_QUERY}", 4001),
     ],
 )
 def test_refused_connections_get_error_then_close_code(
@@ -71,9 +74,9 @@ def test_websocket_ping_frame_is_answered_with_same_payload(connect) -> None:
     assert s.recv_frame() == (OP_PONG, b"hello")
 
 
-def test_http_and_ws_paths_other_than_app_are_404(server: ServerProcess) -> None:
-    with pytest.raises(ConnectionError, match="404"):
-        RawWebSocket(server.port, "/nope")
+def test_plain_http_paths_other_than_the_api_are_404(server: ServerProcess) -> None:
+    status, answer, _ = request(server.port, "GET", "/nope")
+    assert status == 404 and "error" in answer
 
 
 @pytest.fixture(scope="module")
