@@ -144,6 +144,9 @@ class Api:
             if tail == ["events"]:
                 _require(method, "POST")
                 return self._legacy_channel_event(app, request, channel)
+            if tail == ["stats"]:
+                _require(method, "GET")
+                return self._legacy_channel_stats(app, channel)
             if tail == ["unsubscribe"]:
                 _require(method, "POST")
                 return self._kick(app, request, channel)
@@ -217,9 +220,7 @@ class Api:
         if not 1 <= len(channels) <= limit:
             raise BadRequest(f"An event goes to 1 to {limit} channels, not {len(channels)}")
         for channel in channels:
-            problem = channel_name_problem(channel)
-            if problem is not None:
-                raise BadRequest(f"Invalid channel '{str(channel)[:200]}': {problem}")
+            _check_channel(channel)
         data = body.get("data")
         if data is None:
             raise BadRequest("'data' is required")
@@ -277,9 +278,7 @@ class Api:
         return json_response({"channels": channels})
 
     async def _channel(self, app: App, request: Request, channel: str) -> Response:
-        problem = channel_name_problem(channel)
-        if problem is not None:
-            raise BadRequest(f"Invalid channel '{channel[:200]}': {problem}")
+        _check_channel(channel)
         ctype = channel_type(channel)
         info = _info_fields(
             request.query.get("info"), {"user_count", "subscription_count", "cache"}
@@ -301,6 +300,17 @@ class Api:
             result["cache"] = (
                 None if cached is None else {"data": cached.data, "ttl": int(cached.ttl)}
             )
+        return json_response(result)
+
+    async def _legacy_channel_stats(self, app: App, channel: str) -> Response:
+        """Deprecated `GET /apps/{id}/channels/{channel}/stats` (§11): occupancy, the number of
+        subscribed connections, and distinct users on presence channels."""
+        _check_channel(channel)
+        counts = await app.adapter.channel_counts(app.id, channel)
+        result: dict[str, Any] = {"occupied": counts.subscription_count > 0}
+        if channel_type(channel).is_presence:
+            result["user_count"] = counts.user_count
+        result["connection_count"] = counts.subscription_count
         return json_response(result)
 
     async def _users(self, app: App, channel: str) -> Response:
@@ -363,3 +373,9 @@ def _info_fields(value: object, allowed: set[str]) -> frozenset[str]:
             f"allowed: {', '.join(sorted(allowed))}"
         )
     return fields
+
+
+def _check_channel(channel: object) -> None:
+    problem = channel_name_problem(channel)
+    if problem is not None:
+        raise BadRequest(f"Invalid channel '{str(channel)[:200]}': {problem}")

@@ -255,6 +255,27 @@ def test_legacy_channel_events_route(connect, uid, server) -> None:
     assert s.recv() == {"event": "old", "channel": f"legacy-{uid}", "data": '{"a":1}'}
 
 
+def test_legacy_channel_stats_route(connect, uid, server) -> None:
+    connect().subscribe(f"stats-{uid}")
+    connect().subscribe(f"stats-{uid}")
+    connect().signed_subscribe(f"presence-stats-{uid}", "u1")
+    connect().signed_subscribe(f"presence-stats-{uid}", "u1")
+    port = server.api_port
+    assert signed(port, "GET", f"/apps/1001/channels/stats-{uid}/stats") == (
+        200,
+        {"occupied": True, "connection_count": 2},
+    )
+    assert signed(port, "GET", f"/apps/1001/channels/presence-stats-{uid}/stats") == (
+        200,
+        {"occupied": True, "user_count": 1, "connection_count": 2},
+    )
+    assert signed(port, "GET", f"/apps/1001/channels/empty-{uid}/stats") == (
+        200,
+        {"occupied": False, "connection_count": 0},
+    )
+    assert signed(port, "GET", "/apps/1001/channels/bad%20name/stats")[0] == 400
+
+
 def test_malformed_http_gets_400(server) -> None:
     with socket.create_connection(("127.0.0.1", server.api_port), timeout=5) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
