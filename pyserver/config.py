@@ -73,7 +73,7 @@ class AppConfig(BaseModel):
     client_events: bool = True
     """Allow `client-*` events on private and presence channels."""
     max_connections: int = Field(default=0, ge=0)
-    """0 means unlimited; above it new connections are closed with 4004."""
+    """Per node; 0 means unlimited; above it new connections are closed with 4004."""
     max_client_events_per_second: int = Field(default=10, ge=0)
     """Per connection; 0 disables the limit."""
     max_event_payload_bytes: int = Field(default=10_240, ge=1)
@@ -82,11 +82,15 @@ class AppConfig(BaseModel):
     max_presence_members: int = Field(default=100, ge=1)
     max_presence_user_info_bytes: int = Field(default=1_024, ge=1)
     subscription_count: bool = False
-    """Send `pusher_internal:subscription_count` and allow `info=subscription_count`."""
+    """Send `pusher_internal:subscription_count` frames and webhooks (the HTTP API's
+    `info=subscription_count` answers either way)."""
     watchlist: bool = True
     max_watchlist: int = Field(default=100, ge=0)
     cache_ttl: int = Field(default=1_800, ge=1, le=86_400)
     """Seconds a cache channel keeps its last event (hosted: up to 30 minutes)."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins that may connect (`*`, `example.com`, `*.example.com`,
+    `https://app.example.com`); others are closed with 4009. Empty: any origin."""
     authorized_connections_timeout: float = Field(default=0, ge=0)
     """Seconds a connection may stay without signing in or subscribing to a private or
     presence channel before it is closed with 4009; 0 turns the check off."""

@@ -87,6 +87,13 @@ class ConnectionUnauthorized(ClosingError):
     default_message = "Connection not authorized within timeout"
 
 
+class OriginNotAllowed(ClosingError):
+    """The browser page's origin is not in the app's `allowed_origins` (an extension)."""
+
+    code = 4009
+    default_message = "Origin not allowed"
+
+
 class UserTerminated(ClosingError):
     """The app terminated every connection of this user (HTTP API `terminate_connections`)."""
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from pyserver.auth.origins import origin_allowed
 from pyserver.channels import tasks
 from pyserver.channels.app import App
 from pyserver.protocol import frames
@@ -50,6 +51,7 @@ from pyserver.protocol.errors import (
     ConnectionUnauthorized,
     InvalidVersionFormat,
     NoProtocolVersion,
+    OriginNotAllowed,
     OverConnectionQuota,
     PathNotFound,
     PongNotReceived,
@@ -524,11 +526,13 @@ class Connection(asyncio.Protocol):
         # Any other path is still upgraded, so that pusher-js reads 4005 and stops retrying
         # instead of retrying a failed handshake for ever (a wrong `wsPath`).
         key = request.path[5:] if request.path.startswith("/app/") else None
-        self._open_pusher_session(key, request.raw_path, query)
+        self._open_pusher_session(key, request.raw_path, query, headers.get("origin"))
         if rest and not self.closing:
             self._websocket_data(rest)
 
-    def _open_pusher_session(self, key: str | None, path: str, query: dict[str, str]) -> None:
+    def _open_pusher_session(
+        self, key: str | None, path: str, query: dict[str, str], origin: str | None
+    ) -> None:
         app = None if key is None else self.server.apps_by_key.get(key)
         try:
             if key is None:
@@ -537,6 +541,8 @@ class Connection(asyncio.Protocol):
                 raise AppNotFound(f"Application with key '{key[:100]}' does not exist")
             if not app.config.enabled:
                 raise AppDisabled()
+            if not origin_allowed(origin, app.config.allowed_origins):
+                raise OriginNotAllowed(f"Origin {str(origin)[:200]!r} is not allowed for this app")
             protocol = query.get("protocol")
             if protocol is None:
                 raise NoProtocolVersion()

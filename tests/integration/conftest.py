@@ -62,6 +62,12 @@ id = "1006"
 key = "counted-key"
 secret = "counted-secret"
 subscription_count = true
+
+[[apps]]
+id = "1007"
+key = "origin-key"
+secret = "origin-secret"
+allowed_origins = ["https://*.example.com", "http://localhost:3000"]
 """
 
 

@@ -27,12 +27,21 @@ class Closed(Exception):
 
 
 class RawWebSocket:
-    def __init__(self, port: int, path: str, host: str = "127.0.0.1", timeout: float = 5) -> None:
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        host: str = "127.0.0.1",
+        timeout: float = 5,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"{extra}\r\n"
         )
         self.sock.sendall(request.encode())
         self.buffer = b""

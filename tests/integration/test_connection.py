@@ -50,6 +50,29 @@ def test_refused_connections_get_error_then_close_code(
     assert ws.expect_close().code == code
 
 
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("https://app.example.com", True),
+        ("http://localhost:3000", True),
+        (None, True),  # not a browser
+        ("https://evil.example", False),
+        ("http://localhost:3001", False),
+    ],
+)
+def test_allowed_origins(server: ServerProcess, origin: str | None, allowed: bool) -> None:
+    headers = {"Origin": origin} if origin else {}
+    ws = RawWebSocket(server.port, f"/app/origin-key{WS_QUERY}", headers=headers)
+    first = ws.recv()
+    if allowed:
+        assert first["event"] == "pusher:connection_established"
+        ws.close()
+    else:
+        assert first["event"] == "pusher:error" and first["data"]["code"] == 4009
+        assert origin in first["data"]["message"]
+        assert ws.expect_close().code == 4009
+
+
 def test_connection_quota_closes_with_4004(server: ServerProcess) -> None:
     from tests.integration.conftest import SMALL
 
