@@ -84,6 +84,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyserver.connection")
 
+TLS_HANDSHAKE = b"\x16\x03"
+"""How a TLS ClientHello starts: a client speaking wss:// or https:// to a plain port."""
+
 PONG_MESSAGE = text_frame(frames.PONG_FRAME)
 WS_PING = encode_frame(OP_PING, b"")
 SUPPORTED_PROTOCOLS = range(4, 8)
@@ -434,6 +437,8 @@ class Connection(asyncio.Protocol):
             self._upgrade(data[upgrade.args[0] :])
             return
         except httptools.HttpParserError:
+            if data.startswith(TLS_HANDSHAKE):
+                self.server.hint_tls_on_plain_port()
             self._respond(error_response(400, "Malformed HTTP request"), keep_alive=False)
             return
         self._serve_http_backlog()

@@ -36,6 +36,9 @@ from pyserver.webhooks.sender import WebhookSender
 
 log = logging.getLogger("pyserver")
 
+TLS_HINT_EVERY = 60.0
+"""Seconds between two warnings about TLS clients on a plain port (one per burst of them)."""
+
 
 class WriteBatcher:
     """Flushes every connection that queued frames, once per loop iteration."""
@@ -87,6 +90,7 @@ class Server:
         self.connections: dict[Connection, None] = {}
         self.draining = False
         self.started_at = time.time()
+        self._tls_hint_at = -math.inf
         self._servers: list[asyncio.Server] = []
         self._metrics_server: asyncio.Server | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -137,6 +141,18 @@ class Server:
             for server in self._servers
             for sock in server.sockets
         ]
+
+    def hint_tls_on_plain_port(self) -> None:
+        """A client spoke TLS to this plain port: say why it fails (once a minute at most)."""
+        now = time.monotonic()
+        if now - self._tls_hint_at < TLS_HINT_EVERY:
+            return
+        self._tls_hint_at = now
+        log.warning(
+            "a client started a TLS handshake (wss:// or https://) on this plain port: "
+            "connect with ws:// (pusher-js forceTLS: false), terminate TLS at a proxy, or "
+            "set ssl_cert and ssl_key"
+        )
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.settings.ssl_cert or not self.settings.ssl_key:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import ssl
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -176,6 +179,26 @@ def test_native_tls_with_pusher_js_force_tls(certificate, js: JsDriver, uid) -> 
             RawWebSocket(proc.port, f"/app/app-key{WS_QUERY}", timeout=2)
     finally:
         proc.stop()
+
+
+def test_wss_to_a_plain_port_is_explained_in_the_log() -> None:
+    proc = ServerProcess(CONFIG)
+    try:
+        for _ in range(3):  # a reconnecting client: one warning, not one per attempt
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            with (
+                socket.create_connection(("127.0.0.1", proc.port), timeout=5) as raw,
+                pytest.raises((ssl.SSLError, OSError)),
+            ):
+                context.wrap_socket(raw).close()
+        hint = "a client started a TLS handshake (wss:// or https://) on this plain port"
+        deadline = time.monotonic() + 5
+        while hint not in proc.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.output().count(hint) == 1
+    finally:
+        assert proc.stop() == 0
 
 
 def test_start_up_refuses_half_a_tls_config(certificate) -> None:
