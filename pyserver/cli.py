@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure(settings.log_level, settings.log_format)
     if "PYSERVER_WORKER_INDEX" not in os.environ:  # the supervisor has warned already
-        for warning in unknown_environment(os.environ):
+        for warning in [*unknown_environment(os.environ), *settings.warnings()]:
             log.warning(warning)
     if settings.workers > 1:
         from pyserver.workers import supervise

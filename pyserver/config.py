@@ -213,6 +213,18 @@ class Settings(BaseSettings):
                 seen.add(value)
         return self
 
+    def warnings(self) -> list[str]:
+        """Settings that are valid but cannot do what they seem to ask for."""
+        found = []
+        for app in self.apps:
+            for target in app.webhooks:
+                if "subscription_count" in target.event_types and not app.subscription_count:
+                    found.append(
+                        f"app {app.id}: webhook {target.url} lists subscription_count, which is "
+                        "never sent while the app's subscription_count is false"
+                    )
+        return found
+
     def describe(self) -> list[str]:
         """Log lines for start-up: the effective settings, secrets left out."""
         lines = [

@@ -106,3 +106,19 @@ def test_sigterm_exits_zero_and_closes_clients_with_4200() -> None:
     assert proc.proc.wait(timeout=10) == 0
     assert "draining" in proc.output()
     proc.stop()
+
+
+def test_a_webhook_that_can_never_fire_is_named_in_a_warning() -> None:
+    config = (
+        '[[apps]]\nid = "1"\nkey = "k"\nsecret = "s"\n'
+        '[[apps.webhooks]]\nurl = "http://127.0.0.1:9/hook"\n'
+        'event_types = ["channel_occupied", "subscription_count"]\n'
+    )
+    proc = ServerProcess(config)
+    try:
+        assert (
+            "app 1: webhook http://127.0.0.1:9/hook lists subscription_count, which is never "
+            "sent while the app's subscription_count is false" in proc.output()
+        )
+    finally:
+        assert proc.stop() == 0
