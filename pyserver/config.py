@@ -15,11 +15,19 @@ Invariants:
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -143,6 +151,11 @@ class Settings(BaseSettings):
     reuse_port: bool = False
     """Bind with SO_REUSEPORT (set for each worker by `--workers`)."""
 
+    path_prefix: str = ""
+    """A path the server is also reachable under, e.g. `/pusher`: `/pusher/app/{key}` for
+    pusher-js (`wsPath: '/pusher'`) and `/pusher/apps/{id}/...` for the SDKs. Paths without
+    it keep working; API signatures are accepted with or without it."""
+
     activity_timeout: int = Field(default=30, ge=1, le=120)
     """Seconds advertised to clients; below nginx's 60 s and Cloudflare's 100 s idle limits."""
     pong_timeout: int = Field(default=30, ge=1)
@@ -193,6 +206,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     use_uvloop: bool = True
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _normal_prefix(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and (not value.startswith("/") or re.search(r"[?#\s]|//", value)):
+            raise ValueError("a path such as /pusher: starts with /, no spaces, ? or #")
+        return value
 
     @model_validator(mode="after")
     def _fill_and_check_apps(self) -> Settings:

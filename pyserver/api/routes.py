@@ -111,7 +111,7 @@ class Api:
             raise Forbidden(f"App {app.id} is disabled")
         verify_request(
             method=request.method,
-            paths=(request.raw_path, request.path),
+            paths=request.signed_paths,
             params=request.query,
             body=request.body,
             app_key=app.config.key,

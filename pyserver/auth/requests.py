@@ -9,8 +9,9 @@ Invariants:
 - `body_md5`, when present, must match the body, on every method (pusher-http-python sends
   it on GETs too); a non-empty body requires it.
 - The signature is recomputed over the parameters actually received, lower-cased keys,
-  sorted, values unescaped, and the path as signed: the raw path is tried first, then its
-  percent-decoded form, so channel names with escapes verify either way.
+  sorted, values unescaped, and each of the caller's candidate paths in turn (the raw path,
+  its percent-decoded form, each with and without a configured prefix), so channel names
+  with escapes verify either way; a failure names the string for the first candidate.
 """
 
 from __future__ import annotations
@@ -66,13 +67,12 @@ def verify_request(
     elif body:
         raise Unauthorized("body_md5 is required for a request with a body")
 
-    string_to_sign = ""
     expected = signature.encode()
-    for path in (paths[0],) if len(paths) == 1 or paths[0] == paths[1] else paths:
+    for path in dict.fromkeys(paths):
         string_to_sign = request_string_to_sign(method, path, params)
         if hmac.compare_digest(sign(secret, string_to_sign).encode(), expected):
             return
     raise Unauthorized(
         "Invalid signature: Expected HMAC SHA256 hex digest of "
-        f"{string_to_sign}, but got {signature[:128]}"
+        f"{request_string_to_sign(method, paths[0], params)}, but got {signature[:128]}"
     )

@@ -77,7 +77,7 @@ from pyserver.protocol.websocket import (
     parse_close,
     text_frame,
 )
-from pyserver.server.http import Request, Response, error_response, parse_target
+from pyserver.server.http import Request, Response, error_response, parse_target, strip_prefix
 
 if TYPE_CHECKING:
     from pyserver.server.server import Server
@@ -145,6 +145,7 @@ class _HttpState:
 
     def on_message_complete(self) -> None:
         raw_path, query = parse_target(self.url.decode("latin-1"))
+        prefix, raw_path = strip_prefix(raw_path, self.conn.server.settings.path_prefix)
         self.backlog.append(
             Request(
                 method=self.parser.get_method().decode(),
@@ -154,6 +155,7 @@ class _HttpState:
                 body=b"".join(self.body),
                 keep_alive=self.parser.should_keep_alive(),
                 peer=self.conn.peer,
+                prefix=prefix,
             )
         )
         if self.body_size > self.conn.server.settings.max_request_bytes:

@@ -34,9 +34,27 @@ class Request:
     path: str = field(init=False)
     stats: AppStats | None = None
     """The app's counters, once the API knows which app the request is for."""
+    prefix: str = ""
+    """The configured `path_prefix` when the target began with it (already cut off)."""
 
     def __post_init__(self) -> None:
         self.path = unquote(self.raw_path) if "%" in self.raw_path else self.raw_path
+
+    @property
+    def signed_paths(self) -> tuple[str, ...]:
+        """Paths the signature may be over, the path as received first: raw and decoded, each
+        with and without the prefix (an SDK that sends it, or a proxy that adds it)."""
+        if not self.prefix:
+            return (self.raw_path, self.path)
+        return (self.prefix + self.raw_path, self.raw_path, self.prefix + self.path, self.path)
+
+
+def strip_prefix(raw_path: str, prefix: str) -> tuple[str, str]:
+    """(`prefix`, rest) when `raw_path` is under `prefix` (a `/`-led path without a trailing
+    `/`), else ("", `raw_path`): requests without the prefix are served too."""
+    if prefix and raw_path.startswith(prefix) and raw_path[len(prefix) : len(prefix) + 1] == "/":
+        return prefix, raw_path[len(prefix) :]
+    return "", raw_path
 
 
 def parse_target(target: str) -> tuple[str, dict[str, str]]:

@@ -15,6 +15,7 @@ from pyserver.auth.signatures import (
     webhook_signature,
 )
 from pyserver.protocol.errors import BadRequest, Unauthorized
+from pyserver.server.http import Request
 
 KEY = "278d425bdf160c739803"
 SECRET = "7ad3773142a6692b25b8"
@@ -148,3 +149,33 @@ def test_verify_request_accepts_body_md5_of_empty_get() -> None:
 
 def test_webhook_signature_is_hmac_of_raw_body() -> None:
     assert webhook_signature(SECRET, b"{}") == sign(SECRET, "{}")
+
+
+@pytest.mark.parametrize(
+    "signed_path",
+    [
+        "/pusher/apps/3/channels/a%40b",  # as received
+        "/apps/3/channels/a%40b",  # a proxy added the prefix
+        "/pusher/apps/3/channels/a@b",  # the SDK signed the decoded path
+        "/apps/3/channels/a@b",
+    ],
+)
+def test_every_candidate_path_verifies(signed_path: str) -> None:
+    request = Request("GET", "/apps/3/channels/a%40b", {}, {}, prefix="/pusher")
+    params = {"auth_key": KEY, "auth_timestamp": "1353088179", "auth_version": "1.0"}
+
+    def verify(signature: str) -> None:
+        verify_request(
+            method="GET",
+            paths=request.signed_paths,
+            params={**params, "auth_signature": signature},
+            body=b"",
+            app_key=KEY,
+            secret=SECRET,
+            now=1353088179.0,
+        )
+
+    verify(sign(SECRET, request_string_to_sign("GET", signed_path, params)))
+    # a wrong signature is answered with the string for the path as received
+    with pytest.raises(Unauthorized, match="of GET\n/pusher/apps/3/channels/a%40b\n"):
+        verify("0" * 64)
