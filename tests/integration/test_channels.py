@@ -115,7 +115,14 @@ def test_numeric_user_id_is_normalised_to_a_string(connect, uid) -> None:
 
 @pytest.mark.parametrize(
     "channel_data",
-    ['{"user_info":{}}', '"just a string"', "not json", '{"user_id":""}', '{"user_id":true}'],
+    [
+        '{"user_info":{}}',
+        '"just a string"',
+        "not json",
+        '{"user_id":""}',
+        '{"user_id":true}',
+        '{"user_id":"%s"}' % ("u" * 129),  # over 128 characters (spec 5.6)
+    ],
 )
 def test_presence_channel_data_must_carry_a_user_id(connect, uid, channel_data) -> None:
     s = connect()

@@ -83,6 +83,17 @@ def test_client_event_over_10kb_is_refused(connect, uid) -> None:
     b.assert_silent()
 
 
+def test_client_event_name_over_200_characters_is_refused(connect, uid) -> None:
+    channel = f"private-{uid}"
+    a, b = _pair(connect, channel)
+    a.send_json({"event": "client-" + "x" * 194, "channel": channel, "data": {}})
+    error = a.recv()
+    assert error["data"]["code"] == 4301 and "200" in error["data"]["message"]
+    b.assert_silent()
+    a.send_json({"event": "client-" + "x" * 193, "channel": channel, "data": {}})
+    assert b.recv()["event"] == "client-" + "x" * 193
+
+
 def test_rate_limit_sends_4301_and_keeps_the_connection(connect, uid) -> None:
     channel = f"private-{uid}"
     a, b = _pair(connect, channel)

@@ -56,6 +56,9 @@ def test_subscription_count_is_throttled_above_100(monkeypatch) -> None:
     now[0] += 3
     app.tick()
     assert _counts(first)[100:] == [101, 103]
+    # the subscription_count webhook follows the same throttle (spec 12.3)
+    webhook_counts = [int(c[2]) for c in recorder.calls if c[0] == "count"]
+    assert webhook_counts == [*range(1, 102), 103]
     assert ("occupied", "room") in recorder.calls
     for client in clients:
         drive(app.unsubscribe(client, Unsubscribe("room")))
