@@ -302,7 +302,7 @@ class App:
                 ("offline", [u for u in user.watchlist if u not in online]),
             )
             client.send_message(frames.watchlist_events([s for s in states if s[1]]))
-        if cut:
+        if cut and self.config.watchlist:
             client.report(
                 WatchlistLimitExceeded(
                     f"Watchlist limit exceeded: only the first {self.config.max_watchlist} "

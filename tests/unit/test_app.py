@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import orjson
 
+from pyserver.auth.signatures import sign, user_string_to_sign
 from pyserver.channels import app as app_module
 from pyserver.channels.app import App
 from pyserver.channels.observer import AppObserver
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import AppConfig
-from pyserver.protocol.commands import Subscribe, Unsubscribe
+from pyserver.protocol.commands import Signin, Subscribe, Unsubscribe
 from tests.unit.fakes import FakeClient, drive
 
 
@@ -70,3 +71,14 @@ def test_no_counts_when_switched_off() -> None:
     client = FakeClient("1.0")
     drive(app.subscribe(client, Subscribe("room", None, None)))
     assert _counts(client) == []
+
+
+def test_a_switched_off_watchlist_is_silent_even_over_the_limit() -> None:
+    config = AppConfig(id="1", key="k", secret="s", watchlist=False, max_watchlist=1)
+    app = App(config, LocalAdapter())
+    client = FakeClient("1.0")  # its report() fails the test on any pusher:error
+    user_data = orjson.dumps({"id": "u", "watchlist": ["a", "b"]}).decode()
+    auth = "k:" + sign("s", user_string_to_sign(client.socket_id, user_data))
+    drive(app.signin(client, Signin(auth, user_data)))
+    events = [orjson.loads(frame)["event"] for frame in client.sent]
+    assert events == ["pusher:signin_success"]
