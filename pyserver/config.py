@@ -84,6 +84,11 @@ class AppConfig(BaseModel):
     """Per node; 0 means unlimited; above it new connections are closed with 4004."""
     max_client_events_per_second: int = Field(default=10, ge=0)
     """Per connection; 0 disables the limit."""
+    max_backend_events_per_second: int = Field(default=0, ge=0)
+    """HTTP API: events published per second (an event to N channels counts N), on each
+    node; over it the call gets 429. 0 turns the limit off."""
+    max_read_requests_per_second: int = Field(default=0, ge=0)
+    """HTTP API: GET requests per second, on each node; over it 429. 0: no limit."""
     max_event_payload_bytes: int = Field(default=10_240, ge=1)
     max_channels_per_event: int = Field(default=100, ge=1)
     max_batch_size: int = Field(default=10, ge=1)

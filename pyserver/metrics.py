@@ -38,6 +38,7 @@ class AppStats:
     http_received_bytes: int = 0
     http_transmitted_bytes: int = 0
     broadcasts_total: int = 0
+    http_rate_limited_total: int = 0
 
 
 _COUNTER_HELP = {
@@ -51,6 +52,7 @@ _COUNTER_HELP = {
     "http_received_bytes": "Bytes of HTTP API request bodies",
     "http_transmitted_bytes": "Bytes of HTTP API responses",
     "broadcasts_total": "Messages published to a channel (each counted once)",
+    "http_rate_limited_total": "HTTP API calls refused with 429 by the app's rate limits",
 }
 
 

@@ -7,13 +7,14 @@ hot path.
 Invariants:
 - Every `/apps/...` route (and pusher-http-python's `/users/{id}/terminate_connections`)
   is signed (§11.1) and checked before anything else is read from the body.
-- Every failure is an `ApiError` with a real status (400, 401, 403, 404, 405, 413) and a JSON
+- Every failure is an `ApiError` with a real status (400, 401, 403, 404, 405, 413, 429) and a JSON
   body whose `error` says what was wrong.
 - A trigger is validated whole before anything is published: a batch is all or nothing.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -24,6 +25,7 @@ import orjson
 
 from pyserver.auth.requests import verify_request
 from pyserver.channels.app import App
+from pyserver.channels.ratelimit import TokenBucket
 from pyserver.protocol.errors import (
     ApiError,
     BadRequest,
@@ -31,6 +33,7 @@ from pyserver.protocol.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    TooManyRequests,
     Unauthorized,
 )
 from pyserver.protocol.names import channel_name_problem, channel_type, event_name_problem
@@ -72,12 +75,36 @@ class Api:
         self.console = console
         self.on_trigger = on_trigger
         """Told how many seconds each trigger took to hand its frames to the connections."""
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        """(app id, "events" or "reads") → the app's HTTP rate limit on this node."""
 
     def handle(self, request: Request) -> HandlerResult:
         try:
             return self._route(request)
+        except TooManyRequests as exc:
+            refused = error_response(exc.status, exc.message)
+            return Response(
+                refused.status, refused.body, extra_headers=(("Retry-After", str(exc.retry_after)),)
+            )
         except ApiError as exc:
             return error_response(exc.status, exc.message)
+
+    def _spend(self, app: App, kind: str, per_second: int, cost: int) -> None:
+        """Take `cost` from the app's `kind` budget, or refuse the call with 429."""
+        if per_second <= 0:
+            return
+        now = time.monotonic()
+        bucket = self._buckets.get((app.id, kind))
+        if bucket is None or bucket.rate != per_second:
+            bucket = self._buckets[(app.id, kind)] = TokenBucket(per_second, now)
+        if bucket.take(cost, now):
+            return
+        app.stats.http_rate_limited_total += 1
+        what = "events published" if kind == "events" else "read requests"
+        raise TooManyRequests(
+            f"App {app.id} is over its limit of {per_second} {what} per second",
+            retry_after=max(1, math.ceil(bucket.seconds_until(cost))),
+        )
 
     def _route(self, request: Request) -> HandlerResult:
         path = request.path
@@ -122,6 +149,8 @@ class Api:
 
     def _app_route(self, app: App, rest: str, request: Request) -> HandlerResult:
         method = request.method
+        if method == "GET":
+            self._spend(app, "reads", app.config.max_read_requests_per_second, 1)
         if rest == "/events":
             _require(method, "POST")
             return self._events(app, request)
@@ -161,6 +190,7 @@ class Api:
         started = time.perf_counter()
         body = _json_object(request.body)
         trigger = self._trigger(app, body, multi_channel=True)
+        self._spend(app, "events", app.config.max_backend_events_per_second, len(trigger.channels))
         app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
         if self.on_trigger is not None:
             self.on_trigger(time.perf_counter() - started)
@@ -189,6 +219,7 @@ class Api:
             except ApiError as exc:
                 exc.message = f"batch[{index}]: {exc.message}"
                 raise
+        self._spend(app, "events", app.config.max_backend_events_per_second, len(triggers))
         for t in triggers:
             app.trigger(t.name, t.channels, t.data, t.socket_id)
         if not any(t.info for t in triggers):
@@ -260,6 +291,7 @@ class Api:
             "socket_id": request.query.get("socket_id"),
         }
         trigger = self._trigger(app, body, multi_channel=False)
+        self._spend(app, "events", app.config.max_backend_events_per_second, 1)
         app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
         return Response(202, b"{}")
 

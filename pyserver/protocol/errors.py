@@ -235,3 +235,13 @@ class MethodNotAllowed(ApiError):
 
 class PayloadTooLarge(ApiError):
     status = 413
+
+
+class TooManyRequests(ApiError):
+    """The app's `max_backend_events_per_second` or `max_read_requests_per_second` is spent."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

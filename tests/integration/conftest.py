@@ -68,6 +68,13 @@ id = "1007"
 key = "origin-key"
 secret = "origin-secret"
 allowed_origins = ["https://*.example.com", "http://localhost:3000"]
+
+[[apps]]
+id = "1008"
+key = "limited-key"
+secret = "limited-secret"
+max_backend_events_per_second = 4
+max_read_requests_per_second = 3
 """
 
 
@@ -83,6 +90,7 @@ QUIET = AppCreds("1003", "quiet-key", "quiet-secret")
 SMALL = AppCreds("1004", "small-key", "small-secret")
 AUTHZ = AppCreds("1005", "authz-key", "authz-secret")
 COUNTED = AppCreds("1006", "counted-key", "counted-secret")
+LIMITED = AppCreds("1008", "limited-key", "limited-secret")
 MASTER_KEY = base64.b64encode(b"k" * 32).decode()
 WS_QUERY = "?protocol=7&client=js&version=8.4.0&flash=false"
 

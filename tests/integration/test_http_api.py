@@ -10,7 +10,7 @@ import time
 import pusher
 import pytest
 
-from tests.integration.conftest import MAIN
+from tests.integration.conftest import LIMITED, MAIN, sdk
 from tests.integration.httpapi import request, sign_params, signed, signed_post
 
 
@@ -295,3 +295,27 @@ def test_health_endpoint(server) -> None:
 
 def test_app_key_in_creds_matches_main() -> None:
     assert MAIN.key == "app-key"
+
+
+def test_per_app_rate_limits_answer_429_with_retry_after(server, uid) -> None:
+    port = server.api_port
+    event = {"name": "e", "channels": [f"a-{uid}", f"b-{uid}"], "data": "{}"}
+    for _ in range(2):  # two events to two channels: the 4 events of one second
+        assert signed_post(port, "/apps/1008/events", event, app=LIMITED)[0] == 200
+    path = "/apps/1008/events"
+    body = json.dumps(event).encode()
+    status, answer, response = request(
+        port, "POST", path, body, sign_params("POST", path, {}, body, LIMITED)
+    )
+    assert status == 429 and "4 events published per second" in answer["error"]
+    assert response.getheader("Retry-After") == "1"
+    for _ in range(3):
+        assert signed(port, "GET", "/apps/1008/channels", app=LIMITED)[0] == 200
+    assert signed(port, "GET", "/apps/1008/channels", app=LIMITED)[0] == 429
+    with pytest.raises(pusher.errors.PusherError):
+        sdk(port, LIMITED).channels_info()
+    # other apps are not limited, and the budget comes back
+    assert signed(port, "GET", "/apps/1001/channels")[0] == 200
+    time.sleep(1.1)
+    assert signed_post(port, "/apps/1008/events", event, app=LIMITED)[0] == 200
+    assert signed(port, "GET", "/apps/1008/channels", app=LIMITED)[0] == 200

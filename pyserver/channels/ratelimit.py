@@ -1,0 +1,31 @@
+"""A token bucket: at most `rate` units per second on average, bursts up to `rate`.
+
+Sans-I/O: the caller passes the current monotonic time. Used per app for the HTTP API's
+`max_backend_events_per_second` and `max_read_requests_per_second` (on each node).
+"""
+
+from __future__ import annotations
+
+
+class TokenBucket:
+    __slots__ = ("allowance", "rate", "stamp")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.allowance = rate
+        self.stamp = now
+
+    def take(self, cost: float, now: float) -> bool:
+        """Spend `cost` tokens if there are enough; a refusal spends nothing. A cost above
+        `rate` costs `rate`: it needs a full bucket instead of never passing."""
+        cost = min(cost, self.rate)
+        self.allowance = min(self.rate, self.allowance + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.allowance < cost:
+            return False
+        self.allowance -= cost
+        return True
+
+    def seconds_until(self, cost: float) -> float:
+        """How long until `cost` tokens are there (for `Retry-After`)."""
+        return max(0.0, (min(cost, self.rate) - self.allowance) / self.rate)
