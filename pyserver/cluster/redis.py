@@ -15,6 +15,9 @@ Invariants:
 - Every node refreshes `P:alive:{node}` every `heartbeat` seconds; a node whose key expired
   (`dead_after`) is reaped by exactly one survivor (a lock), which removes its
   subscriptions, presence memberships and users and reports the transitions.
+- Connections come from a blocking pool of `POOL_SIZE`, and at most `_IN_FLIGHT` state
+  calls run at once: a burst of clients queues for Redis instead of failing. Only a failure
+  to reach the server (a connection error or a timeout) counts as an outage.
 - When Redis is unreachable the node keeps serving its own clients from local knowledge,
   logs loudly, reports `healthy = False`, retries with backoff, and re-publishes its local
   state (subscriptions, presence memberships, signed-in users) once Redis is back.
@@ -34,7 +37,9 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyserver.channels import tasks
 from pyserver.channels.registry import ChannelRegistry
@@ -64,6 +69,21 @@ _TRANSITIONS = {
 _BROADCAST = b"B"
 _CONTROL = b"C"
 
+POOL_SIZE = 64
+"""Connections to Redis per node; a caller finding them all busy waits for one."""
+_POOL_WAIT = 30.0
+"""Seconds a caller waits for a free connection (commands themselves time out after 5)."""
+_IN_FLIGHT = POOL_SIZE - 8
+"""State calls running at once; the rest of the pool is for the bus listener, the outbox
+writer, heartbeats, reaping and recovery."""
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """True when `exc` means Redis cannot be reached, not that one command failed."""
+    if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):
+        return False  # our own pool stayed busy too long: load, not an outage
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError))
+
 
 class RedisAdapter(Adapter):
     completes_synchronously = False
@@ -86,9 +106,15 @@ class RedisAdapter(Adapter):
         self.dead_after = dead_after
         self.bus = f"{prefix}:bus".encode()
         self.healthy = False
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_SIZE,
+            timeout=_POOL_WAIT,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=10,
         )
+        self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._scripts = {
             name: self.redis.register_script(getattr(lua, name))
             for name in (
@@ -112,6 +138,7 @@ class RedisAdapter(Adapter):
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._recovering = False
+        self._gate = asyncio.Semaphore(_IN_FLIGHT)
         self._listening = asyncio.Event()
         """Set while the bus subscription is live: a node is healthy only when it hears."""
 
@@ -180,6 +207,13 @@ class RedisAdapter(Adapter):
             pass
         await self.redis.aclose()
 
+    def _failed(self, exc: BaseException) -> None:
+        """A Redis call failed: an outage if the server is out of reach, else just logged."""
+        if _is_outage(exc):
+            self._lost(exc)
+        else:
+            log.error("redis adapter: a Redis command failed: %r", exc)
+
     def _lost(self, exc: BaseException) -> None:
         if self.healthy or not self._recovering:
             log.error(
@@ -242,12 +276,17 @@ class RedisAdapter(Adapter):
                 await self.redis.script_load(script.script)
 
     async def _safely(self, call: Callable[[], Awaitable[T]], fallback: Callable[[], T]) -> T:
-        """Run a Redis call; while Redis is away, answer from local knowledge instead."""
+        """Run a Redis call; while Redis is away, answer from local knowledge instead.
+
+        At most `_IN_FLIGHT` calls run at once and the others queue; a call still queued
+        when Redis is found unreachable takes the fallback at once."""
         if self.healthy:
-            try:
-                return await call()
-            except (RedisError, OSError) as exc:
-                self._lost(exc)
+            async with self._gate:
+                if self.healthy:
+                    try:
+                        return await call()
+                    except (RedisError, OSError) as exc:
+                        self._failed(exc)
         return fallback()
 
     # --- delivery --------------------------------------------------------------------------
@@ -292,8 +331,9 @@ class RedisAdapter(Adapter):
                             pipe.publish(self.bus, message)
                         await pipe.execute()
                 except (RedisError, OSError) as exc:
-                    self._lost(exc)
-                    self._outbox.clear()
+                    self._failed(exc)
+                    if not self.healthy:
+                        self._outbox.clear()
 
     async def _listen(self) -> None:
         while True:
@@ -353,7 +393,7 @@ class RedisAdapter(Adapter):
                 )
                 await self._reap_dead_nodes()
             except (RedisError, OSError) as exc:
-                self._lost(exc)
+                self._failed(exc)
 
     async def _reap_dead_nodes(self) -> None:
         nodes = [_text(n) for n in await self.redis.smembers(f"{self.p}:nodes")]
