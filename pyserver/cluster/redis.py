@@ -15,9 +15,16 @@ Invariants:
 - Every node refreshes `P:alive:{node}` every `heartbeat` seconds; a node whose key expired
   (`dead_after`) is reaped by exactly one survivor (a lock), which removes its
   subscriptions, presence memberships and users and reports the transitions.
+- Connections come from a blocking pool of `POOL_SIZE`, and at most `_IN_FLIGHT` state
+  calls run at once: a burst of clients queues for Redis instead of failing. Only a failure
+  to reach the server (a connection error or a timeout) counts as an outage.
 - When Redis is unreachable the node keeps serving its own clients from local knowledge,
-  logs loudly, reports `healthy = False`, retries with backoff, and re-publishes its local
-  state (subscriptions, presence memberships, signed-in users) once Redis is back.
+  logs loudly, reports `healthy = False`, and retries with backoff until it is back. It then
+  rebuilds its contribution authoritatively, in one transaction: everything Redis holds for
+  it is removed with the reaper's scripts and its current local state (subscriptions,
+  presence memberships, signed-in users) is written again, so nothing a client did during
+  the outage is lost or left behind; each leave this implies cluster-wide is reported once,
+  as for a dead node. A loss during the rebuild starts another round.
 """
 
 from __future__ import annotations
@@ -34,7 +41,9 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyserver.channels import tasks
 from pyserver.channels.registry import ChannelRegistry
@@ -64,6 +73,27 @@ _TRANSITIONS = {
 _BROADCAST = b"B"
 _CONTROL = b"C"
 
+POOL_SIZE = 64
+"""Connections to Redis per node; a caller finding them all busy waits for one."""
+_POOL_WAIT = 30.0
+"""Seconds a caller waits for a free connection (commands themselves time out after 5)."""
+_IN_FLIGHT = POOL_SIZE - 8
+"""State calls running at once; the rest of the pool is for the bus listener, the outbox
+writer, heartbeats, reaping and recovery."""
+_LOCK_MS = 60_000
+"""How long a `P:reaping:{node}` lock lives if its holder dies before releasing it."""
+
+
+class _Busy(Exception):
+    """Another node is reaping this one: rebuild once it has finished."""
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """True when `exc` means Redis cannot be reached, not that one command failed."""
+    if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):
+        return False  # our own pool stayed busy too long: load, not an outage
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError))
+
 
 class RedisAdapter(Adapter):
     completes_synchronously = False
@@ -86,9 +116,15 @@ class RedisAdapter(Adapter):
         self.dead_after = dead_after
         self.bus = f"{prefix}:bus".encode()
         self.healthy = False
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_SIZE,
+            timeout=_POOL_WAIT,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=10,
         )
+        self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._scripts = {
             name: self.redis.register_script(getattr(lua, name))
             for name in (
@@ -101,6 +137,7 @@ class RedisAdapter(Adapter):
                 "REAP_COUNT",
                 "REAP_PRESENCE",
                 "REAP_USER",
+                "CLAIM_DEAD",
             )
         }
         self._registries: dict[str, ChannelRegistry] = {}
@@ -111,7 +148,16 @@ class RedisAdapter(Adapter):
         self._outbox: deque[bytes] = deque()
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._recovering = False
+        self._recovery: asyncio.Task[None] | None = None
+        self._losses = 0
+        """How many times Redis was found unreachable; a rebuild during which this changed
+        does not count."""
+        self._gate = asyncio.Semaphore(_IN_FLIGHT)
+        self._in_flight = 0
+        self._settled = asyncio.Event()
+        """Cleared while the rebuild transaction is on its way: calls made after its snapshot
+        of the local state wait for it, so that they reach Redis after it."""
+        self._settled.set()
         self._listening = asyncio.Event()
         """Set while the bus subscription is live: a node is healthy only when it hears."""
 
@@ -138,6 +184,12 @@ class RedisAdapter(Adapter):
     def _index(self, node: str) -> str:
         return f"{self.p}:index:{node}"
 
+    def _alive(self, node: str) -> str:
+        return f"{self.p}:alive:{node}"
+
+    def _reaping(self, node: str) -> str:
+        return f"{self.p}:reaping:{node}"
+
     def _field(self, socket_id: str) -> str:
         return f"{self.node}|{socket_id}"
 
@@ -155,33 +207,35 @@ class RedisAdapter(Adapter):
             loop.create_task(self._keep_alive()),
         ]
         try:
-            await self._join_cluster()
-        except (RedisError, OSError) as exc:
+            await self._rejoin()
+        except (RedisError, OSError, _Busy) as exc:
+            self.healthy = False
             self._lost(exc)
-
-    async def _join_cluster(self) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(f"{self.p}:nodes", self.node)
-            pipe.set(f"{self.p}:alive:{self.node}", b"1", px=int(self.dead_after * 1000))
-            await pipe.execute()
-        await asyncio.wait_for(self._listening.wait(), timeout=5)
-        if not self.healthy:
+        else:
             log.info("redis adapter: node %s joined the cluster at %s", self.node, self.url)
-        self.healthy = True
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks_ = [*self._tasks, *([self._recovery] if self._recovery else [])]
+        for task in tasks_:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks_, return_exceptions=True)
         try:
             await self._reap(self.node)  # leave cleanly: nobody has to wait for the heartbeat
-            await self.redis.delete(f"{self.p}:alive:{self.node}")
+            await self.redis.delete(self._alive(self.node))
         except (RedisError, OSError):
             pass
         await self.redis.aclose()
 
+    def _failed(self, exc: BaseException) -> None:
+        """A Redis call failed: an outage if the server is out of reach, else just logged."""
+        if _is_outage(exc):
+            self._lost(exc)
+        else:
+            log.error("redis adapter: a Redis command failed: %r", exc)
+
     def _lost(self, exc: BaseException) -> None:
-        if self.healthy or not self._recovering:
+        self._losses += 1
+        if self.healthy or self._recovery is None:
             log.error(
                 "redis adapter: Redis at %s is unreachable (%s); serving local clients only "
                 "until it is back",
@@ -189,65 +243,123 @@ class RedisAdapter(Adapter):
                 exc,
             )
         self.healthy = False
-        if not self._recovering:
-            self._recovering = True
-            asyncio.get_running_loop().create_task(self._recover())
+        if self._recovery is None:
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
 
     async def _recover(self) -> None:
+        """Retry, with backoff, until one rebuild completes with no loss during it."""
         delay = 0.25
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await self._join_cluster()
-                await self._republish()
-            except (RedisError, OSError, TimeoutError):
+        try:
+            while True:
+                await asyncio.sleep(delay)
                 delay = min(10.0, delay * 2)
-                continue
-            self._recovering = False
-            log.warning("redis adapter: Redis is back; local state re-published")
-            return
+                losses = self._losses
+                try:
+                    await self._rejoin()
+                except (RedisError, OSError, _Busy) as exc:
+                    log.debug("redis adapter: still cut off from Redis (%r)", exc)
+                    continue
+                except Exception:  # a bug must not leave the node cut off for good
+                    self.healthy = False
+                    log.exception("redis adapter: re-joining the cluster failed; retrying")
+                    continue
+                if losses != self._losses:  # lost again meanwhile: the rebuild may be partial
+                    self.healthy = False
+                    continue
+                log.warning("redis adapter: Redis is back; this node's state rebuilt")
+                return
+        finally:
+            self._recovery = None
 
-    async def _republish(self) -> None:
+    async def _rejoin(self) -> None:
+        """Join the cluster and make Redis hold exactly this node's local state: remove what
+        it holds for this node, as the reaper would for a dead one, and write the local state
+        again, in one transaction; then report the leaves this implies (like the reaper).
+        Sets `healthy` when the transaction is sent; raises if Redis is out of reach."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for app_id, registry in self._registries.items():
-                for name, channel in registry.channels.items():
-                    entry = orjson.dumps(["count", app_id, name])
-                    pipe.evalsha(
-                        self._scripts["SET_COUNT"].sha,
-                        3,
-                        self._subs(app_id, name),
-                        self._channels(app_id),
-                        self._index(self.node),
-                        self.node,
-                        name,
-                        len(channel.subscribers),
-                        entry,
-                    )
-            for (app_id, name), conns in self._presence.items():
-                pipe.sadd(self._index(self.node), orjson.dumps(["presence", app_id, name]))
-                for socket_id, (user_id, info) in conns.items():
-                    pipe.hset(self._pconns(app_id, name), self._field(socket_id), user_id)
-                    pipe.hsetnx(self._pmembers(app_id, name), user_id, info)
-            for (app_id, user_id), sockets in self._users.items():
-                pipe.sadd(self._index(self.node), orjson.dumps(["user", app_id, user_id]))
-                for socket_id in sockets:
-                    pipe.hset(self._user(app_id, user_id), self._field(socket_id), b"1")
-            await self._ensure_scripts()
+            pipe.sadd(f"{self.p}:nodes", self.node)
+            pipe.set(self._alive(self.node), b"1", px=int(self.dead_after * 1000))
             await pipe.execute()
+        await asyncio.wait_for(self._listening.wait(), timeout=5)
+        while self._in_flight:  # calls sent before the loss may still land: rebuild after them
+            await asyncio.sleep(0.05)
+        lock = self._reaping(self.node)
+        if not await self.redis.set(lock, self.node, nx=True, px=_LOCK_MS):
+            holder = await self.redis.get(lock)
+            if holder is not None and _text(holder) != self.node:
+                raise _Busy(_text(holder))
+        entries = await self.redis.smembers(self._index(self.node))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            # From the snapshot to the end of the transaction, calls wait (see `_safely`).
+            reaped = self._queue_reap(pipe, self.node, entries)
+            kept = self._queue_republish(pipe)
+            self._settled.clear()
+            self.healthy = True
+            try:
+                results = await pipe.execute()
+            except BaseException:
+                self.healthy = False
+                raise
+            finally:
+                self._settled.set()
+        self._report_reaped(reaped, results, kept)
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(lock)
 
-    async def _ensure_scripts(self) -> None:
-        exists = await self.redis.script_exists(*[s.sha for s in self._scripts.values()])
-        for script, present in zip(self._scripts.values(), exists, strict=True):
-            if not present:
-                await self.redis.script_load(script.script)
+    def _queue_republish(self, pipe: Any) -> set[tuple[str, str, str, str]]:
+        """Queue writing this node's local state; return what it holds as reap entries plus a
+        user id for presence ones, so that `_report_reaped` skips what is still there."""
+        kept: set[tuple[str, str, str, str]] = set()
+        for app_id, registry in self._registries.items():
+            for name, channel in registry.channels.items():
+                count = len(channel.subscribers)
+                if count <= 0:
+                    continue
+                kept.add(("count", app_id, name, ""))
+                self._queue(
+                    pipe,
+                    "SET_COUNT",
+                    [self._subs(app_id, name), self._channels(app_id), self._index(self.node)],
+                    [self.node, name, count, orjson.dumps(["count", app_id, name])],
+                )
+        for (app_id, name), conns in self._presence.items():
+            pipe.sadd(self._index(self.node), orjson.dumps(["presence", app_id, name]))
+            for socket_id, (user_id, info) in conns.items():
+                kept.add(("presence", app_id, name, user_id))
+                pipe.hset(self._pconns(app_id, name), self._field(socket_id), user_id)
+                pipe.hsetnx(self._pmembers(app_id, name), user_id, info)
+        for (app_id, user_id), sockets in self._users.items():
+            if not sockets:
+                continue
+            kept.add(("user", app_id, user_id, ""))
+            pipe.sadd(self._index(self.node), orjson.dumps(["user", app_id, user_id]))
+            for socket_id in sockets:
+                pipe.hset(self._user(app_id, user_id), self._field(socket_id), b"1")
+        return kept
+
+    def _queue(self, pipe: Any, script: str, keys: list[Any], args: list[Any]) -> None:
+        """Queue a script call on a pipeline (which loads missing scripts before it runs)."""
+        registered = self._scripts[script]
+        pipe.scripts.add(registered)
+        pipe.evalsha(registered.sha, len(keys), *keys, *args)
 
     async def _safely(self, call: Callable[[], Awaitable[T]], fallback: Callable[[], T]) -> T:
-        """Run a Redis call; while Redis is away, answer from local knowledge instead."""
+        """Run a Redis call; while Redis is away, answer from local knowledge instead.
+
+        At most `_IN_FLIGHT` calls run at once and the others queue; a call still queued
+        when Redis is found unreachable takes the fallback at once."""
         if self.healthy:
-            try:
-                return await call()
-            except (RedisError, OSError) as exc:
-                self._lost(exc)
+            if not self._settled.is_set():
+                await self._settled.wait()
+            async with self._gate:
+                if self.healthy:
+                    self._in_flight += 1
+                    try:
+                        return await call()
+                    except (RedisError, OSError) as exc:
+                        self._failed(exc)
+                    finally:
+                        self._in_flight -= 1
         return fallback()
 
     # --- delivery --------------------------------------------------------------------------
@@ -292,8 +404,9 @@ class RedisAdapter(Adapter):
                             pipe.publish(self.bus, message)
                         await pipe.execute()
                 except (RedisError, OSError) as exc:
-                    self._lost(exc)
-                    self._outbox.clear()
+                    self._failed(exc)
+                    if not self.healthy:
+                        self._outbox.clear()
 
     async def _listen(self) -> None:
         while True:
@@ -307,7 +420,8 @@ class RedisAdapter(Adapter):
                         self._received(message["data"])
             except (RedisError, OSError) as exc:
                 self._listening.clear()
-                self._lost(exc)
+                if self.healthy or self._recovery is not None:
+                    self._failed(exc)
                 await asyncio.sleep(0.25)
             except Exception:  # a bug must not silence the bus for good
                 self._listening.clear()
@@ -348,64 +462,95 @@ class RedisAdapter(Adapter):
             if not self.healthy:
                 continue
             try:
-                await self.redis.set(
-                    f"{self.p}:alive:{self.node}", b"1", px=int(self.dead_after * 1000)
-                )
+                await self.redis.set(self._alive(self.node), b"1", px=int(self.dead_after * 1000))
                 await self._reap_dead_nodes()
             except (RedisError, OSError) as exc:
-                self._lost(exc)
+                self._failed(exc)
 
     async def _reap_dead_nodes(self) -> None:
         nodes = [_text(n) for n in await self.redis.smembers(f"{self.p}:nodes")]
         for node in nodes:
-            if node == self.node or await self.redis.exists(f"{self.p}:alive:{node}"):
+            if node == self.node:
                 continue
-            lock = await self.redis.set(f"{self.p}:reaping:{node}", self.node, nx=True, px=60_000)
-            if lock:
+            # Atomically "still dead?" and "nobody else on it?": a node coming back sets its
+            # key first and then takes this same lock to rebuild its state.
+            claimed = await self._scripts["CLAIM_DEAD"](
+                keys=[self._alive(node), self._reaping(node)], args=[self.node, _LOCK_MS]
+            )
+            if claimed:
                 log.warning("redis adapter: node %s stopped answering; removing its state", node)
                 await self._reap(node)
+                await self.redis.delete(self._reaping(node))
 
     async def _reap(self, node: str) -> None:
         """Remove everything `node` contributed and report each transition once."""
-        prefix = f"{node}|"
         entries = await self.redis.smembers(self._index(node))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            reaped = self._queue_reap(pipe, node, entries)
+            pipe.srem(f"{self.p}:nodes", node)
+            results = await pipe.execute()
+        self._report_reaped(reaped, results, set())
+
+    def _queue_reap(
+        self, pipe: Any, node: str, entries: Iterable[bytes | str]
+    ) -> list[tuple[str, str, str]]:
+        """Queue removing every field `node` has in the keys its index names, then the index
+        itself; return the entries in the order of their results."""
+        prefix = f"{node}|"
+        reaped = []
         for raw in entries:
             kind, app_id, name = orjson.loads(raw)
-            peer = self._peers.get(app_id)
             if kind == "count":
-                left = await self._scripts["REAP_COUNT"](
-                    keys=[
+                self._queue(
+                    pipe,
+                    "REAP_COUNT",
+                    [
                         self._subs(app_id, name),
                         self._channels(app_id),
                         self._pending(("channel", app_id, name)),
                     ],
-                    args=[node, name, self.pending_ttl_ms],
+                    [node, name, self.pending_ttl_ms],
                 )
-                if left and peer is not None:
-                    peer.remote_channel_left(name)
             elif kind == "presence":
-                removed = await self._scripts["REAP_PRESENCE"](
-                    keys=[self._pconns(app_id, name), self._pmembers(app_id, name)],
-                    args=[
-                        prefix,
-                        self._pending(("member", app_id, name)) + ":",
-                        self.pending_ttl_ms,
-                    ],
+                self._queue(
+                    pipe,
+                    "REAP_PRESENCE",
+                    [self._pconns(app_id, name), self._pmembers(app_id, name)],
+                    [prefix, self._pending(("member", app_id, name)) + ":", self.pending_ttl_ms],
                 )
-                for user in removed:
-                    if peer is not None:
-                        peer.remote_member_left(name, user.decode())
             elif kind == "user":
-                offline = await self._scripts["REAP_USER"](
-                    keys=[self._user(app_id, name), self._pending(("user", app_id, name))],
-                    args=[prefix, self.pending_ttl_ms],
+                self._queue(
+                    pipe,
+                    "REAP_USER",
+                    [self._user(app_id, name), self._pending(("user", app_id, name))],
+                    [prefix, self.pending_ttl_ms],
                 )
-                if offline and peer is not None:
-                    peer.remote_user_left(name)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(self._index(node))
-            pipe.srem(f"{self.p}:nodes", node)
-            await pipe.execute()
+            else:
+                continue
+            reaped.append((kind, app_id, name))
+        pipe.delete(self._index(node))
+        return reaped
+
+    def _report_reaped(
+        self,
+        reaped: list[tuple[str, str, str]],
+        results: list[Any],
+        kept: set[tuple[str, str, str, str]],
+    ) -> None:
+        """Report the leaves the reap scripts found, except for what `kept` wrote back."""
+        for (kind, app_id, name), result in zip(reaped, results, strict=False):
+            peer = self._peers.get(app_id)
+            if peer is None or not result:
+                continue
+            if kind == "count" and (kind, app_id, name, "") not in kept:
+                peer.remote_channel_left(name)
+            elif kind == "presence":
+                for raw in result:
+                    user = _text(raw)
+                    if (kind, app_id, name, user) not in kept:
+                        peer.remote_member_left(name, user)
+            elif kind == "user" and (kind, app_id, name, "") not in kept:
+                peer.remote_user_left(name)
 
     # --- state -----------------------------------------------------------------------------
 

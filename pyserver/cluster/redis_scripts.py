@@ -13,7 +13,9 @@ Data model (every key starts with the configured prefix `P`):
   membership, heartbeats, and the keys each node has fields in (for reaping).
 
 Every script that adds a node's field also records the key in that node's index; reaping a
-dead node replays its index through the `reap_*` scripts.
+dead node replays its index through the `reap_*` scripts, and so does a node rebuilding its
+own state after an outage (then writing its local state back in the same transaction).
+`P:reaping:{node}` (string with a TTL) is held by whoever is removing `node`'s state.
 """
 
 from __future__ import annotations
@@ -135,5 +137,12 @@ if had == 1 and redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
   return 1
 end
+return 0
+"""
+
+CLAIM_DEAD = """
+-- KEYS: alive, reaping; ARGV: claimant, lock_ms  (1 when the node is dead and now ours to reap)
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 """

@@ -231,3 +231,40 @@ def test_two_workers_share_the_port_and_deliver_to_all(redis, uid) -> None:
             client.close()
     finally:
         assert proc.stop() == 0
+
+
+def test_a_burst_of_subscriptions_waits_for_redis_and_leaves_no_ghosts(
+    two_nodes, receiver, uid
+) -> None:
+    """Hundreds of subscribes and leaves at once must wait for a Redis connection, not be
+    mistaken for an outage: an outage would drop the leaves and strand occupied channels."""
+    a, b = two_nodes
+    prefix = f"burst-{uid}-"
+    clients = [PusherSocket(a.port) for _ in range(320)]
+    for i, client in enumerate(clients):  # all sent before any answer is read: one burst
+        client.send_json({"event": "pusher:subscribe", "data": {"channel": f"{prefix}{i}"}})
+    for client in clients:
+        assert client.recv_event("pusher_internal:subscription_succeeded", timeout=10)
+    occupied = sdk(b.port).channels_info(prefix_filter=prefix)["channels"]
+    assert len(occupied) == len(clients)
+    for client in clients:
+        client.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        occupied = sdk(b.port).channels_info(prefix_filter=prefix)["channels"]
+        if not occupied:
+            break
+        time.sleep(0.2)
+    assert occupied == {}, f"{len(occupied)} channels still occupied with nobody in them"
+
+    def vacated() -> int:
+        events = receiver.events("/cluster")
+        return sum(
+            e["name"] == "channel_vacated" and e["channel"].startswith(prefix) for _, e in events
+        )
+
+    deadline = time.monotonic() + 10
+    while vacated() < len(clients) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert vacated() == len(clients), "one channel_vacated per channel"
+    assert "unreachable" not in a.output() + b.output()
