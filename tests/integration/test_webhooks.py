@@ -148,7 +148,8 @@ def test_reload_within_the_delay_sends_nothing(hook_server, receiver, uid) -> No
     second.signed_subscribe(channel, "u1")
     time.sleep(2.0)
     names = [e["name"] for _, e in receiver.events("/all") if e.get("channel") == channel]
-    assert names == ["channel_occupied", "member_added"]
+    # separate deliveries may arrive in either order; nothing about the reload is sent
+    assert sorted(names) == ["channel_occupied", "member_added"]
     second.close()
 
 
