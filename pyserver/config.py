@@ -81,7 +81,8 @@ class AppConfig(BaseModel):
     client_events: bool = True
     """Allow `client-*` events on private and presence channels."""
     max_connections: int = Field(default=0, ge=0)
-    """Per node; 0 means unlimited; above it new connections are closed with 4004."""
+    """Across the cluster (other nodes as of their last heartbeat); 0 means unlimited;
+    above it new connections are closed with 4004."""
     max_client_events_per_second: int = Field(default=10, ge=0)
     """Per connection; 0 disables the limit."""
     max_backend_events_per_second: int = Field(default=0, ge=0)

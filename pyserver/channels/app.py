@@ -355,6 +355,9 @@ class App:
         """Close every connection signed in as `user_id`, on every node."""
         self.adapter.terminate_user(self.id, user_id)
 
+    def connection_count(self) -> int:
+        return len(self.clients)
+
     def terminate_local(self, user_id: str) -> int:
         clients = list(self.users.get(user_id, ()))
         for client in clients:

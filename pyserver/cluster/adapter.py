@@ -97,6 +97,10 @@ class AppPeer(Protocol):
 
     def remote_user_left(self, user_id: str) -> None: ...
 
+    def connection_count(self) -> int:
+        """WebSocket connections the app has on this node."""
+        ...
+
 
 class Adapter(ABC):
     completes_synchronously: bool = False
@@ -112,6 +116,11 @@ class Adapter(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to do locally
         """Leave the cluster cleanly."""
+
+    def connections_elsewhere(self, app_id: str) -> int:
+        """The app's connections on the other nodes, as of their last report (for the
+        cluster-wide `max_connections`); a single process has none."""
+        return 0
 
     # --- delivery ------------------------------------------------------------------------
 

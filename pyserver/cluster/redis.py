@@ -12,9 +12,10 @@ Invariants:
   likewise run locally first.
 - Publishes are queued and written by one task in pipelines, in order; the hot path never
   waits for Redis.
-- Every node refreshes `P:alive:{node}` every `heartbeat` seconds; a node whose key expired
-  (`dead_after`) is reaped by exactly one survivor (a lock), which removes its
-  subscriptions, presence memberships and users and reports the transitions.
+- Every node refreshes `P:alive:{node}` and its per-app connection counts `P:conns:{node}`
+  every `heartbeat` seconds (and sums the other nodes' counts for `max_connections`); a
+  node whose key expired (`dead_after`) is reaped by exactly one survivor (a lock), which
+  removes its subscriptions, presence memberships and users and reports the transitions.
 - Connections come from a blocking pool of `POOL_SIZE`, and at most `_IN_FLIGHT` state
   calls run at once: a burst of clients queues for Redis instead of failing. Only a failure
   to reach the server (a connection error or a timeout) counts as an outage.
@@ -142,6 +143,8 @@ class RedisAdapter(Adapter):
         }
         self._registries: dict[str, ChannelRegistry] = {}
         self._peers: dict[str, AppPeer] = {}
+        self._elsewhere: dict[str, int] = {}
+        """App id → its connections on the other nodes, summed at every heartbeat."""
         # What this node contributes, to re-publish after an outage.
         self._presence: dict[tuple[str, str], dict[str, tuple[str, bytes]]] = {}
         self._users: dict[tuple[str, str], set[str]] = {}
@@ -187,6 +190,9 @@ class RedisAdapter(Adapter):
     def _alive(self, node: str) -> str:
         return f"{self.p}:alive:{node}"
 
+    def _conns(self, node: str) -> str:
+        return f"{self.p}:conns:{node}"
+
     def _reaping(self, node: str) -> str:
         return f"{self.p}:reaping:{node}"
 
@@ -221,7 +227,7 @@ class RedisAdapter(Adapter):
         await asyncio.gather(*tasks_, return_exceptions=True)
         try:
             await self._reap(self.node)  # leave cleanly: nobody has to wait for the heartbeat
-            await self.redis.delete(self._alive(self.node))
+            await self.redis.delete(self._alive(self.node), self._conns(self.node))
         except (RedisError, OSError):
             pass
         await self.redis.aclose()
@@ -463,9 +469,29 @@ class RedisAdapter(Adapter):
                 continue
             try:
                 await self.redis.set(self._alive(self.node), b"1", px=int(self.dead_after * 1000))
+                await self._exchange_connection_counts()
                 await self._reap_dead_nodes()
             except (RedisError, OSError) as exc:
                 self._failed(exc)
+            except Exception:  # a bug must not stop the heartbeat: the node would be reaped
+                log.exception("redis adapter: heartbeat round failed")
+
+    def connections_elsewhere(self, app_id: str) -> int:
+        return self._elsewhere.get(app_id, 0)
+
+    async def _exchange_connection_counts(self) -> None:
+        """Report this node's connections per app (a key that dies with the node) and sum
+        the other nodes' reports, for the cluster-wide `max_connections`."""
+        mine = {app_id: peer.connection_count() for app_id, peer in self._peers.items()}
+        ttl = int(self.dead_after * 1000)
+        await self.redis.set(self._conns(self.node), orjson.dumps(mine), px=ttl)
+        others = [n for n in await self.redis.smembers(f"{self.p}:nodes") if _text(n) != self.node]
+        totals: dict[str, int] = {}
+        if others:
+            for raw in await self.redis.mget([self._conns(_text(n)) for n in others]):
+                for app_id, count in (orjson.loads(raw) if raw else {}).items():
+                    totals[app_id] = totals.get(app_id, 0) + count
+        self._elsewhere = totals
 
     async def _reap_dead_nodes(self) -> None:
         nodes = [_text(n) for n in await self.redis.smembers(f"{self.p}:nodes")]

@@ -560,7 +560,7 @@ class Connection(asyncio.Protocol):
                     f"Unsupported protocol version {protocol[:20]}; supported: 4 to 7"
                 )
             limit = app.config.max_connections
-            if limit and len(app.clients) >= limit:
+            if limit and len(app.clients) + app.adapter.connections_elsewhere(app.id) >= limit:
                 raise OverConnectionQuota()
         except PusherError as exc:
             self.report(exc)

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import MAIN, PusherSocket, sdk
+from tests.integration.conftest import MAIN, WS_QUERY, PusherSocket, sdk
 from tests.integration.httpapi import request
+from tests.integration.rawws import RawWebSocket
 from tests.integration.serverproc import ServerProcess
 from tests.integration.webhook_receiver import WebhookReceiver
 from tests.redisproc import RedisProcess, free_port
@@ -268,3 +269,27 @@ def test_a_burst_of_subscriptions_waits_for_redis_and_leaves_no_ghosts(
         time.sleep(0.1)
     assert vacated() == len(clients), "one channel_vacated per channel"
     assert "unreachable" not in a.output() + b.output()
+
+
+def test_max_connections_counts_the_whole_cluster(redis, uid) -> None:
+    config = '[[apps]]\nid = "1"\nkey = "capped-key"\nsecret = "s"\nmax_connections = 3\n'
+    env = _env(redis, f"cap-{uid}", PYSERVER_REDIS_HEARTBEAT="0.3", PYSERVER_REDIS_DEAD_AFTER="2")
+    a, b = ServerProcess(config, env=env), ServerProcess(config, env=env)
+    try:
+        path = f"/app/capped-key{WS_QUERY}"
+        on_a = [RawWebSocket(a.port, path) for _ in range(2)]
+        assert all(ws.recv()["event"] == "pusher:connection_established" for ws in on_a)
+        time.sleep(1.0)  # both nodes have reported and summed at least once
+        third = RawWebSocket(b.port, path)
+        assert third.recv()["event"] == "pusher:connection_established"
+        time.sleep(1.0)
+        for node in (a, b):  # one more anywhere is over the app's 3
+            refused = RawWebSocket(node.port, path)
+            assert refused.expect_close().code == 4004
+        on_a[0].close()
+        time.sleep(1.0)
+        again = RawWebSocket(b.port, path)  # a freed slot is usable from the other node
+        assert again.recv()["event"] == "pusher:connection_established"
+    finally:
+        a.stop()
+        b.stop()

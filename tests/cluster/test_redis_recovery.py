@@ -44,6 +44,9 @@ class Peer:
     def remote_user_left(self, user_id: str) -> None:
         self.reported.append(("user_offline", user_id))
 
+    def connection_count(self) -> int:
+        return 0
+
 
 class Sock:
     def __init__(self, socket_id: str) -> None:
