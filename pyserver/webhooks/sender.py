@@ -26,9 +26,10 @@ log = logging.getLogger("pyserver.webhooks")
 MAX_BACKOFF = 60.0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Delivery:
-    """One HTTP request to send: its signed body is fixed at creation."""
+    """One HTTP request to send: its signed body is fixed at creation. Compared and hashed
+    by identity: the sender keeps deliveries in sets and dicts while they are under way."""
 
     url: str
     body: bytes
@@ -65,7 +66,7 @@ class WebhookSender:
         self.retry_base = retry_base
         self.stats = SenderStats()
         self._retries: dict[Delivery, asyncio.TimerHandle] = {}
-        self._busy = 0
+        self._sending: set[Delivery] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self.on_attempt: Callable[[Delivery, str], None] | None = None
@@ -74,7 +75,7 @@ class WebhookSender:
     @property
     def pending(self) -> int:
         """Deliveries queued, being sent or waiting for a retry."""
-        return self.queue.qsize() + self._busy + len(self._retries)
+        return self.queue.qsize() + len(self._sending) + len(self._retries)
 
     def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.concurrency)
@@ -101,11 +102,11 @@ class WebhookSender:
     async def _work(self) -> None:
         while True:
             delivery = await self.queue.get()
-            self._busy += 1
+            self._sending.add(delivery)
             try:
                 await self._attempt(delivery)
             finally:
-                self._busy -= 1
+                self._sending.discard(delivery)
                 self.queue.task_done()
 
     async def _attempt(self, delivery: Delivery) -> None:
@@ -166,14 +167,18 @@ class WebhookSender:
             self._requeue(delivery)
         while self.pending and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        unanswered = [*self._sending]  # the receiver may have it, but never confirmed it
         left = [*self._retries]
         while not self.queue.empty():
             left.append(self.queue.get_nowait())
-        for delivery in left:
+        for delivery, what in [(d, "unanswered at") for d in unanswered] + [
+            (d, "not sent before") for d in left
+        ]:
             log.error(
-                "webhook to %s for app %s not sent before shutdown: %s",
+                "webhook to %s for app %s %s shutdown: %s",
                 delivery.url,
                 delivery.app_id,
+                what,
                 delivery.body.decode(),
             )
         for handle in self._retries.values():

@@ -27,6 +27,7 @@ def _config(receiver: WebhookReceiver) -> str:
     return f"""
 webhook_delay = 1.5
 webhook_retry_base = 0.2
+webhook_concurrency = 2
 
 [[apps]]
 id = "{HOOK.id}"
@@ -239,18 +240,24 @@ def test_user_online_and_offline_extension(hook_server, receiver, uid) -> None:
 def test_failing_receiver_gets_the_event_later_with_original_time(
     hook_server, receiver, uid, js: JsDriver
 ) -> None:
-    receiver.fail_next("/retry", 2)
+    # more failures than the server has delivery workers (2): none may be lost on the way
+    receiver.fail_next("/retry", 3)
     created = time.time()
     s = PusherSocket(hook_server.port, RETRY)
     s.subscribe(f"r-{uid}")
     delivery, _ = receiver.wait_for(
         lambda e: e.get("channel") == f"r-{uid}", timeout=10, path="/retry"
     )
-    assert receiver.attempts["/retry"] >= 3
+    assert receiver.attempts["/retry"] >= 4
     assert abs(delivery.json["time_ms"] / 1000 - created) < 0.3, "time_ms is the creation time"
-    assert delivery.at - created >= 0.5, "two failures then backoff"
+    assert delivery.at - created >= 1.2, "three failures, each followed by a longer backoff"
     _validated(delivery, RETRY, js)
+    # and the sender still works afterwards
+    later = PusherSocket(hook_server.port, RETRY)
+    later.subscribe(f"r2-{uid}")
+    receiver.wait_for(lambda e: e.get("channel") == f"r2-{uid}", timeout=5, path="/retry")
     s.close()
+    later.close()
 
 
 def test_batching_collects_events_and_never_mixes_apps(
