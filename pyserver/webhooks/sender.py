@@ -105,6 +105,13 @@ class WebhookSender:
             self._sending.add(delivery)
             try:
                 await self._attempt(delivery)
+            except Exception:  # a bug must cost one delivery, not a worker for good
+                log.exception(
+                    "webhook to %s for app %s failed unexpectedly and is dropped: %s",
+                    delivery.url,
+                    delivery.app_id,
+                    delivery.body.decode(),
+                )
             finally:
                 self._sending.discard(delivery)
                 self.queue.task_done()

@@ -14,6 +14,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+UNEXPECTED = re.compile(
+    r"Traceback \(most recent call last\)|exception was never retrieved|Exception in callback"
+)
+"""What the server prints only when a task or callback died of a bug: any test fails on it."""
 
 
 class ServerProcess:
@@ -58,7 +62,8 @@ class ServerProcess:
         if not self.port:
             self.proc.kill()
             raise RuntimeError("pyserver did not start:\n" + "".join(self.log))
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
 
     def metrics_port(self, timeout: float = 10) -> int:
         """The port of the metrics listener, from the start-up log."""
@@ -89,4 +94,11 @@ class ServerProcess:
         if self.config_path:
             os.unlink(self.config_path)
             self.config_path = None
+        self._drainer.join(timeout=5)
+        output = self.output()
+        crash = UNEXPECTED.search(output)
+        if crash is not None:
+            raise AssertionError(
+                "the server logged a bug:\n" + output[max(0, crash.start() - 500) :]
+            )
         return self.proc.returncode
