@@ -413,6 +413,8 @@ class RedisAdapter(Adapter):
                     self._failed(exc)
                     if not self.healthy:
                         self._outbox.clear()
+                except Exception:  # a bug must cost this batch, not every later publish
+                    log.exception("redis adapter: publishing %d messages failed", len(batch))
 
     async def _listen(self) -> None:
         while True:
