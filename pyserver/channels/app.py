@@ -20,12 +20,12 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Coroutine, Iterable
-from typing import Any, Protocol, cast
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol
 
 from pyserver.auth.signatures import auth_problem, channel_string_to_sign, user_string_to_sign
-from pyserver.channels import tasks
 from pyserver.channels.observer import AppObserver
 from pyserver.channels.registry import ChannelRegistry
 from pyserver.cluster.adapter import Adapter, CachedEvent, CountChange, Transition
@@ -87,6 +87,10 @@ class Client(Protocol):
 
     def take_client_event_token(self, per_second: int) -> bool:
         """Spend one of the client's client-event allowance; False when over the limit."""
+
+    def run_when_idle(self, action: Callable[[], Handled]) -> None:
+        """Run `action` (and the coroutine it may return) as if it were the client's next
+        message: after the handler now running, before the messages queued behind it."""
 
 
 class App:
@@ -373,18 +377,19 @@ class App:
     def kick_local(self, name: str, user_id: str | None, socket_id: str | None) -> None:
         if socket_id is not None:
             found = self.clients.get(socket_id)
-            targets = [found] if found is not None and name in found.channels else []
-        else:
-            subscribers = cast(list[Client], self.registry.subscribers(name))
-            targets = [c for c in subscribers if _is_user(c, name, user_id)]
-        notice = frames.kicked(name, "You were removed from this channel by the app")
-        work = []
+            targets = [found] if found is not None else []
+        else:  # all connections, not just the registry's: a subscribe may still be under way
+            targets = [c for c in self.clients.values() if _is_user(c, name, user_id)]
         for client in targets:
-            client.send_message(notice)
-            work.append(self._leave(client, name))
-        leaving = _in_order(work)
-        if leaving is not None:
-            tasks.run(leaving, self.adapter.completes_synchronously)
+            # Queued like a message of that client, so a kick never overtakes a subscribe
+            # still waiting for the adapter (which would then complete after it).
+            client.run_when_idle(functools.partial(self._kick_now, client, name))
+
+    def _kick_now(self, client: Client, name: str) -> Handled:
+        if name not in client.channels:
+            return None
+        client.send_message(frames.kicked(name, "You were removed from this channel by the app"))
+        return self._leave(client, name)
 
     # --- events --------------------------------------------------------------------------
 
@@ -447,6 +452,8 @@ class App:
 def _is_user(client: Client, channel: str, user_id: str | None) -> bool:
     """Whether `client` is in `channel` as `user_id`: its presence member id there, else
     the user it signed in as."""
+    if channel not in client.channels:
+        return False
     member = client.channels.get(channel)
     if member is not None:
         return member == user_id

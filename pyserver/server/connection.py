@@ -25,7 +25,7 @@ import logging
 import time
 import typing
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -195,7 +195,7 @@ class Connection(asyncio.Protocol):
         self.channels: dict[str, str | None] = {}
         self.user: SignedInUser | None = None
         self.out: list[bytes] | None = None
-        self.backlog: deque[bytes] | None = None
+        self.backlog: deque[bytes | Callable[[], Coroutine[Any, Any, None] | None]] | None = None
         self.active = True
         self.auth_deadline = 0.0
         self.idle_ticks = 0
@@ -424,9 +424,24 @@ class Connection(asyncio.Protocol):
             return
         backlog, self.backlog = self.backlog, None
         while backlog and self.backlog is None and not self.closing:
-            self._message(backlog.popleft())
+            item = backlog.popleft()
+            if isinstance(item, bytes):
+                self._message(item)
+            else:
+                self.run_when_idle(item)
         if backlog and self.backlog is not None:
             self.backlog.extendleft(reversed(backlog))
+
+    def run_when_idle(self, action: Callable[[], Coroutine[Any, Any, None] | None]) -> None:
+        """Run `action` as this client's next message would run (see `Client`)."""
+        if self.backlog is not None:
+            self.backlog.append(action)
+            return
+        if self.closing:
+            return
+        work = action()
+        if work is not None:
+            self._run(work)
 
     # --- HTTP ------------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ class FakeClient:
         self.user = None
         self.auth_deadline = 0.0
         self.sent: list[bytes] = []
+        self.busy = False
+        self.queued: list[Any] = []
 
     def send(self, frame: bytes) -> None:
         self.sent.append(frame)
@@ -27,6 +29,12 @@ class FakeClient:
 
     def take_client_event_token(self, per_second: int) -> bool:
         return True
+
+    def run_when_idle(self, action: Any) -> None:
+        if self.busy:  # like a Connection whose handler is still running
+            self.queued.append(action)
+        else:
+            drive(action())
 
 
 def drive(result: Any) -> None:

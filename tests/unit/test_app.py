@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from pyserver.auth.signatures import sign, user_string_to_sign
 from pyserver.channels import app as app_module
 from pyserver.channels.app import App
 from pyserver.channels.observer import AppObserver
+from pyserver.cluster.adapter import CountChange
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import AppConfig
 from pyserver.protocol.commands import Signin, Subscribe, Unsubscribe
@@ -82,3 +85,39 @@ def test_a_switched_off_watchlist_is_silent_even_over_the_limit() -> None:
     drive(app.signin(client, Signin(auth, user_data)))
     events = [orjson.loads(frame)["event"] for frame in client.sent]
     assert events == ["pusher:signin_success"]
+
+
+class SlowAdapter(LocalAdapter):
+    """The local adapter, suspending in `subscribe` like the Redis one does."""
+
+    completes_synchronously = False
+
+    async def subscribe(self, app_id: str, channel: str, socket_id: str) -> CountChange:
+        await asyncio.sleep(0.01)
+        return await super().subscribe(app_id, channel, socket_id)
+
+
+def test_a_kick_during_a_pending_subscribe_runs_after_it() -> None:
+    async def scenario() -> tuple[App, FakeClient, SlowAdapter]:
+        adapter = SlowAdapter()
+        app = App(AppConfig(id="1", key="k", secret="s"), adapter)
+        client = FakeClient("1.1")
+        app.connected(client)
+        client.busy = True  # the connection runs the subscribe as its handler...
+        subscribing = asyncio.ensure_future(app.subscribe(client, Subscribe("room", None, None)))
+        await asyncio.sleep(0)
+        app.kick("room", None, "1.1")  # ... when the API kicks that socket
+        await subscribing
+        client.busy = False
+        for action in client.queued:
+            work = action()
+            if work is not None:
+                await work
+        return app, client, adapter
+
+    app, client, adapter = asyncio.run(scenario())
+    events = [orjson.loads(frame)["event"] for frame in client.sent]
+    assert events == ["pusher_internal:subscription_succeeded", "pusher:subscription_error"]
+    assert client.channels == {}
+    assert list(app.registry.subscribers("room")) == []
+    assert adapter._counts == {}, "the subscribe and the kick's leave balance out"
