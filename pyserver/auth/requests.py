@@ -17,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Mapping, Sequence
 
 from pyserver.auth.signatures import md5_hex, request_string_to_sign, sign
@@ -50,7 +51,9 @@ def verify_request(
     try:
         skew = abs(now - float(timestamp))
     except ValueError:
-        raise Unauthorized("auth_timestamp must be a unix time in seconds") from None
+        skew = math.nan
+    if not math.isfinite(skew):  # "nan" would pass any comparison: a request replayable for ever
+        raise Unauthorized("auth_timestamp must be a unix time in seconds")
     if skew > max_skew:
         raise Unauthorized(
             f"Timestamp expired: auth_timestamp {timestamp} is more than {int(max_skew)} s "

@@ -23,7 +23,6 @@ Routes:
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +97,7 @@ class Console(EventFeed):
         elif scheme == "basic":
             try:
                 app_id, _, secret = base64.b64decode(value.strip()).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
                 raise Unauthorized("Malformed Basic credentials") from None
             app = self.server.apps_by_id.get(app_id)
             expected = app.config.secret if app is not None else "\x00 no such app"

@@ -132,7 +132,9 @@ def text_frame(payload: bytes) -> bytes:
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
-    body = struct.pack("!H", code) + reason.encode()[:123]
+    """A close frame; the reason is cut to the 123 bytes a control frame allows, on a
+    character boundary (a reason that is not valid UTF-8 fails the close for the client)."""
+    body = struct.pack("!H", code) + reason.encode()[:123].decode(errors="ignore").encode()
     return encode_frame(OP_CLOSE, body)
 
 

@@ -568,7 +568,7 @@ class Connection(asyncio.Protocol):
             protocol = query.get("protocol")
             if protocol is None:
                 raise NoProtocolVersion()
-            if not protocol.isdigit():
+            if not (protocol.isascii() and protocol.isdigit() and len(protocol) <= 3):
                 raise InvalidVersionFormat(f"Invalid protocol version '{protocol[:20]}'")
             if int(protocol) not in SUPPORTED_PROTOCOLS:
                 raise UnsupportedProtocol(

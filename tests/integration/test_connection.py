@@ -37,6 +37,8 @@ def test_socket_ids_differ(connect) -> None:
         ("/app/app-key?client=js&version=8.4.0", 4008),
         ("/app/app-key?protocol=3&client=js", 4007),
         ("/app/app-key?protocol=x", 4006),
+        ("/app/app-key?protocol=%C2%B2", 4006),  # a digit to str.isdigit, not to int()
+        ("/app/app-key?protocol=" + "7" * 5000, 4006),
         (f"/ws/app/app-key{WS_QUERY}", 4005),  # a wrong wsPath: pusher-js stops retrying
         (f"/app/{WS_QUERY}", 4001),
     ],

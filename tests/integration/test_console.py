@@ -101,6 +101,7 @@ def test_credentials_are_required(console_server) -> None:
         basic("1002", "app-secret"),  # another app's secret
         {"Authorization": "Bearer nope"},
         {"Authorization": "Basic !!not-base64!!"},
+        {"Authorization": "Basic \xe9\xe9"},  # not ASCII: b64decode raises ValueError
         {"Authorization": "app-secret"},
     ):
         status, body = _state(port, headers)

@@ -116,6 +116,17 @@ def test_verify_request_rejects_old_and_future_timestamps() -> None:
     _verify(params, now=1353088179 + 599)
 
 
+@pytest.mark.parametrize("timestamp", ["nan", "NaN", "-nan", "inf", "soon", ""])
+def test_verify_request_rejects_timestamps_that_are_no_time(timestamp: str) -> None:
+    # correctly signed over the odd value: "nan" used to pass the window check for ever
+    params = {**PARAMS, "auth_timestamp": timestamp}
+    params["auth_signature"] = sign(
+        SECRET, request_string_to_sign("POST", "/apps/3/events", params)
+    )
+    with pytest.raises(Unauthorized, match="auth_timestamp must be a unix time"):
+        _verify(params)
+
+
 def test_verify_request_needs_body_md5_for_a_body() -> None:
     params = {k: v for k, v in PARAMS.items() if k != "body_md5"}
     params["auth_signature"] = sign(

@@ -87,6 +87,10 @@ def test_close_frame_round_trip() -> None:
     assert frame[0] == 0x80 | OP_CLOSE
     assert parse_close(frame[2:]) == (4201, "Pong reply not received")
     assert parse_close(b"") == (None, "")
+    # a long reason is cut on a character boundary, so it stays valid UTF-8
+    cut = close_frame(4001, "é" * 100)
+    assert len(cut) == 2 + 2 + 122
+    assert cut[4:].decode("utf-8") == "é" * 61
 
 
 def test_deflate_round_trip_and_shared_compression() -> None:
