@@ -34,6 +34,8 @@ LEAVE_MARGIN = 2.0
 """Seconds a pending-leave marker outlives the webhook delay, so the timer finds it."""
 CACHE_PURGE_MIN = 1_024
 """Cached events kept before the first purge of expired ones (amortised O(1) per put)."""
+PURGE_MIN = 10_000
+"""Pending-leave markers kept before the first purge of expired ones (amortised O(1))."""
 
 
 class _Member:
@@ -50,12 +52,16 @@ class PendingLeaves:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._expiry: dict[LeaveKey, float] = {}
+        self._purge_above = PURGE_MIN
 
     def mark(self, key: LeaveKey) -> None:
         now = time.monotonic()
-        if len(self._expiry) > 10_000:
-            self._expiry = {k: t for k, t in self._expiry.items() if t > now}
         self._expiry[key] = now + self.ttl
+        if len(self._expiry) > self._purge_above:
+            # Only once the markers have doubled since the last purge: purging on every mark
+            # above a fixed size made 40,000 leaves at once (a mass disconnect) take 10 s.
+            self._expiry = {k: t for k, t in self._expiry.items() if t > now}
+            self._purge_above = max(PURGE_MIN, 2 * len(self._expiry))
 
     def take(self, key: LeaveKey) -> bool:
         expiry = self._expiry.pop(key, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -48,3 +49,16 @@ def test_channels_triggered_once_and_never_read_do_not_grow_memory(clock: Clock)
     assert len(adapter._cache) <= 2 * CACHE_PURGE_MIN
     newest = asyncio.run(adapter.cache_get("a", f"cache-{50 * CACHE_PURGE_MIN - 1}"))
     assert newest is not None
+
+
+def test_many_leaves_at_once_stay_cheap(clock: Clock) -> None:
+    # a mass disconnect: every mark used to rescan all markers once above 10,000
+    pending = local.PendingLeaves(ttl=5.0)
+    started = time.perf_counter()
+    for i in range(60_000):
+        pending.mark(("channel", "a", f"c-{i}"))
+    assert time.perf_counter() - started < 1.0
+    assert pending.take(("channel", "a", "c-59999"))
+    clock.now += 6
+    pending.mark(("channel", "a", "late"))
+    assert not pending.take(("channel", "a", "c-1"))
