@@ -36,6 +36,7 @@ from pyserver.protocol.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from pyserver.protocol.jsontext import TooDeep, encode_text
 from pyserver.protocol.names import channel_name_problem, channel_type, event_name_problem
 from pyserver.server.http import EMPTY_OK, Request, Response, error_response, json_response
 
@@ -256,7 +257,10 @@ class Api:
         if data is None:
             raise BadRequest("'data' is required")
         if not isinstance(data, str):
-            data = orjson.dumps(data).decode()
+            try:
+                data = encode_text(data)
+            except TooDeep as exc:
+                raise BadRequest(f"'data': {exc}") from None
         if len(data.encode()) > app.config.max_event_payload_bytes:
             raise PayloadTooLarge(
                 f"Event data is larger than {app.config.max_event_payload_bytes} bytes"

@@ -48,6 +48,7 @@ from pyserver.protocol.members import (
     Member,
     MemberDataError,
     SignedInUser,
+    check_user_info,
     parse_channel_data,
     parse_user_data,
 )
@@ -175,6 +176,10 @@ class App:
             # pusher-js >= 7.4 joins as the signed-in user when the auth has no channel_data.
             if client.user is None:
                 raise SubscriptionError(name, "Presence channels need channel_data or a signin")
+            try:
+                check_user_info(client.user.user_info, self.config.max_presence_user_info_bytes)
+            except MemberDataError as exc:
+                raise SubscriptionError(name, f"Signed-in user_data: {exc}") from None
             return Member(client.user.user_id, client.user.user_info)
         try:
             return parse_channel_data(

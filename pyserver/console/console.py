@@ -39,6 +39,7 @@ from pyserver.protocol.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from pyserver.protocol.jsontext import TooDeep, encode_text
 from pyserver.protocol.names import channel_name_problem, event_name_problem
 from pyserver.server.http import Request, Response
 
@@ -164,7 +165,10 @@ class Console(EventFeed):
         if problem is not None:
             raise BadRequest(problem)
         if not isinstance(data, str):
-            data = orjson.dumps(data).decode()
+            try:
+                data = encode_text(data)
+            except TooDeep as exc:
+                raise BadRequest(f"'data': {exc}") from None
         if len(data.encode()) > app.config.max_event_payload_bytes:
             raise PayloadTooLarge(
                 f"Event data is larger than {app.config.max_event_payload_bytes} bytes"

@@ -20,6 +20,7 @@ import orjson
 
 from pyserver.protocol import frames
 from pyserver.protocol.errors import BadMessage
+from pyserver.protocol.jsontext import TooDeep, encode_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,10 @@ def _raw_json_field(event: str, data: dict[str, Any], key: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, dict):
-        return orjson.dumps(value).decode()
+        try:
+            return encode_text(value)
+        except TooDeep as exc:
+            raise BadMessage(f"Invalid {event}: 'data.{key}': {exc}") from None
     raise BadMessage(f"Invalid {event}: 'data.{key}' must be a JSON string")
 
 
@@ -147,5 +151,8 @@ def _client_event(event: str, message: dict[str, Any]) -> ClientEvent:
     if not isinstance(channel, str) or not channel:
         raise BadMessage(f"Invalid client event '{event[:100]}': 'channel' is required")
     data = message.get("data")
-    encoded = data if isinstance(data, str) else orjson.dumps(data).decode()
+    try:
+        encoded = data if isinstance(data, str) else encode_text(data)
+    except TooDeep as exc:
+        raise BadMessage(f"Invalid client event '{event[:100]}': 'data': {exc}") from None
     return ClientEvent(event=event, channel=channel, data=encoded)

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from pyserver.protocol.jsontext import TooDeep, encode
 from pyserver.protocol.names import MAX_USER_ID, user_id_problem
 
 
@@ -65,9 +66,20 @@ def parse_channel_data(raw: str, max_user_info_bytes: int) -> Member:
     if len(user_id) > MAX_USER_ID:
         raise MemberDataError(f"user_id is longer than {MAX_USER_ID} characters")
     user_info = data.get("user_info")
-    if user_info is not None and len(orjson.dumps(user_info)) > max_user_info_bytes:
-        raise MemberDataError(f"user_info is larger than {max_user_info_bytes} bytes")
+    check_user_info(user_info, max_user_info_bytes)
     return Member(user_id, user_info)
+
+
+def check_user_info(user_info: object, max_bytes: int) -> None:
+    """Raise `MemberDataError` unless `user_info` encodes to at most `max_bytes`."""
+    if user_info is None:
+        return
+    try:
+        size = len(encode(user_info))
+    except TooDeep as exc:
+        raise MemberDataError(f"user_info: {exc}") from None
+    if size > max_bytes:
+        raise MemberDataError(f"user_info is larger than {max_bytes} bytes")
 
 
 def parse_user_data(raw: str, max_watchlist: int) -> tuple[SignedInUser, bool]:
@@ -81,6 +93,10 @@ def parse_user_data(raw: str, max_watchlist: int) -> tuple[SignedInUser, bool]:
     watchlist_raw = data.get("watchlist") or []
     if not isinstance(watchlist_raw, list):
         raise MemberDataError("user_data.watchlist must be a list of user ids")
+    try:
+        encode(data.get("user_info"))  # presence frames will carry it
+    except TooDeep as exc:
+        raise MemberDataError(f"user_data.user_info: {exc}") from None
     watchlist = [w for w in (normalise_user_id(w) for w in watchlist_raw) if w]
     cut = len(watchlist) > max_watchlist
     user = SignedInUser(

@@ -105,6 +105,7 @@ def test_batch_through_the_sdk(connect, uid, py_sdk) -> None:
         ({"name": "e", "channel": "c", "data": "x", "info": "bogus"}, 400),
         ({"name": "x" * 201, "channel": "c", "data": "x"}, 400),
         ({"name": "pusher:error", "channel": "c", "data": "x"}, 400),
+        ({"name": "e", "channel": "c", "data": json.loads("[" * 300 + "]" * 300)}, 400),
         ({"name": "pusher_internal:member_added", "channel": "presence-c", "data": "{}"}, 400),
         ([1, 2], 400),
     ],

@@ -259,6 +259,29 @@ def test_presence_without_channel_data_joins_as_signed_in_user(js, client, uid, 
     assert members["members"] == {f"si-{uid}": {"role": "admin"}}
 
 
+def test_signed_in_user_info_obeys_the_presence_limits(connect, uid) -> None:
+    big = connect()
+    auth = sdk(1).authenticate_user(
+        big.socket_id, {"id": f"big-{uid}", "user_info": {"b": "x" * 2000}}
+    )
+    big.send_json({"event": "pusher:signin", "data": auth})
+    assert big.recv()["event"] == "pusher:signin_success"
+    channel = f"presence-big-{uid}"
+    error = big.subscribe(channel, auth=sdk(1).authenticate(channel, big.socket_id)["auth"])
+    assert error["event"] == "pusher:error" and "1024" in error["data"]["message"]
+    assert big.recv()["event"] == "pusher:subscription_error"
+    # user_info nested too deeply to be written into presence frames is refused at sign-in,
+    # so it can never poison a presence channel for everyone else
+    deep = connect()
+    nested: list = []
+    for _ in range(300):
+        nested = [nested]
+    auth = sdk(1).authenticate_user(deep.socket_id, {"id": f"deep-{uid}", "user_info": nested})
+    deep.send_json({"event": "pusher:signin", "data": auth})
+    error = deep.recv()
+    assert error["event"] == "pusher:error" and "255 levels" in error["data"]["message"]
+
+
 # --- 8. authorized connections --------------------------------------------------------------
 
 

@@ -83,6 +83,19 @@ def test_bad_frames_raise_bad_message(frame: bytes) -> None:
         parse_command(frame)
 
 
+def test_json_too_deep_to_write_back_is_a_bad_message() -> None:
+    deep = "[" * 300 + "]" * 300  # orjson reads it but cannot write it again
+    frames_ = (
+        '{"event":"client-x","channel":"private-c","data":' + deep + "}",
+        '{"event":"pusher:subscribe","data":{"channel":"presence-c","channel_data":{"a":'
+        + deep
+        + "}}}",
+    )
+    for frame in frames_:
+        with pytest.raises(BadMessage, match="nested more than 255 levels"):
+            parse_command(frame.encode())
+
+
 @given(st.binary(max_size=200))
 def test_any_bytes_parse_or_raise_a_pusher_error(data: bytes) -> None:
     with contextlib.suppress(PusherError):

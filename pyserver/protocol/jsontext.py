@@ -1,0 +1,26 @@
+"""JSON text of values that came from outside (client events, channel and user data, API
+trigger data): the one place that turns an unencodable value into a clear error.
+
+Invariant: `orjson.loads` accepts deeper nesting (about 1,024 levels) than `orjson.dumps`
+can write back (255), so anything parsed from a client and re-encoded goes through
+`encode`, which raises `TooDeep` instead of a bare `TypeError` deep in a handler.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class TooDeep(ValueError):
+    """The value cannot be written back as JSON (nested more than 255 levels)."""
+
+
+def encode(value: object) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        raise TooDeep("JSON nested more than 255 levels deep") from None
+
+
+def encode_text(value: object) -> str:
+    return encode(value).decode()
