@@ -45,6 +45,8 @@ CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_TOO_BIG = 1009
+MAX_FRAGMENTS = 1_024
+"""Frames one message may be split into (their sizes are capped together separately)."""
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _pack_16 = struct.Struct("!BBH").pack
@@ -138,6 +140,11 @@ def close_frame(code: int, reason: str = "") -> bytes:
     return encode_frame(OP_CLOSE, body)
 
 
+def close_code_allowed(code: int) -> bool:
+    """Whether a peer may send `code` in a close frame (RFC 6455 7.4; else answer 1002)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 def parse_close(payload: bytes) -> tuple[int | None, str]:
     """The code and reason of a close frame's payload (no code when the payload is empty)."""
     if len(payload) < 2:
@@ -195,6 +202,8 @@ class FrameReader:
                 length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
                 header = 10
             if opcode >= OP_CLOSE:
+                if opcode > OP_PONG:
+                    raise WebSocketError(CLOSE_PROTOCOL_ERROR, f"Unknown opcode {opcode}")
                 if length > 125 or not b0 & 0x80:
                     raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Invalid control frame")
             elif length + self._fragment_size > self.max_size:
@@ -230,6 +239,8 @@ class FrameReader:
         if opcode == OP_CONTINUATION:
             if fragments is None:
                 raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Unexpected continuation frame")
+            if len(fragments) >= MAX_FRAGMENTS:  # empty fragments would grow memory for ever
+                raise WebSocketError(CLOSE_TOO_BIG, f"Message in more than {MAX_FRAGMENTS} frames")
             fragments.append(payload)
             self._fragment_size += len(payload)
             if fin:

@@ -62,6 +62,7 @@ from pyserver.protocol.errors import (
 from pyserver.protocol.members import SignedInUser
 from pyserver.protocol.websocket import (
     CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR,
     DEFLATE_RESPONSE,
     OP_BINARY,
     OP_CLOSE,
@@ -71,6 +72,7 @@ from pyserver.protocol.websocket import (
     FrameReader,
     WebSocketError,
     accept_key,
+    close_code_allowed,
     close_frame,
     encode_frame,
     offers_deflate,
@@ -366,7 +368,10 @@ class Connection(asyncio.Protocol):
                 self.send(encode_frame(OP_PONG, payload))
             elif opcode == OP_CLOSE:
                 code, _ = parse_close(payload)
-                self.close(code if code is not None and code < 4000 else CLOSE_NORMAL)
+                if code is not None and not close_code_allowed(code):
+                    self.close(CLOSE_PROTOCOL_ERROR, "Invalid close code")
+                else:
+                    self.close(code if code is not None and code < 4000 else CLOSE_NORMAL)
             elif opcode == OP_BINARY:
                 self.report(BadMessage("Binary frames are not supported; send JSON text frames"))
             # OP_PONG: activity is all it means

@@ -56,6 +56,11 @@ class RawWebSocket:
             raise ConnectionError(head.decode())
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True, mask: bool = True) -> None:
+        self.sock.sendall(self.frame(opcode, payload, fin, mask))
+
+    @staticmethod
+    def frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True) -> bytes:
+        """One client frame, as bytes (to send many in one write)."""
         first = (0x80 if fin else 0) | opcode
         n = len(payload)
         bit = 0x80 if mask else 0
@@ -74,7 +79,7 @@ class RawWebSocket:
                 else b""
             )
             header += key
-        self.sock.sendall(header + payload)
+        return header + payload
 
     def send_text(self, text: str | bytes) -> None:
         self.send_frame(OP_TEXT, text.encode() if isinstance(text, str) else text)

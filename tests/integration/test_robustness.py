@@ -75,10 +75,29 @@ def test_fragmented_message_is_reassembled(connect) -> None:
     assert s.recv()["event"] == "pusher:pong"
 
 
-def test_client_close_is_answered(connect) -> None:
+@pytest.mark.parametrize(("sent", "answer"), [(1000, 1000), (1001, 1001), (3000, 3000)])
+def test_client_close_is_answered(connect, sent: int, answer: int) -> None:
     s = connect()
-    s.send_frame(8, (1000).to_bytes(2, "big") + b"bye")
-    assert s.expect_close().code == 1000
+    s.send_frame(8, sent.to_bytes(2, "big") + b"bye")
+    assert s.expect_close().code == answer
+
+
+@pytest.mark.parametrize("code", [0, 999, 1005, 1006, 1015, 2999, 5000])
+def test_a_close_code_no_peer_may_send_is_a_protocol_error(connect, code: int) -> None:
+    s = connect()
+    s.send_frame(8, code.to_bytes(2, "big"))
+    assert s.expect_close().code == 1002
+
+
+def test_reserved_control_opcodes_and_endless_fragments_close_the_connection(connect) -> None:
+    s = connect()
+    s.send_frame(0xB, b"")
+    assert s.expect_close().code == 1002
+    s = connect()
+    # empty continuations: no bytes, but memory for each (sent in one write, as an attack would)
+    endless = [s.frame(1, b"", fin=False)] + [s.frame(0, b"", fin=False)] * 1_100
+    s.sock.sendall(b"".join(endless))
+    assert s.expect_close().code == 1009
 
 
 def test_abrupt_disconnects_and_garbage_do_not_hurt_the_server(
