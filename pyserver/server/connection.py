@@ -86,6 +86,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyserver.connection")
 
+MAX_HEAD_BYTES = 65_536
+"""Request line and headers of one HTTP request (431 above): httptools buffers them."""
 TLS_HANDSHAKE = b"\x16\x03"
 """How a TLS ClientHello starts: a client speaking wss:// or https:// to a plain port."""
 
@@ -113,7 +115,18 @@ _KEPT_HEADERS = frozenset(
 class _HttpState:
     """Per-request parsing state; dropped once the connection upgrades."""
 
-    __slots__ = ("backlog", "body", "body_size", "busy", "conn", "headers", "parser", "url")
+    __slots__ = (
+        "backlog",
+        "body",
+        "body_size",
+        "busy",
+        "conn",
+        "head_bytes",
+        "headers",
+        "in_head",
+        "parser",
+        "url",
+    )
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -124,9 +137,15 @@ class _HttpState:
         self.body_size = 0
         self.backlog: deque[Request] = deque()
         self.busy = False
+        self.in_head = False
+        """A request has begun and its headers are not complete yet."""
+        self.head_bytes = 0
+        """Bytes received since then (httptools buffers an unfinished header itself)."""
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self.in_head = True
+        self.head_bytes = 0
         self.url = b""
         self.headers = {}
         self.body = []
@@ -139,6 +158,9 @@ class _HttpState:
         key = name.lower()
         if key in _KEPT_HEADERS:
             self.headers[key.decode("latin-1")] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -248,9 +270,17 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused = True
+        if self.reader is None and self.transport is not None:
+            # An HTTP client sending requests without reading the answers: stop reading
+            # until it catches up, so answers cannot pile up in memory.
+            with contextlib.suppress(RuntimeError):  # the transport is already closing
+                self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.paused = False
+        if self.reader is None and self.transport is not None and not self.closing:
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -319,6 +349,18 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     # --- activity (driven by the server's sweep) -------------------------------------------
+
+    def http_tick(self, close_after: int) -> None:
+        """Close an HTTP connection that sent nothing for `close_after` sweeps (an idle
+        keep-alive, or a client that stopped in the middle of a request)."""
+        if self.active or (self.http is not None and self.http.busy):
+            self.active = False
+            self.idle_ticks = 0
+            return
+        self.idle_ticks += 1
+        if self.idle_ticks >= close_after and self.transport is not None:
+            self.closing = True
+            self.transport.close()
 
     def tick(self, ping_after: int, close_after: int, now: float) -> None:
         if self.auth_deadline and now > self.auth_deadline:
@@ -453,6 +495,9 @@ class Connection(asyncio.Protocol):
     def _http_data(self, data: bytes) -> None:
         http = self.http
         assert http is not None
+        self.active = True
+        if http.in_head:
+            http.head_bytes += len(data)
         try:
             http.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -462,6 +507,12 @@ class Connection(asyncio.Protocol):
             if data.startswith(TLS_HANDSHAKE):
                 self.server.hint_tls_on_plain_port()
             self._respond(error_response(400, "Malformed HTTP request"), keep_alive=False)
+            return
+        if http.in_head and http.head_bytes > MAX_HEAD_BYTES:
+            self._respond(
+                error_response(431, f"Request line and headers over {MAX_HEAD_BYTES} bytes"),
+                keep_alive=False,
+            )
             return
         self._serve_http_backlog()
 

@@ -100,6 +100,7 @@ class Server:
         authz = [a.authorized_connections_timeout / 2 for a in settings.apps]
         self.tick_seconds = min(5.0, max(0.25, min([liveness, *filter(None, authz)])))
         self._ping_after = max(1, math.ceil(settings.activity_timeout / self.tick_seconds))
+        self._http_close_after = max(1, math.ceil(settings.http_idle_timeout / self.tick_seconds))
         self._close_after = self._ping_after + max(
             1, math.ceil(settings.pong_timeout / self.tick_seconds)
         )
@@ -248,9 +249,12 @@ class Server:
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
         ping_after, close_after = self._ping_after, self._close_after
         now = time.monotonic()
+        http_close_after = self._http_close_after
         for connection in list(self.connections):
             if connection.reader is not None:
                 connection.tick(ping_after, close_after, now)
+            elif connection.http is not None:
+                connection.http_tick(http_close_after)
         for app in self.apps_by_id.values():
             app.tick()
 

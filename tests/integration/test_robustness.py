@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
+from tests.integration.httpapi import request
 from tests.integration.rawws import OP_BINARY, OP_TEXT
+from tests.integration.serverproc import ServerProcess
 
 BAD_FRAMES = [
     "not json",
@@ -114,3 +117,51 @@ def test_abrupt_disconnects_and_garbage_do_not_hurt_the_server(
     s.subscribe(f"after-{uid}")
     py_sdk.trigger(f"after-{uid}", "alive", {})
     assert s.recv()["event"] == "alive"
+
+
+def test_http_heads_are_bounded_and_silent_http_connections_closed() -> None:
+    proc = ServerProcess(env={"PYSERVER_HTTP_IDLE_TIMEOUT": "1", "PYSERVER_ACTIVITY_TIMEOUT": "2"})
+    try:
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
+            sock.sendall(b"GET /up HTTP/1.1\r\nX-Endless: ")
+            for _ in range(20):  # a header that never ends
+                sock.sendall(b"a" * 8192)
+            assert sock.recv(1024).startswith(b"HTTP/1.1 431")
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as idle:
+            idle.sendall(b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert idle.recv(1024).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            assert idle.recv(1024) == b"", "an idle keep-alive connection is closed"
+            assert time.monotonic() - started < 4
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as half:
+            half.sendall(b"GET /up HTTP/1.1\r\nHost:")  # and then nothing
+            assert half.recv(1024) == b""
+    finally:
+        assert proc.stop() == 0
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_pipelined_requests_from_a_client_that_does_not_read_stay_bounded() -> None:
+    proc = ServerProcess()
+    try:
+        before = _rss_mb(proc.proc.pid)
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as sock:
+            sock.setblocking(False)
+            burst = b"GET /up HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                try:
+                    sock.send(burst)
+                except BlockingIOError:
+                    time.sleep(0.05)
+            # the server stopped reading once its answers were not read: they no longer
+            # pile up in its memory (about 40 MB here before)
+            assert _rss_mb(proc.proc.pid) - before < 16
+            assert request(proc.port, "GET", "/up")[0] == 200, "other clients are served"
+    finally:
+        assert proc.stop() == 0
