@@ -172,9 +172,11 @@ class Settings(BaseSettings):
     clients do not need it."""
     max_message_bytes: int = Field(default=65_536, ge=1_024)
     """Largest WebSocket message accepted from a client (1009 above)."""
-    http_idle_timeout: float = Field(default=60.0, gt=0, le=3_600)
+    http_idle_timeout: float = Field(default=75.0, gt=0, le=3_600)
     """Seconds an HTTP connection (keep-alive or half-sent request) may stay silent before
-    it is closed; WebSocket connections follow activity_timeout instead."""
+    it is closed; WebSocket connections follow activity_timeout instead. Above the 60 s
+    that nginx upstreams and cloud load balancers keep idle connections, so they close
+    first and never send on a connection we are closing."""
     max_request_bytes: int = Field(default=1_048_576, ge=1_024)
     """Largest HTTP API request body (413 above)."""
     write_buffer_cap: int = Field(default=8 * 1_048_576, ge=65_536)
