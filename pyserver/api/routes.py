@@ -37,7 +37,13 @@ from pyserver.protocol.errors import (
     Unauthorized,
 )
 from pyserver.protocol.jsontext import TooDeep, encode_text
-from pyserver.protocol.names import channel_name_problem, channel_type, event_name_problem
+from pyserver.protocol.names import (
+    MAX_USER_ID,
+    channel_name_problem,
+    channel_type,
+    event_name_problem,
+    user_id_problem,
+)
 from pyserver.server.http import EMPTY_OK, Request, Response, error_response, json_response
 
 HandlerResult = Response | Coroutine[Any, Any, Response]
@@ -358,6 +364,7 @@ class Api:
     def _kick(self, app: App, request: Request, channel: str) -> Response:
         """Extension: `POST /apps/{id}/channels/{name}/unsubscribe` with `{"user_id": ...}` or
         `{"socket_id": ...}` removes those subscriptions. Answers `{}`."""
+        _check_channel(channel)
         body = _json_object(request.body)
         user_id, socket_id = body.get("user_id"), body.get("socket_id")
         if (user_id is None) == (socket_id is None):
@@ -365,12 +372,17 @@ class Api:
         for value in (user_id, socket_id):
             if value is not None and (not isinstance(value, str) or not value):
                 raise BadRequest("'user_id' and 'socket_id' must be non-empty strings")
+        if user_id is not None and len(user_id) > MAX_USER_ID:
+            raise BadRequest(f"'user_id' is longer than {MAX_USER_ID} characters")
+        if socket_id is not None and _SOCKET_ID.fullmatch(socket_id) is None:
+            raise BadRequest(f"Invalid socket_id '{socket_id[:64]}': expected digits.digits")
         app.kick(channel, user_id, socket_id)
         return EMPTY_OK
 
     def _terminate(self, app: App, request: Request, user_id: str) -> Response:
-        if not user_id:
-            raise BadRequest("A user id is required")
+        problem = user_id_problem(user_id)
+        if problem is not None:
+            raise BadRequest(f"Invalid user id '{user_id[:128]}': {problem}")
         app.terminate_user(user_id)
         return EMPTY_OK
 

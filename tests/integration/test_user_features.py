@@ -354,6 +354,12 @@ def test_kick_by_socket_id_and_bad_requests(connect, server, uid) -> None:
         time.sleep(0.05)
     assert signed_post(server.api_port, path, {})[0] == 400
     assert signed_post(server.api_port, path, {"user_id": "a", "socket_id": "1.1"})[0] == 400
+    assert signed_post(server.api_port, path, {"socket_id": "abc"})[0] == 400
+    assert signed_post(server.api_port, path, {"user_id": "u" * 129})[0] == 400
+    bad_channel = "/apps/1001/channels/bad%20name/unsubscribe"
+    assert signed_post(server.api_port, bad_channel, {"user_id": "a"})[0] == 400
+    bad_user = f"/apps/1001/users/{'u' * 129}/terminate_connections"
+    assert signed_post(server.api_port, bad_user, {})[0] == 400
 
 
 # --- Laravel Echo ---------------------------------------------------------------------------
