@@ -58,3 +58,14 @@ _tasks: set[asyncio.Task[None]] = set()
 
 def _log(exc: BaseException) -> None:
     log.error("background work failed", exc_info=exc)
+
+
+async def settle(timeout: float) -> None:
+    """Wait (at most `timeout` seconds) for the background Tasks started here, including
+    the ones they start meanwhile: at shutdown, leaves must reach the webhooks."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while _tasks:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        await asyncio.wait(set(_tasks), timeout=left)

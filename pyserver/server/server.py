@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 
 from pyserver.api.routes import Api
+from pyserver.channels import tasks
 from pyserver.channels.app import App
 from pyserver.channels.observer import Observers
 from pyserver.cluster.adapter import Adapter
@@ -226,6 +227,8 @@ class Server:
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.abort()
+        await asyncio.sleep(0)  # their connection_lost: the last leaves start
+        await tasks.settle(max(1.0, grace))  # leaves asking the Adapter reach the webhooks
         if self.webhooks is not None:
             await self.webhooks.close(max(1.0, grace))
         await self.adapter.close()

@@ -56,6 +56,10 @@ class WebhookDispatcher(AppObserver):
         self._pending_leaves: dict[LeaveKey, tuple[asyncio.TimerHandle, Callable[[], None]]] = {}
         self._cache_misses: dict[tuple[str, str], float] = {}
         self._batches: dict[tuple[str, int], _Batch] = {}
+        self._closing = False
+        """Set by `close`: leaves and batches are sent at once, no timer would fire any more."""
+        self._asking = 0
+        """Leaves waiting for the Adapter to say whether they still stand."""
 
     # --- AppObserver ---------------------------------------------------------------------
 
@@ -119,16 +123,23 @@ class WebhookDispatcher(AppObserver):
         created = _now_ms()
 
         async def send_if_still_gone() -> None:
-            if await self.adapter.take_pending_leave(key):
-                self._emit(app_id, channel, event, created)
+            try:
+                if await self.adapter.take_pending_leave(key):
+                    self._emit(app_id, channel, event, created)
+            finally:
+                self._asking -= 1
 
         def fire() -> None:
             self._pending_leaves.pop(key, None)
+            self._asking += 1
             tasks.run(send_if_still_gone(), self.adapter.completes_synchronously)
 
         previous = self._pending_leaves.pop(key, None)
         if previous is not None:
             previous[0].cancel()
+        if self._closing:
+            fire()
+            return
         handle = asyncio.get_running_loop().call_later(self.delay, fire)
         self._pending_leaves[key] = (handle, fire)
 
@@ -150,6 +161,9 @@ class WebhookDispatcher(AppObserver):
                 self._send(app, target, created, [event])
 
     def _add_to_batch(self, app: AppConfig, index: int, event: WebhookEvent, now: int) -> None:
+        if self._closing:
+            self._send(app, app.webhooks[index], now, [event])
+            return
         key = (app.id, index)
         batch = self._batches.get(key)
         if batch is None:
@@ -179,14 +193,18 @@ class WebhookDispatcher(AppObserver):
         self.sender.submit(Delivery(target.url, raw, headers, app.id, expires_at))
 
     async def close(self, grace: float) -> None:
-        """Send pending leaves and batches now, then let the sender flush within `grace`."""
+        """Send pending leaves and batches now, then let the sender flush within `grace`.
+        From here on every event is sent at once (`_closing`)."""
+        deadline = time.monotonic() + grace
+        self._closing = True
         for handle, fire in list(self._pending_leaves.values()):
             handle.cancel()
             fire()
-        await asyncio.sleep(0)  # let leaves that asked the Adapter finish
+        while self._asking and time.monotonic() < deadline:  # the Adapter answers each leave
+            await asyncio.sleep(0.01)
         for key in list(self._batches):
             self._flush_batch(key)
-        await self.sender.close(grace)
+        await self.sender.close(max(0.0, deadline - time.monotonic()))
 
 
 def _wants(target: WebhookTarget, name: str, channel: str | None) -> bool:

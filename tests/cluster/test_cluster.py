@@ -293,3 +293,33 @@ def test_max_connections_counts_the_whole_cluster(redis, uid) -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_sigterm_on_a_redis_node_still_sends_the_pending_leaves(redis, receiver, uid) -> None:
+    config = _with_hooks(receiver).replace("webhook_delay = 0.5", "webhook_delay = 30")
+    node = ServerProcess(config, env=_env(redis, f"bye-{uid}"))
+    try:
+        channel = f"presence-bye-{uid}"
+        s = PusherSocket(node.port)
+        s.signed_subscribe(channel, "u1")
+        receiver.wait_for(lambda e: e.get("channel") == channel, path="/cluster")
+        node.proc.send_signal(signal.SIGTERM)  # the client is closed; the leaves wait 30 s...
+        assert node.proc.wait(timeout=15) == 0
+        # ... but shutdown asks Redis whether they still stand and sends them before exiting
+        names = {
+            name
+            for name in ("member_removed", "channel_vacated")
+            if receiver.wait_for(
+                lambda e, n=name: e == {"name": n, "channel": channel, **_user(n)},
+                path="/cluster",
+                timeout=2,
+            )
+        }
+        assert names == {"member_removed", "channel_vacated"}
+        s.close()
+    finally:
+        node.stop()
+
+
+def _user(name: str) -> dict[str, str]:
+    return {"user_id": "u1"} if name == "member_removed" else {}
