@@ -704,7 +704,9 @@ class RedisAdapter(Adapter):
         async def call() -> bool:
             return bool(await self.redis.delete(self._pending(key)))
 
-        return await self._safely(call, lambda: True)
+        # While Redis is away, no: the rebuild reports each leave of the outage once, and a
+        # webhook sent now as well would be its second.
+        return await self._safely(call, lambda: False)
 
     def cache_put(self, app_id: str, channel: str, event: CachedEvent) -> None:
         value = orjson.dumps([event.payload.decode(), event.event, event.data])
