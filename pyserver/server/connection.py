@@ -336,6 +336,8 @@ class Connection(asyncio.Protocol):
         if self.closing or transport is None:
             return
         self.flush()
+        if self.closing:  # the flush found a slow consumer and closed with 4100 itself
+            return
         self.closing = True
         transport.write(close_frame(code, reason))
         transport.close()
