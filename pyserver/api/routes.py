@@ -32,11 +32,10 @@ from pyserver.protocol.errors import (
     Forbidden,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     TooManyRequests,
     Unauthorized,
 )
-from pyserver.protocol.jsontext import TooDeep, encode_text
+from pyserver.protocol.jsontext import event_data
 from pyserver.protocol.names import (
     MAX_USER_ID,
     channel_name_problem,
@@ -262,15 +261,7 @@ class Api:
         data = body.get("data")
         if data is None:
             raise BadRequest("'data' is required")
-        if not isinstance(data, str):
-            try:
-                data = encode_text(data)
-            except TooDeep as exc:
-                raise BadRequest(f"'data': {exc}") from None
-        if len(data.encode()) > app.config.max_event_payload_bytes:
-            raise PayloadTooLarge(
-                f"Event data is larger than {app.config.max_event_payload_bytes} bytes"
-            )
+        data = event_data(data, app.config.max_event_payload_bytes)
         socket_id = body.get("socket_id")
         if socket_id is not None and (
             not isinstance(socket_id, str) or _SOCKET_ID.fullmatch(socket_id) is None

@@ -36,10 +36,9 @@ from pyserver.protocol.errors import (
     BadRequest,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     Unauthorized,
 )
-from pyserver.protocol.jsontext import TooDeep, encode_text
+from pyserver.protocol.jsontext import event_data
 from pyserver.protocol.names import channel_name_problem, event_name_problem
 from pyserver.server.http import Request, Response
 
@@ -164,15 +163,7 @@ class Console(EventFeed):
         problem = channel_name_problem(channel) or event_name_problem(event)
         if problem is not None:
             raise BadRequest(problem)
-        if not isinstance(data, str):
-            try:
-                data = encode_text(data)
-            except TooDeep as exc:
-                raise BadRequest(f"'data': {exc}") from None
-        if len(data.encode()) > app.config.max_event_payload_bytes:
-            raise PayloadTooLarge(
-                f"Event data is larger than {app.config.max_event_payload_bytes} bytes"
-            )
+        data = event_data(data, app.config.max_event_payload_bytes)
         assert isinstance(channel, str) and isinstance(event, str)
         app.trigger(event, [channel], data, None)
         return _json({"ok": True})

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import orjson
 
+from pyserver.protocol.errors import BadRequest, PayloadTooLarge
+
 
 class TooDeep(ValueError):
     """The value cannot be written back as JSON (nested more than 255 levels)."""
@@ -24,3 +26,16 @@ def encode(value: object) -> bytes:
 
 def encode_text(value: object) -> str:
     return encode(value).decode()
+
+
+def event_data(data: object, max_bytes: int) -> str:
+    """An API-triggered event's `data` as the text clients receive: a string as given, any
+    other JSON value encoded; 400 when it cannot be, 413 above `max_bytes`."""
+    if not isinstance(data, str):
+        try:
+            data = encode_text(data)
+        except TooDeep as exc:
+            raise BadRequest(f"'data': {exc}") from None
+    if len(data.encode()) > max_bytes:
+        raise PayloadTooLarge(f"Event data is larger than {max_bytes} bytes")
+    return data
