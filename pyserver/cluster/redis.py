@@ -42,6 +42,8 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -124,6 +126,11 @@ class RedisAdapter(Adapter):
             socket_timeout=5,
             socket_connect_timeout=2,
             health_check_interval=10,
+            # A pooled connection that Redis closed (it restarted) fails once: retry on a
+            # fresh one before calling it an outage, or every stale connection is another
+            # outage and rebuild, and the others may reap this node meanwhile.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._scripts = {

@@ -179,6 +179,7 @@ def test_redis_restart_mid_run(uid) -> None:
         client.subscribe(f"r-{uid}")
         sdk(b.port).trigger(f"r-{uid}", "before", {})
         assert client.recv()["event"] == "before"
+        _burst_of_subscribes(a.port, f"warm-{uid}")  # the pool now holds many connections
         redis.stop()
         # node A keeps serving its own clients without Redis ...
         sdk(a.port).trigger(f"r-{uid}", "during", {})
@@ -204,11 +205,27 @@ def test_redis_restart_mid_run(uid) -> None:
         assert info == {"occupied": True, "subscription_count": 1}
         sdk(b.port).trigger(f"r-{uid}", "after", {})
         assert client.recv(timeout=10)["event"] == "after"
+        # connections pooled before the restart are stale: using them is retried on a new
+        # connection, not taken for another outage (which flapped, and let the other nodes
+        # declare a live node dead)
+        _burst_of_subscribes(a.port, f"again-{uid}")
+        assert a.output().count("is unreachable") == 1, a.output()
+        assert a.output().count("Redis is back") == 1, a.output()
         client.close()
     finally:
         a.stop()
         b.stop()
         redis.stop()
+
+
+def _burst_of_subscribes(port: int, prefix: str, n: int = 40) -> None:
+    """`n` subscribes in flight at once (so as many Redis calls), then all closed."""
+    sockets = [PusherSocket(port) for _ in range(n)]
+    for i, s in enumerate(sockets):
+        s.send_json({"event": "pusher:subscribe", "data": {"channel": f"{prefix}-{i}"}})
+    for s in sockets:
+        assert s.recv(timeout=10)["event"] == "pusher_internal:subscription_succeeded"
+        s.close()
 
 
 def test_two_workers_share_the_port_and_deliver_to_all(redis, uid) -> None:
