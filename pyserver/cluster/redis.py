@@ -35,10 +35,11 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -114,7 +115,9 @@ class RedisAdapter(Adapter):
         self.url = url
         self.p = prefix
         self.node = node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.pending_ttl_ms = int((leave_delay + LEAVE_MARGIN) * 1000)
+        # A marker outlives its node's debounce timer long enough for the reaper of a node
+        # killed meanwhile to find it (`_leaving`), wait the delay itself and take it.
+        self.pending_ttl_ms = int((2 * leave_delay + dead_after + heartbeat + LEAVE_MARGIN) * 1000)
         self.heartbeat = heartbeat
         self.dead_after = dead_after
         self.bus = f"{prefix}:bus".encode()
@@ -199,6 +202,9 @@ class RedisAdapter(Adapter):
 
     def _conns(self, node: str) -> str:
         return f"{self.p}:conns:{node}"
+
+    def _leaving(self, node: str) -> str:
+        return f"{self.p}:leaving:{node}"
 
     def _reaping(self, node: str) -> str:
         return f"{self.p}:reaping:{node}"
@@ -515,6 +521,7 @@ class RedisAdapter(Adapter):
             if claimed:
                 log.warning("redis adapter: node %s stopped answering; removing its state", node)
                 await self._reap(node)
+                await self._send_orphaned(node)
                 await self.redis.delete(self._reaping(node))
 
     async def _reap(self, node: str) -> None:
@@ -606,7 +613,10 @@ class RedisAdapter(Adapter):
                     orjson.dumps(["count", app_id, channel]),
                 ],
             )
-            return CountChange(int(total), _TRANSITIONS[transition])
+            change = CountChange(int(total), _TRANSITIONS[transition])
+            if change.transition is Transition.LEFT:
+                await self._note_leaving(("channel", app_id, channel))
+            return change
 
         return await self._safely(
             call,
@@ -669,6 +679,8 @@ class RedisAdapter(Adapter):
                 ],
                 args=[self._field(socket_id), user_id, self.pending_ttl_ms],
             )
+            if last:
+                await self._note_leaving(("member", app_id, channel, user_id))
             return bool(last)
 
         return await self._safely(call, lambda: all(u != user_id for u, _ in mine.values()))
@@ -703,9 +715,40 @@ class RedisAdapter(Adapter):
                 keys=[self._user(app_id, user_id), self._pending(("user", app_id, user_id))],
                 args=[self._field(socket_id), self.pending_ttl_ms],
             )
+            if last:
+                await self._note_leaving(("user", app_id, user_id))
             return bool(last)
 
         return await self._safely(call, lambda: not sockets)
+
+    async def _note_leaving(self, key: LeaveKey) -> None:
+        """Remember a leave whose webhook this node's debounce timer holds, so that if the
+        node dies before the timer fires its reaper sends the webhook (`_send_orphaned`)."""
+        now_ms = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._leaving(self.node), {orjson.dumps(key): now_ms + self.pending_ttl_ms})
+            pipe.zremrangebyscore(self._leaving(self.node), "-inf", now_ms)
+            pipe.pexpire(self._leaving(self.node), self.pending_ttl_ms)
+            await pipe.execute()
+
+    async def _send_orphaned(self, node: str) -> None:
+        """Report the leaves a dead node still held in its debounce timers: the same path as
+        a local leave, so the webhook goes out after the delay unless the member, user or
+        channel returns first (which takes the marker)."""
+        now_ms = int(time.time() * 1000)
+        raw = await self.redis.zrangebyscore(self._leaving(node), now_ms, "+inf")
+        await self.redis.delete(self._leaving(node))
+        for item in raw:
+            key: LeaveKey = tuple(orjson.loads(cast(bytes, item)))
+            peer = self._peers.get(key[1])
+            if peer is None or not await self.redis.exists(self._pending(key)):
+                continue  # sent by the node before it died, or taken by a return
+            if key[0] == "channel":
+                peer.remote_channel_left(key[2])
+            elif key[0] == "member":
+                peer.remote_member_left(key[2], key[3])
+            else:
+                peer.remote_user_left(key[2])
 
     async def take_pending_leave(self, key: LeaveKey) -> bool:
         async def call() -> bool:

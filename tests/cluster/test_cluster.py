@@ -340,3 +340,40 @@ def test_sigterm_on_a_redis_node_still_sends_the_pending_leaves(redis, receiver,
 
 def _user(name: str) -> dict[str, str]:
     return {"user_id": "u1"} if name == "member_removed" else {}
+
+
+def test_a_leave_still_in_the_debounce_of_a_killed_node_is_sent_by_its_reaper(
+    redis, receiver, uid
+) -> None:
+    env = _env(
+        redis, f"orphan-{uid}", PYSERVER_REDIS_HEARTBEAT="0.5", PYSERVER_REDIS_DEAD_AFTER="2"
+    )
+    config = _with_hooks(receiver).replace("webhook_delay = 0.5", "webhook_delay = 1")
+    doomed, survivor = ServerProcess(config, env=env), ServerProcess(config, env=env)
+    try:
+        gone, back = f"presence-gone-{uid}", f"presence-back-{uid}"
+        for channel in (gone, back):
+            s = PusherSocket(doomed.port)
+            s.signed_subscribe(channel, "u1")
+            receiver.wait_for(
+                lambda e, c=channel: e.get("name") == "member_added" and e["channel"] == c,
+                path="/cluster",
+            )
+            s.close()  # the leaves wait 1 s in the doomed node's timers ...
+        time.sleep(0.2)
+        doomed.proc.kill()  # ... which die with it
+        # a return after the reap, within the reaper's own delay, cancels that leave
+        deadline = time.monotonic() + 10
+        while "removing its state" not in survivor.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        returning = PusherSocket(survivor.port)
+        returning.signed_subscribe(back, "u1")
+        time.sleep(2.5)
+        events = [(e["name"], e.get("channel")) for _, e in receiver.events("/cluster")]
+        assert events.count(("member_removed", gone)) == 1, events
+        assert events.count(("channel_vacated", gone)) == 1, events
+        assert ("member_removed", back) not in events and events.count(("member_added", back)) == 1
+        returning.close()
+    finally:
+        doomed.stop(signal.SIGKILL)
+        survivor.stop()
