@@ -484,8 +484,10 @@ class RedisAdapter(Adapter):
                 continue
             try:
                 await self.redis.set(self._alive(self.node), b"1", px=int(self.dead_after * 1000))
-                await self._exchange_connection_counts()
-                await self._reap_dead_nodes()
+                nodes = [_text(n) for n in await self.redis.smembers(f"{self.p}:nodes")]
+                others = [n for n in nodes if n != self.node]
+                await self._exchange_connection_counts(others)
+                await self._reap_dead_nodes(others)
             except (RedisError, OSError) as exc:
                 self._failed(exc)
             except Exception:  # a bug must not stop the heartbeat: the node would be reaped
@@ -494,25 +496,21 @@ class RedisAdapter(Adapter):
     def connections_elsewhere(self, app_id: str) -> int:
         return self._elsewhere.get(app_id, 0)
 
-    async def _exchange_connection_counts(self) -> None:
+    async def _exchange_connection_counts(self, others: list[str]) -> None:
         """Report this node's connections per app (a key that dies with the node) and sum
         the other nodes' reports, for the cluster-wide `max_connections`."""
         mine = {app_id: peer.connection_count() for app_id, peer in self._peers.items()}
         ttl = int(self.dead_after * 1000)
         await self.redis.set(self._conns(self.node), orjson.dumps(mine), px=ttl)
-        others = [n for n in await self.redis.smembers(f"{self.p}:nodes") if _text(n) != self.node]
         totals: dict[str, int] = {}
         if others:
-            for raw in await self.redis.mget([self._conns(_text(n)) for n in others]):
+            for raw in await self.redis.mget([self._conns(n) for n in others]):
                 for app_id, count in (orjson.loads(raw) if raw else {}).items():
                     totals[app_id] = totals.get(app_id, 0) + count
         self._elsewhere = totals
 
-    async def _reap_dead_nodes(self) -> None:
-        nodes = [_text(n) for n in await self.redis.smembers(f"{self.p}:nodes")]
-        for node in nodes:
-            if node == self.node:
-                continue
+    async def _reap_dead_nodes(self, others: list[str]) -> None:
+        for node in others:
             # Atomically "still dead?" and "nobody else on it?": a node coming back sets its
             # key first and then takes this same lock to rebuild its state.
             claimed = await self._scripts["CLAIM_DEAD"](
