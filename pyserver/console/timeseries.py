@@ -87,84 +87,61 @@ class Sample:
 
 
 @dataclass(slots=True)
-class Minute:
-    """One app's counts for one minute, on one node (`nodes == 1`) or summed over several."""
+class Day:
+    """One app's counts for one UTC day, on one node (`nodes == 1`) or summed over several."""
 
-    connections: int = 0
-    """Open connections at the minute's last sample (for the current minute: now)."""
     peak_connections: int = 0
-    """The highest sampled connection count in the minute."""
+    """The highest sampled connection count (of a day: its largest minute peak)."""
     messages_sent: int = 0
     messages_received: int = 0
     api_calls: int = 0
     webhook_deliveries: int = 0
     webhook_failures: int = 0
     nodes: int = 1
-    """How many nodes recorded this minute (0 only in a merge of nothing: a gap)."""
+    """How many nodes recorded it (0 only in a merge of nothing: a gap)."""
 
 
 @dataclass(slots=True)
-class Day:
-    """One app's counts for one UTC day."""
+class Minute(Day):
+    """One app's counts for one minute: a day's counts, and the connections open at its end."""
 
-    peak_connections: int = 0
-    """The highest sampled connection count of the day (the largest minute peak)."""
-    messages_sent: int = 0
-    messages_received: int = 0
-    api_calls: int = 0
-    webhook_deliveries: int = 0
-    webhook_failures: int = 0
-    nodes: int = 1
+    connections: int = 0
+    """Open connections at the minute's last sample (for the current minute: now)."""
+
+
+_SUMMED = tuple(f.name for f in fields(Minute))
+_DAY_FIELDS = tuple(f.name for f in fields(Day) if f.name != "nodes")
+_MINUTE_FIELDS = ("connections", *_DAY_FIELDS)
+"""The counts of a served point, in the order they are served."""
 
 
 def merge_minutes(parts: Iterable[Minute]) -> Minute | None:
-    """One minute's deltas from several nodes summed into one point; None when there are
-    none (no node recorded that minute: a gap)."""
+    """One minute's counts from several nodes summed into one point (connections and
+    peaks too); None when there are none (no node recorded that minute: a gap)."""
     total: Minute | None = None
     for part in parts:
         if total is None:
             total = Minute(nodes=0)
-        total.connections += part.connections
-        total.peak_connections += part.peak_connections
-        total.messages_sent += part.messages_sent
-        total.messages_received += part.messages_received
-        total.api_calls += part.api_calls
-        total.webhook_deliveries += part.webhook_deliveries
-        total.webhook_failures += part.webhook_failures
-        total.nodes += part.nodes
+        for name in _SUMMED:
+            setattr(total, name, getattr(total, name) + getattr(part, name))
     return total
-
-
-_MINUTE_FIELDS = tuple(f.name for f in fields(Minute) if f.name != "nodes")
-_DAY_FIELDS = tuple(f.name for f in fields(Day) if f.name != "nodes")
 
 
 def minute_point(minute: int, value: Minute | None) -> dict[str, Any]:
     """The JSON object of one minute: `time`, `nodes`, then every count (null in a gap)."""
-    point: dict[str, Any] = {"time": minute * MINUTE}
-    if value is None:
-        point["nodes"] = 0
-        point.update(dict.fromkeys(_MINUTE_FIELDS))
-        return point
-    point["nodes"] = value.nodes
-    for name in _MINUTE_FIELDS:
-        point[name] = getattr(value, name)
-    return point
+    return _point({"time": minute * MINUTE}, value, _MINUTE_FIELDS)
 
 
 def day_point(day: int, value: Day | None) -> dict[str, Any]:
     """The JSON object of one UTC day: `time`, `date`, `nodes`, then every count."""
-    point: dict[str, Any] = {
-        "time": day * DAY,
-        "date": time.strftime("%Y-%m-%d", time.gmtime(day * DAY)),
-    }
-    if value is None:
-        point["nodes"] = 0
-        point.update(dict.fromkeys(_DAY_FIELDS))
-        return point
-    point["nodes"] = value.nodes
-    for name in _DAY_FIELDS:
-        point[name] = getattr(value, name)
+    head = {"time": day * DAY, "date": time.strftime("%Y-%m-%d", time.gmtime(day * DAY))}
+    return _point(head, value, _DAY_FIELDS)
+
+
+def _point(point: dict[str, Any], value: Day | None, names: tuple[str, ...]) -> dict[str, Any]:
+    point["nodes"] = 0 if value is None else value.nodes
+    for name in names:
+        point[name] = None if value is None else getattr(value, name)
     return point
 
 
@@ -284,7 +261,8 @@ class StatsHistory:
         if ring is None or base < 0:
             return Minute()
         c = ring.cells
-        return Minute(c[base + 1], c[base + 2], *c[base + 3 : base + _MINUTE_WIDTH])
+        counts = dict(zip(COUNTERS, c[base + _M_COUNTERS : base + _MINUTE_WIDTH], strict=True))
+        return Minute(c[base + _M_PEAK], connections=c[base + _M_CONNECTIONS], **counts)
 
     def day(self, app_id: str, day: int) -> Day | None:
         """The app's counts on UTC `day` on this node; None when this node sampled nothing then."""
@@ -296,7 +274,7 @@ class StatsHistory:
         if ring is None or base < 0:
             return Day()
         c = ring.cells
-        return Day(c[base + 1], *c[base + 2 : base + _DAY_WIDTH])
+        return Day(c[base + _D_PEAK], *c[base + _D_COUNTERS : base + _DAY_WIDTH])
 
     def report(self, app_id: str, now: float, since: float | None = None) -> dict[str, Any]:
         """The JSON of `GET /console/api/stats`: the last 24 hours' minutes and the last 30

@@ -209,7 +209,17 @@ def test_merging_nodes_sums_counts_and_counts_the_nodes() -> None:
     assert merge_minutes([p for p in [one.minute("a", minute + 1)] if p]) is None
     assert merge_minutes([one.minute("a", minute) or Minute()]) == one.minute("a", minute)
     # Merging is associative: a merged point merges again with a third node.
-    assert merge_minutes([merged, Minute(1, 1, 1)]) == Minute(10, 10, 28, 2, 3, 0, 1, nodes=3)
+    third = Minute(connections=1, peak_connections=1, messages_sent=1)
+    assert merge_minutes([merged, third]) == Minute(
+        connections=10,
+        peak_connections=10,
+        messages_sent=28,
+        messages_received=2,
+        api_calls=3,
+        webhook_deliveries=0,
+        webhook_failures=1,
+        nodes=3,
+    )
 
 
 def test_memory_is_fixed_per_app() -> None:
