@@ -5,7 +5,6 @@ and dashboard-charts.png."""
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 from tests.integration.conftest import PusherSocket, sdk
 from tests.integration.httpapi import request
 from tests.integration.serverproc import ROOT, ServerProcess
+from tests.integration.test_console import basic
 from tests.integration.webhook_receiver import WebhookReceiver
 
 TOKEN = "t0ken-for-the-dashboard"
@@ -42,12 +42,9 @@ secret = "other-secret"
 HOOK = "/dashboard-hooks"
 
 
-def basic(app_id: str, secret: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{app_id}:{secret}".encode()).decode()}
-
-
 APP = basic("1001", "app-secret")
 OTHER = basic("1002", "other-secret")
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 FIELDS = (
     "messages_sent",
     "messages_received",
@@ -154,9 +151,6 @@ def test_stats_after_known_traffic_are_exact(traffic, receiver) -> None:
     last = minutes[-1]["time"]
     tail = _stats(proc.port, BEARER, f"?app=1001&from={last}")[1]
     assert [p["time"] for p in tail["minutes"]][:1] == [last] and len(tail["days"]) == 1
-
-
-BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def test_stats_need_the_console_login(traffic) -> None:

@@ -8,10 +8,9 @@
 // Prints one JSON line with what the page drew; exits non-zero on any failure, including a
 // JavaScript error or a CSP violation in the page.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
-import { chromium } from 'playwright-core';
+import { openPage } from './chromium.mjs';
 
 const [url, appId, secret, channel, out] = process.argv.slice(2);
 if (!out) {
@@ -20,24 +19,8 @@ if (!out) {
 }
 const chartsOut = out.replace(/\.png$/, '') + '-charts.png';
 
-// A fresh, empty profile; the flags keep Chromium off the network (loopback only).
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pyserver-dashboard-'));
-const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1280, height: 820 },
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const problems = [];
+const { page, problems, close } = await openPage('dashboard', { width: 1280, height: 820 });
 try {
-  const page = browser.pages()[0] || await browser.newPage();
-  page.setDefaultTimeout(10000);
-  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`);
-  });
-
   await page.goto(url);
   await page.fill('#app-id', appId);
   await page.fill('#secret', secret);
@@ -113,6 +96,5 @@ try {
   if (problems.length) throw new Error(problems.join('\n'));
   console.log(JSON.stringify({ ok: true, drawn, live, hover }));
 } finally {
-  await browser.close();
-  fs.rmSync(profile, { recursive: true, force: true });
+  await close();
 }
