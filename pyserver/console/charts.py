@@ -132,6 +132,8 @@ function roundUp(v) {  // the axis' top: 1, 2, 2.5 or 5 times a power of ten, at
   return [1, 2, 2.5, 5, 10].map((m) => m * p).find((top) => top >= v);
 }
 
+const utcDate = (t) => new Date(t * 1000).toISOString().slice(0, 10);
+
 function hhmm(t) {
   const d = new Date(t * 1000);
   return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
@@ -221,7 +223,7 @@ function drawStats() {
   chart($("chart-messages"), minutes, [{ key: "messages_sent", cls: "s-sent" },
     { key: "messages_received", cls: "s-received" }], (p) => hhmm(p.time));
   chart($("chart-days"), days, [{ key: "messages_sent", cls: "s-sent" },
-    { key: "messages_received", cls: "s-received" }], (p) => p.date.slice(5), true);
+    { key: "messages_received", cls: "s-received" }], (p) => utcDate(p.time).slice(5), true);
   const today = days[days.length - 1];
   const tiles = [
     [fmt((today.messages_sent || 0) + (today.messages_received || 0)), "messages today"],
@@ -247,11 +249,11 @@ function drawStats() {
 }
 
 function describe(id, p) {
-  if (!p.nodes) return (id === "days" ? p.date : hhmm(p.time)) + ": no data";
+  const head = id === "days" ? utcDate(p.time) + " (UTC)" : hhmm(p.time);
+  if (!p.nodes) return head + ": no data";
   if (id === "connections") {
-    return hhmm(p.time) + ": peak " + fmt(p.peak_connections) + ", open " + fmt(p.connections);
+    return head + ": peak " + fmt(p.peak_connections) + ", open " + fmt(p.connections);
   }
-  const head = id === "days" ? p.date + " (UTC)" : hhmm(p.time);
   return head + ": " + fmt(p.messages_sent) + " sent, " + fmt(p.messages_received) +
     " received, " + fmt(p.api_calls) + " API calls";
 }

@@ -229,6 +229,10 @@ def test_dashboard_in_headless_chromium(traffic, receiver) -> None:
         != seen["drawn"]["360"]["connections"]["labels"]
     )
     assert "sent" in seen["hover"]
+    first_day = before["days"][0]["date"]
+    assert seen["firstDay"] == f"{first_day} (UTC): no data"
+    assert seen["today"].startswith(before["days"][-1]["date"] + " (UTC): ")
+    assert "API calls" in seen["today"]
 
     # Live: the event triggered from the page reached the reader and the charts.
     assert sockets[2].recv_event("from-dashboard")["data"] == '{"hello":"charts"}'

@@ -73,6 +73,12 @@ try {
   await page.waitForFunction(() => document.getElementById('hover-messages').textContent
     .includes('sent'));
   const hover = await page.textContent('#hover-messages');
+  // On the day chart: today has data, the first of the 30 days (before the server ran) none.
+  const days = await page.locator('#chart-days').boundingBox();
+  await page.mouse.move(days.x + days.width - 6, days.y + days.height / 2);
+  const today = await page.textContent('#hover-days');
+  await page.mouse.move(days.x + 40, days.y + days.height / 2);
+  const firstDay = await page.textContent('#hover-days');
   await page.mouse.move(0, 0);
 
   // The debug log and the event creator still work below the charts.
@@ -94,7 +100,7 @@ try {
   await page.screenshot({ path: out });
   await page.locator('#dashboard').screenshot({ path: chartsOut });
   if (problems.length) throw new Error(problems.join('\n'));
-  console.log(JSON.stringify({ ok: true, drawn, live, hover }));
+  console.log(JSON.stringify({ ok: true, drawn, live, hover, today, firstDay }));
 } finally {
   await close();
 }
