@@ -18,6 +18,8 @@ Routes:
   over from sequence 0).
 - `POST /console/api/trigger` `{"app", "channel", "event", "data"}`: publish a test event
   like an HTTP API trigger (channel and event names checked, data within the app's limit).
+- `GET /console/api/stats?app=ID&from=UNIX_SECONDS`: the app's stats over time (`sampler.py`,
+  documented in docs/extensions.md).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import orjson
 from pyserver.channels.app import App
 from pyserver.console.feed import EventFeed
 from pyserver.console.page import PAGE, PAGE_HEADERS
+from pyserver.console.sampler import StatsSampler
 from pyserver.protocol.errors import (
     ApiError,
     BadRequest,
@@ -64,6 +67,7 @@ class Console(EventFeed):
     def __init__(self, server: Server) -> None:
         super().__init__()
         self.server = server
+        self.dashboard = StatsSampler(server.apps_by_id)
 
     def handle(self, request: Request) -> Response | Coroutine[Any, Any, Response]:
         if request.path in ("/console", "/console/"):
@@ -74,6 +78,11 @@ class Console(EventFeed):
             )
         try:
             apps = self._apps_for(request)
+            if request.path == "/console/api/stats":  # the dashboard's stats over time
+                if request.method != "GET":
+                    raise MethodNotAllowed("Use GET for /console/api/stats")
+                app = self._pick(apps, request.query.get("app"))
+                return _json(self.dashboard.report(app.id, request.query.get("from")))
             method = _ROUTES.get(request.path)
             if method is None:
                 raise NotFound(f"No console route {request.path[:100]}")
@@ -150,6 +159,10 @@ class Console(EventFeed):
                 "started": self.server.started_at,
             }
         )
+
+    def webhook_attempt(self, app_id: str, url: str, body: bytes, outcome: str) -> None:
+        super().webhook_attempt(app_id, url, body, outcome)
+        self.dashboard.webhook_attempt(app_id, outcome)
 
     def _trigger(self, apps: list[App], request: Request) -> Response:
         try:

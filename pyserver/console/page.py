@@ -5,6 +5,9 @@ second, and renders the connection count, channels, presence members and a filte
 stream, with a form that triggers a test event through `<page>/api/trigger`. Credentials
 live in the tab's `sessionStorage` only (gone when the tab closes; "Sign out" clears them).
 
+Above the debug log, the dashboard (`charts.py`, spliced in) draws the app's stats over time
+from `<page>/api/stats`, fetched after each state poll.
+
 `PAGE_HEADERS` go with the page: no caching, and a Content-Security-Policy that allows only
 this page's own inline style and script (by hash) and fetches to its own origin.
 """
@@ -15,7 +18,10 @@ import base64
 import hashlib
 import re
 
-PAGE = b"""<!doctype html>
+from pyserver.console import charts
+
+PAGE = (
+    b"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
@@ -85,7 +91,9 @@ button.plain { background:#fff; color:var(--ink); border:1px solid var(--line); 
 #login h2 { font-size:14px; text-transform:none; letter-spacing:0; color:var(--ink); }
 .or { text-align:center; color:var(--muted); font-size:12px; }
 .empty { color:var(--muted); padding:6px; }
-</style></head>
+"""
+    + charts.STYLE
+    + b"""</style></head>
 <body>
 <div id="login"><section>
  <h2>pyserver debug console</h2>
@@ -109,7 +117,9 @@ button.plain { background:#fff; color:var(--ink); border:1px solid var(--line); 
    <button id="sign-out" type="button">Sign out</button>
   </div>
  </header>
- <main>
+ <main>"""
+    + charts.MARKUP
+    + b"""
   <div class="side">
    <section><h2><span>Channels</span><span id="channels-note"></span></h2>
     <table><thead><tr><th>channel</th><th class="num">local subs</th></tr></thead>
@@ -171,8 +181,13 @@ function basic(id, secret) {
   return "Basic " + btoa(String.fromCharCode.apply(null, bytes));
 }
 
-function reset() { app = ""; since = 0; started = null; events = []; latest = null; dirty = true; }
-function show(signedIn) { $("login").hidden = signedIn; $("app").hidden = !signedIn; }
+function reset() {
+  app = ""; since = 0; started = null; events = []; latest = null; dirty = true; statsReset();
+}
+function show(signedIn) {
+  $("login").hidden = signedIn; $("app").hidden = !signedIn;
+  if (signedIn) requestAnimationFrame(drawStats);
+}
 function signOut(message) {
   sessionStorage.removeItem(KEY); auth = ""; reset(); show(false);
   $("login-error").textContent = message || "";
@@ -255,6 +270,7 @@ async function poll() {
   }
   setStatus(true, "live");
   render();
+  await statsPoll();
   return state;
 }
 
@@ -325,7 +341,9 @@ function render() {
     "</td></tr>").join("") ||
     "<tr><td colspan='5' class='empty'>no events yet: they appear here as they happen</td></tr>";
 }
-
+"""
+    + charts.SCRIPT
+    + b"""
 async function loop() {
   if (auth && !$("app").hidden && !document.hidden) {
     try { await poll(); } catch (err) {
@@ -339,6 +357,7 @@ if (auth) { poll().then(() => show(true)).catch(() => signOut("")); }
 setTimeout(loop, 1000);
 </script></body></html>
 """
+)
 
 
 def _sha256_source(tag: bytes) -> str:

@@ -137,6 +137,8 @@ class Server:
             )
         if self.settings.metrics:
             await self._start_metrics()
+        if self.settings.console:
+            self.console.dashboard.start()
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
         return [
             _format_address(sock.getsockname())
@@ -209,6 +211,7 @@ class Server:
             self._metrics_server.close()
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
+        self.console.dashboard.stop()
         grace = self.settings.shutdown_grace if grace is None else grace
         for connection in list(self.connections):
             if connection.reader is None:

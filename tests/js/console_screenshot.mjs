@@ -7,10 +7,9 @@
 // OUT.png shows the whole console; OUT-filtered.png the stream filtered to the sent event.
 // Exits non-zero on any failure, including a JavaScript error or CSP violation in the page.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
-import { chromium } from 'playwright-core';
+import { openPage } from './chromium.mjs';
 
 const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const flags = Object.fromEntries(process.argv.slice(2).filter((a) => a.startsWith('--'))
@@ -23,24 +22,8 @@ if (!out) {
 const filteredOut = out.replace(/\.png$/, '') + '-filtered.png';
 const EVENT = 'from-console';
 
-// A fresh, empty profile; the flags keep Chromium off the network (loopback only).
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pyserver-console-'));
-const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1280, height: 760 },
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const problems = [];
+const { page, problems, close } = await openPage('console', { width: 1280, height: 760 });
 try {
-  const page = browser.pages()[0] || await browser.newPage();
-  page.setDefaultTimeout(10000);
-  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`);
-  });
-
   await page.goto(url);
   await page.fill('#app-id', appId);
   await page.fill('#secret', 'not-the-secret');
@@ -103,6 +86,5 @@ try {
   if (problems.length) throw new Error(problems.join('\n'));
   console.log(JSON.stringify({ ok: true, filtered: filtered.length, apps }));
 } finally {
-  await browser.close();
-  fs.rmSync(profile, { recursive: true, force: true });
+  await close();
 }
