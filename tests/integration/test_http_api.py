@@ -203,7 +203,6 @@ def test_signature_failures_are_401_with_reasons(server) -> None:
     status, answer, _ = request(server.api_port, "POST", "/apps/1001/events", old, params)
     assert status == 401 and "Timestamp" in answer["error"]
 
-
     unsigned = json.dumps({"name": "e", "channel": "c", "data": "x"}).encode()
     params = sign_params("POST", "/apps/1001/events", {}, unsigned, with_md5=False)
     assert request(server.api_port, "POST", "/apps/1001/events", unsigned, params)[0] == 401
