@@ -18,6 +18,7 @@ from pyserver.channels.app import App
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import DEFAULT_SECRET, AppConfig, Settings
 from pyserver.server.http import Request, Response
+from pyserver.server.server import Server
 
 REMOTE = "203.0.113.7"
 
@@ -139,19 +140,26 @@ def test_protected_mode_off_lets_a_remote_peer_in() -> None:
     assert answer(make_api(protected=False), signed_trigger(f"{REMOTE}:50000")) == (200, {})
 
 
-def test_the_server_is_protected_only_while_an_app_uses_the_default_secret() -> None:
-    assert make_api().protected
-    settings = Settings(host="127.0.0.1", port=0)
-    assert settings.default_secret_apps() == ["app-id"]
-    assert Settings(app_secret="s3cr3t").default_secret_apps() == []
-    two = Settings(
-        apps=[
-            AppConfig(id="1", key="k1", secret="s3cr3t"),
-            AppConfig(id="2", key="k2", secret=DEFAULT_SECRET),
-        ]
-    )
-    assert two.default_secret_apps() == ["2"]
-    assert Settings().protected_mode is True
+@pytest.mark.parametrize(
+    ("secrets", "protected_mode", "protected"),
+    [
+        (["s3cr3t"], True, False),
+        ([DEFAULT_SECRET], True, True),
+        (["s3cr3t", DEFAULT_SECRET], True, True),
+        ([DEFAULT_SECRET], False, False),
+    ],
+)
+def test_the_server_is_protected_while_any_app_uses_the_default_secret(
+    secrets: list[str], protected_mode: bool, protected: bool
+) -> None:
+    apps = [AppConfig(id=str(i), key=f"k{i}", secret=s) for i, s in enumerate(secrets)]
+    settings = Settings(apps=apps, protected_mode=protected_mode)
+    assert Server(settings).api.protected is protected
+    assert settings.default_secret_apps() == [a.id for a in apps if a.secret == DEFAULT_SECRET]
+
+
+def test_protected_mode_is_on_by_default() -> None:
+    assert Settings.model_fields["protected_mode"].default is True
 
 
 def test_the_warning_says_what_is_exposed_and_how_to_fix_it() -> None:
