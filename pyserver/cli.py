@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from pyserver import __version__
+from pyserver.auth.protected import exposure_warning
 from pyserver.config import ConfigError, Settings, load_settings, unknown_environment
 from pyserver.logs import configure
 from pyserver.server.server import Server
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     if "PYSERVER_WORKER_INDEX" not in os.environ:  # the supervisor has warned already
         for warning in [*unknown_environment(os.environ), *settings.warnings()]:
             log.warning(warning)
+        if settings.default_secret_apps():
+            log.warning(exposure_warning(settings.default_secret_apps(), settings.protected_mode))
     if settings.workers > 1:
         from pyserver.workers import supervise
 

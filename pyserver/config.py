@@ -122,8 +122,9 @@ class AppConfig(BaseModel):
         return f"{self.id} (key {self.key}, {', '.join(switches)})"
 
 
-def _default_apps() -> list[AppConfig]:
-    return [AppConfig(id="app-id", key="app-key", secret="app-secret")]
+DEFAULT_SECRET = "app-secret"
+"""The default app's secret: printed in the docs (and soketi's), so known to everyone. Any
+app whose secret is this one puts the server in protected mode (`protected_mode`)."""
 
 
 class Settings(BaseSettings):
@@ -138,7 +139,7 @@ class Settings(BaseSettings):
     app_id: str = "app-id"
     """Id of the default app, used when `apps` is empty."""
     app_key: str = "app-key"
-    app_secret: str = "app-secret"
+    app_secret: str = DEFAULT_SECRET
     apps: list[AppConfig] = Field(default_factory=list)
 
     adapter: Literal["local", "redis"] = "local"
@@ -214,6 +215,10 @@ class Settings(BaseSettings):
     """Serve the live debug console at `/console`."""
     console_token: str | None = None
     """Admin token for the console; when unset, an app's id and secret open that app."""
+    protected_mode: bool = True
+    """While an app uses `DEFAULT_SECRET`, the HTTP API and the console answer only requests
+    from this machine (loopback, not through a proxy) and others get 403; false lets anyone
+    in. Nothing changes once every app has a secret of its own."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     use_uvloop: bool = True
@@ -244,6 +249,10 @@ class Settings(BaseSettings):
                     raise ValueError(f"apps: two apps share the {field} {value!r}")
                 seen.add(value)
         return self
+
+    def default_secret_apps(self) -> list[str]:
+        """Ids of the apps whose secret is the well-known default one."""
+        return [app.id for app in self.apps if app.secret == DEFAULT_SECRET]
 
     def warnings(self) -> list[str]:
         """Settings that are valid but cannot do what they seem to ask for."""

@@ -27,8 +27,11 @@ command -v redis-server >/dev/null 2>&1 || apt_install redis-server   # the clus
 command -v chromium >/dev/null 2>&1 || apt_install chromium           # the console test
 
 PYTHON=${PYTHON:-python3}
-step "pip install -e .[test]"
-"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[test]"
+# The exact versions the suite was last verified with (scripts/lock.sh refreshes them), so a
+# new release of a dependency or a tool cannot break this command on a fresh machine.
+step "pip install -c scripts/constraints.txt -e .[test]"
+quiet=(--quiet --disable-pip-version-check --root-user-action=ignore)
+"$PYTHON" -m pip install "${quiet[@]}" -c scripts/constraints.txt -e ".[test]"
 
 step "npm ci (pusher-js 8 and 7, laravel-echo, the Node pusher SDK)"
 lock_hash=$(sha256sum tests/js/package-lock.json | cut -d' ' -f1)

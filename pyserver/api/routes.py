@@ -7,6 +7,8 @@ hot path.
 Invariants:
 - Every `/apps/...` route (and pusher-http-python's `/users/{id}/terminate_connections`)
   is signed (§11.1) and checked before anything else is read from the body.
+- In protected mode every route but the health checks (`/`, `/up`, `/ready`, `/health`)
+  answers requests that are not from this machine with 403 (`pyserver.auth.protected`).
 - Every failure is an `ApiError` with a real status (400, 401, 403, 404, 405, 413, 429) and a JSON
   body whose `error` says what was wrong.
 - A trigger is validated whole before anything is published: a batch is all or nothing.
@@ -23,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from pyserver.auth.protected import REFUSAL as PROTECTED_MODE_REFUSAL
+from pyserver.auth.protected import from_this_machine
 from pyserver.auth.requests import verify_request
 from pyserver.channels.app import App
 from pyserver.channels.ratelimit import TokenBucket
@@ -72,6 +76,7 @@ class Api:
         clock: Callable[[], float] = time.time,
         console: Callable[[Request], HandlerResult] | None = None,
         on_trigger: Callable[[float], None] | None = None,
+        protected: bool = False,
     ) -> None:
         self.apps_by_id = apps_by_id
         self.apps_by_key = apps_by_key
@@ -81,6 +86,8 @@ class Api:
         self.console = console
         self.on_trigger = on_trigger
         """Told how many seconds each trigger took to hand its frames to the connections."""
+        self.protected = protected
+        """Protected mode is on: only requests from this machine get past the health checks."""
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         """(app id, "events" or "reads") → the app's HTTP rate limit on this node."""
 
@@ -118,6 +125,8 @@ class Api:
             if self.health is not None and path != "/":
                 return self.health(path)
             return json_response({"ok": True})
+        if self.protected and not from_this_machine(request.peer, request.headers):
+            raise Forbidden(PROTECTED_MODE_REFUSAL)
         if self.console is not None and (path == "/console" or path.startswith("/console/")):
             return self.console(request)
         match = _APP_ROUTE.fullmatch(path)

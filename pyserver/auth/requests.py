@@ -7,7 +7,8 @@ Invariants:
 - `auth_key` must be the app's key, `auth_version` 1.0 when present, `auth_timestamp`
   within `max_skew` seconds of now.
 - `body_md5`, when present, must match the body, on every method (pusher-http-python sends
-  it on GETs too); a non-empty body requires it.
+  it on GETs too); a non-empty body requires it. A mismatch is an authentication failure
+  (401), like a bad signature: the signed body is not the body that arrived.
 - The signature is recomputed over the parameters actually received, lower-cased keys,
   sorted, values unescaped, and each of the caller's candidate paths in turn (the raw path,
   its percent-decoded form, each with and without a configured prefix), so channel names
@@ -21,7 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from pyserver.auth.signatures import md5_hex, request_string_to_sign, sign
-from pyserver.protocol.errors import BadRequest, Unauthorized
+from pyserver.protocol.errors import Unauthorized
 
 
 def verify_request(
@@ -35,8 +36,7 @@ def verify_request(
     now: float,
     max_skew: float = 600.0,
 ) -> None:
-    """Raise `Unauthorized` (or `BadRequest` for a body_md5 mismatch) unless the request is
-    signed correctly; return None when it is."""
+    """Raise `Unauthorized` unless the request is signed correctly; return None when it is."""
     auth_key = params.get("auth_key")
     if auth_key is None:
         raise Unauthorized("Missing auth_key query parameter")
@@ -66,7 +66,7 @@ def verify_request(
     if body_md5 is not None:
         actual = md5_hex(body)
         if not hmac.compare_digest(body_md5.encode(), actual.encode()):
-            raise BadRequest(f"body_md5 {body_md5[:64]} does not match the body's MD5 {actual}")
+            raise Unauthorized(f"body_md5 {body_md5[:64]} does not match the body's MD5 {actual}")
     elif body:
         raise Unauthorized("body_md5 is required for a request with a body")
 

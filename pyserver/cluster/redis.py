@@ -450,7 +450,7 @@ class RedisAdapter(Adapter):
                 await asyncio.sleep(0.25)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     def _received(self, data: bytes) -> None:
         kind = data[:1]

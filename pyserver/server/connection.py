@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from pyserver.auth.origins import origin_allowed
+from pyserver.auth.protected import FORWARDING_HEADERS
 from pyserver.channels import tasks
 from pyserver.channels.app import App
 from pyserver.protocol import frames
@@ -105,8 +106,8 @@ _KEPT_HEADERS = frozenset(
         b"sec-websocket-version",
         b"sec-websocket-extensions",
         b"authorization",
-        b"x-forwarded-for",
         b"origin",
+        *(name.encode() for name in FORWARDING_HEADERS),
     )
 )
 """The request headers anything here reads; the others are not even decoded."""
@@ -157,7 +158,11 @@ class _HttpState:
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.lower()
         if key in _KEPT_HEADERS:
-            self.headers[key.decode("latin-1")] = value.decode("latin-1")
+            text = key.decode("latin-1")
+            if text in self.headers and text in FORWARDING_HEADERS:  # a chain of proxies
+                self.headers[text] += ", " + value.decode("latin-1")
+            else:
+                self.headers[text] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.in_head = False

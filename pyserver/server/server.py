@@ -87,6 +87,7 @@ class Server:
             self._health,
             console=self.console.handle if settings.console else None,
             on_trigger=self.metrics.broadcast_latency.observe,
+            protected=settings.protected_mode and bool(settings.default_secret_apps()),
         )
         self.connections: dict[Connection, None] = {}
         self.draining = False

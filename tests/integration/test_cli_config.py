@@ -5,13 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from tests.installed import installed_command
 from tests.integration.conftest import WS_QUERY
 from tests.integration.rawws import RawWebSocket
 from tests.integration.serverproc import ROOT, ServerProcess
 
 
 def test_console_script_is_installed() -> None:
-    out = subprocess.run(["pyserver", "--version"], capture_output=True, text=True, check=True)
+    command = installed_command("pyserver")
+    assert command, "the pyserver command is not installed: pip install -e ."
+    out = subprocess.run([command, "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("pyserver ")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import ssl
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.installed import installed_command
 from tests.integration.conftest import WS_QUERY, PusherSocket, sdk
 from tests.integration.httpapi import request
 from tests.integration.jsdriver import JsDriver
@@ -203,12 +205,11 @@ def test_wss_to_a_plain_port_is_explained_in_the_log() -> None:
 
 def test_start_up_refuses_half_a_tls_config(certificate) -> None:
     cert, _ = certificate
+    command = installed_command("pyserver")
+    assert command, "the pyserver command is not installed: pip install -e ."
     result = subprocess.run(
-        ["pyserver", "--port", "0"],
-        env={
-            "PYSERVER_SSL_CERT": str(cert),
-            "PATH": "/usr/bin:/bin:" + __import__("os").environ["PATH"],
-        },
+        [command, "--port", "0"],
+        env={"PYSERVER_SSL_CERT": str(cert), "PATH": os.environ.get("PATH", "")},
         capture_output=True,
         text=True,
         timeout=20,

