@@ -82,6 +82,23 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _serve(settings: Settings) -> int:
     server = Server(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second signal: exiting now")
+            raise SystemExit(1)
+        log.info("received %s: draining connections", signal.Signals(signum).name)
+        stop.set()
+
+    # Before listening: a signal that arrives as soon as the port is announced must drain,
+    # not kill the process with the default action.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         addresses = await server.start()
     except OSError as exc:
@@ -100,21 +117,6 @@ async def _serve(settings: Settings) -> int:
     for line in settings.describe():
         log.info(line)
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals_seen = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
-            log.warning("second signal: exiting now")
-            raise SystemExit(1)
-        log.info("received %s: draining connections", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
     await stop.wait()
     await server.shutdown()
     log.info("stopped")
