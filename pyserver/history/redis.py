@@ -202,6 +202,8 @@ class RedisHistoryStore:
         before: Position | None = None,
     ) -> Page:
         mode = "none" if limit <= 0 else "fwd" if direction is Direction.FORWARD else "rev"
+        if before is not None and before.serial == 0:
+            mode = "none"  # nothing is older than the start (and `(0-0` is no range end)
         head, entries = await self._query(
             app_id,
             channel,
