@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyserver.config import HistoryRule
-from pyserver.history.store import Direction, HistoryStore, OtherEpoch, PositionAhead
+from pyserver.history.store import Direction, HistoryStore, OtherEpoch, Page, PositionAhead
 from pyserver.protocol.errors import ApiError, BadRequest, NotFound
 from pyserver.protocol.history import BadPosition, Position, RuleBook, decode_position
 from pyserver.protocol.names import channel_name_problem
@@ -90,29 +90,32 @@ async def history_reply(
 ) -> Reply:
     """The answer to one history request of an app already authenticated."""
     try:
-        return await _answer(rules, store, app_id, channel, query)
+        rule, wanted = _request(rules, channel, query)
+        found = await _read(store, app_id, channel, rule, wanted)
     except EpochConflict as exc:
         return Reply(exc.status, {"error": exc.message, "status": exc.status, "epoch": exc.epoch})
     except ApiError as exc:
         return Reply(exc.status, {"error": exc.message, "status": exc.status})
+    return Reply(200, _body(channel, found))
 
 
-async def _answer(
-    rules: RuleBook[HistoryRule],
-    store: HistoryStore,
-    app_id: str,
-    channel: str,
-    query: Mapping[str, str],
-) -> Reply:
+def _request(
+    rules: RuleBook[HistoryRule], channel: str, query: Mapping[str, str]
+) -> tuple[HistoryRule, HistoryQuery]:
     problem = channel_name_problem(channel)
     if problem is not None:
         raise BadRequest(problem)
     rule = rules.rule_for(channel)
     if rule is None:
         raise NotFound(f"Channel {channel} keeps no history: no history rule matches it")
-    wanted = parse_query(query)
+    return rule, parse_query(query)
+
+
+async def _read(
+    store: HistoryStore, app_id: str, channel: str, rule: HistoryRule, wanted: HistoryQuery
+) -> Page:
     try:
-        found = await store.read(
+        return await store.read(
             app_id, channel, rule, wanted.limit, wanted.direction, wanted.after, wanted.before
         )
     except OtherEpoch as exc:
@@ -123,6 +126,9 @@ async def _answer(
         ) from None
     except PositionAhead:
         raise BadRequest(f"The position is not one {channel} has reached") from None
+
+
+def _body(channel: str, found: Page) -> dict[str, Any]:
     events = []
     for entry in found.entries:
         fields = entry.fields()
@@ -135,13 +141,10 @@ async def _answer(
         if fields.user_id is not None:
             event["user_id"] = fields.user_id
         events.append(event)
-    return Reply(
-        200,
-        {
-            "channel": channel,
-            "epoch": found.head.epoch,
-            "position": found.head.position.encode(),
-            "events": events,
-            "next": found.next.encode() if found.next is not None else None,
-        },
-    )
+    return {
+        "channel": channel,
+        "epoch": found.head.epoch,
+        "position": found.head.position.encode(),
+        "events": events,
+        "next": found.next.encode() if found.next is not None else None,
+    }
