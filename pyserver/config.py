@@ -68,6 +68,44 @@ class WebhookTarget(BaseModel):
     """Extra HTTP headers sent with every delivery (e.g. an auth token of the receiver)."""
 
 
+HISTORY_PATTERN_CHARS = re.compile(r"[A-Za-z0-9_\-=@,.;#*?\[\]!]+")
+"""Channel-name characters plus the shell wildcards `*`, `?`, `[...]` and `[!...]`."""
+
+
+class HistoryRule(BaseModel):
+    """Which channels of an app keep history, how much and for how long (docs/history.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: str = Field(min_length=1, max_length=200)
+    """Shell-style pattern on the whole channel name; the first matching rule wins."""
+    limit: int = Field(default=100, ge=1, le=1_000)
+    """Events kept per channel."""
+    ttl: int = Field(default=3_600, ge=1, le=2_592_000)
+    """Seconds an event is kept (at most 30 days: history is a cache, not a database)."""
+    rewind: int = Field(default=0, ge=0, le=1_000)
+    """Events replayed to every new subscription, 0..limit."""
+    recovery_window: int = Field(default=120, ge=0, le=86_400)
+    """Seconds a dropped subscriber's catch-up is remembered; 0 turns catch-up off."""
+    client_events: bool = False
+    """Also keep `client-*` events (default: only events triggered over the HTTP API)."""
+
+    @field_validator("channels")
+    @classmethod
+    def _pattern_chars(cls, value: str) -> str:
+        if not HISTORY_PATTERN_CHARS.fullmatch(value):
+            raise ValueError(
+                "a channel name pattern: letters, digits, _-=@,.;# and the wildcards * ? [ ]"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _rewind_within_limit(self) -> HistoryRule:
+        if self.rewind > self.limit:
+            raise ValueError(f"rewind ({self.rewind}) must not exceed limit ({self.limit})")
+        return self
+
+
 class AppConfig(BaseModel):
     """One tenant: credentials, switches and limits."""
 
@@ -114,6 +152,8 @@ class AppConfig(BaseModel):
     event in its own request (hosted Pusher's default)."""
     webhook_batch_max: int = Field(default=50, ge=1, le=1_000)
     """Most events in one batched request."""
+    history: tuple[HistoryRule, ...] = ()
+    """Channels that keep history (rewind, catch-up, the history API); none by default."""
 
     def describe(self) -> str:
         switches = [f"client_events={'on' if self.client_events else 'off'}"]
@@ -205,6 +245,9 @@ class Settings(BaseSettings):
     """Port of the metrics listener; worker N of `--workers` uses `metrics_port + N`."""
     metrics_prefix: str = "pyserver_"
     """Prefix of every metric name; "soketi_" keeps soketi dashboards working."""
+    history_max_memory_mb: int = Field(default=256, ge=1)
+    """MiB of channel history this node keeps in memory (local adapter); above it the
+    channels written longest ago are evicted first."""
     ready_max_memory_mb: int = Field(default=0, ge=0)
     """`/ready` answers 503 above this resident memory (MiB); 0 turns the check off."""
     ssl_cert: str | None = None

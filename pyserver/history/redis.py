@@ -1,0 +1,243 @@
+"""The Redis history store (redis adapter): every node reads and writes one order per channel.
+
+Per (app, channel), two keys sharing the hash tag `{app:channel}`, so that every script
+touches one hash slot (Redis Cluster):
+
+- `<prefix>:history:{<app>:<channel>}:stream`, a Stream of the channel's events. Entry ids are
+  `<stamp>-<serial>`: the store clock in ms (never decreasing per channel) and the event's
+  serial (consecutive per epoch). Fields: `p` the payload, `t` the publish time (ms).
+  Capped exactly at the rule's `limit` (`MAXLEN =`), trimmed of entries older than `ttl` on
+  every append (`XTRIM MINID`), and expiring whole `ttl` after its last append.
+- `<prefix>:history:{<app>:<channel>}:meta`, a hash: `e` the epoch, `n` the newest serial,
+  `m` the newest stamp. It lives much longer than the events (`META_TTL`, refreshed on every
+  append): it is what lets a returning subscriber learn whether anything was lost.
+
+Invariants:
+- Appends go through one Lua script (`APPEND`): it creates the epoch when the meta hash is
+  missing (deleting any stream left without one: its positions belonged to a lost epoch),
+  assigns the next serial, adds, trims, refreshes both expiries and returns the position. So
+  positions are assigned by Redis, identical on every node, and an event is readable on every
+  node when `append` returns.
+- Reads go through one Lua script (`READ`) that returns the meta hash and the entries in one
+  atomic view; it too creates the epoch when the meta hash is missing (with the short
+  `ttl` of a channel that stored nothing), so a head read before any event still names the
+  epoch that the first event will get.
+- Whenever Redis loses the meta hash (restart without persistence, flush, eviction) the
+  channel gets a new epoch: positions from before are answered `Loss.EPOCH` / 409, never
+  mis-served. A stream that expired or was evicted while the meta survived leaves the serials
+  in place, so gaps reaching into it are `Loss.TTL`.
+- Entries older than `ttl` by the caller's clock are never returned, trimmed or not.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from pyserver.config import HistoryRule
+from pyserver.history.store import (
+    CatchUp,
+    Direction,
+    Entry,
+    Head,
+    Page,
+    Replay,
+    catch_up,
+    check_position,
+    page,
+)
+from pyserver.protocol.history import Position, new_epoch
+
+META_TTL_MS = 30 * 86_400 * 1000
+"""How long a channel's epoch and newest serial outlive its last event (at least 2 x ttl)."""
+
+APPEND = """
+local meta, stream = KEYS[1], KEYS[2]
+local now, limit, ttl = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local state = redis.call('HMGET', meta, 'e', 'n', 'm')
+local epoch, serial, stamp = state[1], tonumber(state[2]), tonumber(state[3])
+if not epoch then
+  redis.call('DEL', stream)
+  epoch, serial, stamp = ARGV[7], 0, 0
+end
+serial = serial + 1
+if now > stamp then stamp = now end
+redis.call('XADD', stream, 'MAXLEN', '=', limit, string.format('%d-%d', stamp, serial),
+  'p', ARGV[1], 't', ARGV[2])
+redis.call('XTRIM', stream, 'MINID', '=', string.format('%d-0', now - ttl + 1))
+redis.call('HSET', meta, 'e', epoch, 'n', serial, 'm', stamp)
+redis.call('PEXPIRE', stream, ttl)
+redis.call('PEXPIRE', meta, ARGV[6])
+return {epoch, serial, stamp}
+"""
+"""KEYS: meta, stream. ARGV: payload, time_ms, now_ms, limit, ttl_ms, meta_ttl_ms, a new epoch.
+Returns the position: {epoch, serial, stamp}."""
+
+READ = """
+local meta, stream = KEYS[1], KEYS[2]
+local state = redis.call('HMGET', meta, 'e', 'n', 'm')
+local epoch, serial, stamp = state[1], tonumber(state[2]), tonumber(state[3])
+if not epoch then
+  redis.call('DEL', stream)
+  epoch, serial, stamp = ARGV[1], 0, 0
+  redis.call('HSET', meta, 'e', epoch, 'n', 0, 'm', 0)
+end
+if serial == 0 then redis.call('PEXPIRE', meta, ARGV[2]) end
+local entries = {}
+if ARGV[3] == 'fwd' then
+  entries = redis.call('XRANGE', stream, ARGV[4], ARGV[5], 'COUNT', ARGV[6])
+elseif ARGV[3] == 'rev' then
+  entries = redis.call('XREVRANGE', stream, ARGV[5], ARGV[4], 'COUNT', ARGV[6])
+end
+return {epoch, serial, stamp, entries}
+"""
+"""KEYS: meta, stream. ARGV: a new epoch, the ttl (ms) of a meta hash with no event yet,
+`none`/`fwd`/`rev`, the lowest id, the highest id, count. Returns {epoch, serial, stamp,
+entries}; `rev` lists newest first."""
+
+
+class RedisHistoryStore:
+    completes_synchronously = False
+
+    def __init__(
+        self, redis: Redis, prefix: str = "pyserver", clock: Callable[[], float] = time.time
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.clock = clock
+        self._append = redis.register_script(APPEND)
+        self._read = redis.register_script(READ)
+        self._nonce = secrets.randbits(32)
+
+    @classmethod
+    def from_url(
+        cls, url: str, prefix: str = "pyserver", clock: Callable[[], float] = time.time
+    ) -> RedisHistoryStore:
+        return cls(Redis.from_url(url), prefix, clock)
+
+    def keys(self, app_id: str, channel: str) -> list[str]:
+        base = f"{self.prefix}:history:{{{app_id}:{channel}}}"
+        return [f"{base}:meta", f"{base}:stream"]
+
+    def _epoch_candidate(self) -> str:
+        self._nonce += 1
+        return new_epoch(int(self.clock() * 1_000_000), self._nonce)
+
+    # --- writing -------------------------------------------------------------------------
+
+    async def append(
+        self, app_id: str, channel: str, rule: HistoryRule, payload: bytes, time_ms: int
+    ) -> Position:
+        ttl_ms = rule.ttl * 1000
+        epoch, serial, stamp = await self._append(
+            keys=self.keys(app_id, channel),
+            args=[
+                payload,
+                time_ms,
+                int(self.clock() * 1000),
+                rule.limit,
+                ttl_ms,
+                max(META_TTL_MS, 2 * ttl_ms),
+                self._epoch_candidate(),
+            ],
+        )
+        return Position(epoch.decode(), int(serial), int(stamp))
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def _query(
+        self,
+        app_id: str,
+        channel: str,
+        rule: HistoryRule,
+        mode: str = "none",
+        low: str = "-",
+        high: str = "+",
+        count: int = 0,
+    ) -> tuple[Head, list[Entry]]:
+        """One atomic read: the head, and the live entries between `low` and `high` (ids,
+        `(` for exclusive) in `mode` order, at most `count`."""
+        now_ms = int(self.clock() * 1000)
+        floor = now_ms - rule.ttl * 1000 + 1
+        if mode != "none":
+            low = _max_low(low, floor)
+        epoch_raw, serial, stamp, raw = await self._read(
+            keys=self.keys(app_id, channel),
+            args=[self._epoch_candidate(), rule.ttl * 1000, mode, low, high, count],
+        )
+        epoch = epoch_raw.decode()
+        head = Head(Position(epoch, int(serial), int(stamp)))
+        entries = [_entry(epoch, entry_id, fields) for entry_id, fields in raw]
+        return head, [e for e in entries if e.position.stamp >= floor]
+
+    async def head(self, app_id: str, channel: str, rule: HistoryRule) -> Head:
+        return (await self._query(app_id, channel, rule))[0]
+
+    async def last(self, app_id: str, channel: str, rule: HistoryRule, count: int) -> Replay:
+        if count <= 0:
+            return Replay(await self.head(app_id, channel, rule), ())
+        head, entries = await self._query(app_id, channel, rule, "rev", count=count)
+        entries.reverse()
+        return Replay(head, entries)
+
+    async def since(self, app_id: str, channel: str, rule: HistoryRule, after: Position) -> CatchUp:
+        head, entries = await self._query(
+            app_id, channel, rule, "fwd", low=_exclusive(after), count=rule.limit
+        )
+        alive = [e for e in entries if e.position.serial > after.serial]
+        return catch_up(after, head, alive, rule)
+
+    async def read(
+        self,
+        app_id: str,
+        channel: str,
+        rule: HistoryRule,
+        limit: int,
+        direction: Direction,
+        after: Position | None = None,
+        before: Position | None = None,
+    ) -> Page:
+        mode = "none" if limit <= 0 else "fwd" if direction is Direction.FORWARD else "rev"
+        if before is not None and before.serial == 0:
+            mode = "none"  # nothing is older than the start (and `(0-0` is no range end)
+        head, entries = await self._query(
+            app_id,
+            channel,
+            rule,
+            mode,
+            low=_exclusive(after) if after is not None else "-",
+            high=_exclusive(before) if before is not None else "+",
+            count=limit + 1,
+        )
+        check_position(after, head)
+        check_position(before, head)
+        if after is not None:
+            entries = [e for e in entries if e.position.serial > after.serial]
+        if before is not None:
+            entries = [e for e in entries if e.position.serial < before.serial]
+        return page(head, entries, limit)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def _exclusive(position: Position) -> str:
+    return f"({position.stamp}-{position.serial}"
+
+
+def _max_low(low: str, floor: int) -> str:
+    """The higher of a range's lower bound and the ttl floor (`<floor>-0`, inclusive)."""
+    if low == "-":
+        return f"{floor}-0"
+    stamp = int(low.lstrip("(").partition("-")[0])
+    return low if stamp >= floor else f"{floor}-0"
+
+
+def _entry(epoch: str, entry_id: bytes, fields: Sequence[Any]) -> Entry:
+    stamp, _, serial = entry_id.partition(b"-")
+    values = dict(zip(fields[::2], fields[1::2], strict=True))
+    return Entry(Position(epoch, int(serial), int(stamp)), int(values[b"t"]), values[b"p"])
