@@ -122,6 +122,10 @@ class AppConfig(BaseModel):
         return f"{self.id} (key {self.key}, {', '.join(switches)})"
 
 
+APP_STORE_SCHEMES = ("sqlite://", "postgresql://", "postgres://", "mysql://", "mariadb://")
+"""How an `app_store` URL may start (`pyserver.apps.urls` reads the rest)."""
+
+
 def _default_apps() -> list[AppConfig]:
     return [AppConfig(id="app-id", key="app-key", secret="app-secret")]
 
@@ -140,6 +144,14 @@ class Settings(BaseSettings):
     app_key: str = "app-key"
     app_secret: str = "app-secret"
     apps: list[AppConfig] = Field(default_factory=list)
+    app_store: str = "config"
+    """Where apps come from: "config" (`apps` above, read-only), or a database managed with
+    `pyserver apps`: "sqlite:///apps.db", "postgresql://user:password@host/db",
+    "mysql://user:password@host/db" (MariaDB too). See docs/apps.md."""
+    app_store_refresh: float = Field(default=5.0, gt=0, le=3_600)
+    """Seconds between a node's checks of the app store for changes."""
+    secret_rotation_grace: float = Field(default=300.0, ge=0, le=86_400)
+    """Seconds an app's previous secret stays valid after `pyserver apps rotate-secret`."""
 
     adapter: Literal["local", "redis"] = "local"
     """Where cluster-wide state lives: this process only, or a Redis server shared by nodes."""
@@ -217,6 +229,15 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     use_uvloop: bool = True
+
+    @field_validator("app_store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value != "config" and not value.startswith(APP_STORE_SCHEMES):
+            raise ValueError(
+                'use "config" or a URL starting with ' + ", ".join(APP_STORE_SCHEMES)
+            )
+        return value
 
     @field_validator("path_prefix")
     @classmethod
