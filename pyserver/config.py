@@ -123,7 +123,7 @@ class AppConfig(BaseModel):
 
 
 APP_STORE_SCHEMES = ("sqlite://", "postgresql://", "postgres://", "mysql://", "mariadb://")
-"""How an `app_store` URL may start (`pyserver.apps.urls` reads the rest)."""
+"""How an `app_store` URL may start (the app stores read the rest, docs/apps.md)."""
 
 
 def _default_apps() -> list[AppConfig]:

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +196,9 @@ class PostgresProcess(_ServerProcess):
             finally:
                 await conn.close()
 
-        asyncio.run(run())
+        # in a thread of its own: a test may start or stop the server from inside its loop
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            thread.submit(asyncio.run, run()).result()
 
     def _ready(self) -> bool:
         self._admin("SELECT 1")

@@ -12,11 +12,17 @@ from typing import Any
 import pytest
 
 from pyserver.apps import AppStore, store_for_url
-from pyserver.apps.errors import DuplicateApp, InvalidApp, SchemaTooNew, UnknownApp
+from pyserver.apps.errors import (
+    DuplicateApp,
+    InvalidApp,
+    SchemaTooNew,
+    StoreUnavailable,
+    UnknownApp,
+)
 from pyserver.apps.schema import CURRENT_VERSION, MIGRATIONS, Migration, ensure_schema
 from pyserver.apps.sql import SqlAppStore
 from pyserver.config import AppConfig, WebhookTarget
-from tests.apps.conftest import with_store
+from tests.apps.conftest import database_server, with_store
 
 
 def app(app_id: str = "1", key: str | None = None, **options: Any) -> AppConfig:
@@ -416,3 +422,74 @@ def test_concurrent_writers_get_distinct_revisions_in_commit_order(store_url: st
                 await node.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql", "mariadb"])
+def test_a_database_that_goes_away_fails_clearly_and_is_used_again_when_back(
+    store_url: str, store_kind: str
+) -> None:
+    # what the server's refresh will rely on: no hang, one error type, reconnection
+    server = database_server(store_kind)
+
+    async def scenario(store: AppStore) -> None:
+        await store.add(app("1"))
+        server.stop()
+        try:
+            for _ in range(2):
+                with pytest.raises(StoreUnavailable, match="is unavailable"):
+                    await asyncio.wait_for(store.changes(0), 30)
+        finally:
+            server.start()
+        changes = await store.changes(0)
+        assert [a.id for a in changes.apps] == ["1"]
+        assert await store.get_by_key("key-1") is not None
+
+    with_store(store_url, scenario)
+
+
+def every_option_changed() -> dict[str, Any]:
+    """A value other than the default for every AppConfig option, so that a new option
+    that a store would drop fails the round trip below."""
+    special: dict[str, Any] = {
+        "name": "Every option",
+        "allowed_origins": ("https://*.example.com", "http://localhost:3000"),
+        "webhooks": (
+            WebhookTarget(
+                url="https://example.com/hook",
+                event_types=("member_added", "user_online"),
+                channel_prefix="presence-",
+                headers={"Authorization": "Bearer x"},
+            ),
+        ),
+    }
+    values: dict[str, Any] = {}
+    for name, field in AppConfig.model_fields.items():
+        if name in ("id", "key", "secret"):
+            continue
+        default = field.get_default(call_default_factory=True)
+        if name in special:
+            values[name] = special[name]
+        elif isinstance(default, bool):
+            values[name] = not default
+        elif isinstance(default, int | float):
+            values[name] = default + 1
+        assert name in values and values[name] != default, f"give {name} a value in this test"
+    return values
+
+
+def test_every_option_of_an_app_survives_the_store(store_url: str) -> None:
+    original = app("1", **every_option_changed())
+
+    async def scenario(store: AppStore) -> None:
+        await store.add(original)
+        stored = await store.get("1")
+        assert stored is not None and stored.config == original
+        assert set(stored.options) == set(AppConfig.model_fields) - {
+            "id",
+            "key",
+            "secret",
+            "enabled",
+        }
+        assert stored.config.enabled is False
+
+    with_store(store_url, scenario)
