@@ -179,8 +179,11 @@ def apply_changes(
         stored = orjson.loads(row.options)
     except ValueError:
         stored = None
-    if not isinstance(stored, dict):
-        stored = {}
+    if not isinstance(stored, dict):  # never replace what cannot be read: fix it by hand
+        raise InvalidApp(
+            f"the options of app {row.id!r} are not a JSON object: correct the row with SQL "
+            "(docs/apps.md, changing rows by hand)"
+        )
     for name in [*changes, *reset]:
         if name not in AppConfig.model_fields and not (name in reset and name in stored):
             raise _unknown(name)

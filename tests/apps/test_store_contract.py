@@ -338,6 +338,11 @@ def test_a_row_that_no_longer_validates_is_skipped_with_an_error_log(
         assert fixed.config.max_connections == 5
         repaired = await store.update("newer", {}, reset=["colour"])
         assert repaired.options == {}
+        # unreadable options are never overwritten: they may still hold what the operator wants
+        await execute(store, "UPDATE pyserver_apps SET options = ? WHERE id = ?", "[1]", "good")
+        with pytest.raises(InvalidApp, match="the options of app 'good' are not a JSON object"):
+            await store.update("good", {"max_connections": 5})
+        await execute(store, "UPDATE pyserver_apps SET options = ? WHERE id = ?", "{}", "good")
         assert [a.id for a in await store.list_apps()] == ["bad", "good", "newer"]
 
     with_store(store_url, scenario)
