@@ -20,7 +20,6 @@ from typing import Any
 from pyserver import __version__
 from pyserver.config import ConfigError, Settings, load_settings, unknown_environment
 from pyserver.logs import configure
-from pyserver.server.server import Server
 
 log = logging.getLogger("pyserver")
 
@@ -90,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(settings: Settings) -> int:
+    from pyserver.server.server import Server  # here, so `pyserver apps` starts faster
+
     server = Server(settings)
     try:
         addresses = await server.start()

@@ -26,7 +26,6 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from tests.redisproc import free_port
 
@@ -70,8 +69,33 @@ class _ServerProcess:
     def _command(self) -> list[str]:
         raise NotImplementedError
 
-    def _ready(self) -> bool:
+    def _admin(self, *statements: str) -> None:
+        """Run statements as the test user, on a connection of their own."""
         raise NotImplementedError
+
+    def url(self, database: str = "") -> str:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        self._admin("SELECT 1")
+        return True
+
+    def _initialise(self, command: list[str]) -> None:
+        """Create the data directory (initdb, mariadb-install-db) as the server's user."""
+        subprocess.run(
+            [*self.prefix, *command],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=self.base,
+        )
+
+    def create_database(self) -> str:
+        """A new empty database; its URL."""
+        name = f"apps_{os.getpid()}_{next(_names)}"
+        self._admin(f"CREATE DATABASE {name}")
+        return self.url(name)
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -136,9 +160,8 @@ class PostgresProcess(_ServerProcess):
         password_file = self.base / "password"
         password_file.write_text(PASSWORD + "\n")
         _give(password_file, self.uid, self.gid)
-        subprocess.run(
+        self._initialise(
             [
-                *self.prefix,
                 postgres_bin("initdb"),
                 "-D",
                 str(self.data),
@@ -150,12 +173,7 @@ class PostgresProcess(_ServerProcess):
                 "UTF8",
                 "--no-locale",
                 "--no-sync",
-            ],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=self.base,
+            ]
         )
         self.start()
 
@@ -200,18 +218,8 @@ class PostgresProcess(_ServerProcess):
         with ThreadPoolExecutor(max_workers=1) as thread:
             thread.submit(asyncio.run, run()).result()
 
-    def _ready(self) -> bool:
-        self._admin("SELECT 1")
-        return True
-
     def stop(self, sig: int = signal.SIGINT) -> None:
         super().stop(sig)  # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for clients)
-
-    def create_database(self) -> str:
-        """A new empty database; its URL."""
-        name = f"apps_{os.getpid()}_{next(_names)}"
-        self._admin(f"CREATE DATABASE {name}")
-        return self.url(name)
 
     def drop_database(self, url: str) -> None:
         self._admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
@@ -242,21 +250,15 @@ class MariadbProcess(_ServerProcess):
             f"GRANT ALL PRIVILEGES ON *.* TO '{USER}'@'127.0.0.1';\n"
         )
         _give(self.init_file, self.uid, self.gid)
-        subprocess.run(
+        self._initialise(
             [
-                *self.prefix,
                 mariadb_bin("mariadb-install-db"),
                 "--no-defaults",
                 f"--datadir={self.data}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 "--skip-name-resolve",
-            ],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=self.base,
+            ]
         )
         self.start()
 
@@ -280,7 +282,7 @@ class MariadbProcess(_ServerProcess):
     def url(self, database: str = "") -> str:
         return f"mysql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
 
-    def _admin(self, *statements: str) -> Any:
+    def _admin(self, *statements: str) -> None:
         import pymysql
 
         conn = pymysql.connect(
@@ -292,15 +294,6 @@ class MariadbProcess(_ServerProcess):
                     cursor.execute(statement)
         finally:
             conn.close()
-
-    def _ready(self) -> bool:
-        self._admin("SELECT 1")
-        return True
-
-    def create_database(self) -> str:
-        name = f"apps_{os.getpid()}_{next(_names)}"
-        self._admin(f"CREATE DATABASE {name}")
-        return self.url(name)
 
     def drop_database(self, url: str) -> None:
         self._admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]}")

@@ -188,6 +188,31 @@ class SqliteDriver(Driver):
         return self.transaction()  # BEGIN IMMEDIATE locks out every other writer
 
 
+# --- the pooled drivers ---------------------------------------------------------------------
+
+
+def _missing(module: str, scheme: str, extra: str) -> DriverMissing:
+    return DriverMissing(
+        f"app_store = {scheme}://… needs the {module} driver: pip install 'pyserver[{extra}]'"
+    )
+
+
+class _PooledDriver(Driver):
+    """A driver over a connection pool; `_connection` gives a session, in a transaction when
+    `begin`, holding the schema lock when `lock`."""
+
+    @abstractmethod
+    def _connection(
+        self, begin: bool, lock: bool = False
+    ) -> contextlib.AbstractAsyncContextManager[Session]: ...
+
+    def session(self) -> contextlib.AbstractAsyncContextManager[Session]:
+        return self._connection(begin=False)
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Session]:
+        return self._connection(begin=True)
+
+
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 
@@ -217,7 +242,7 @@ class _PgSession:
         return int(last) if last.isdigit() else 0
 
 
-class PostgresDriver(Driver):
+class PostgresDriver(_PooledDriver):
     dialect = "postgresql"
 
     def __init__(self, url: str) -> None:
@@ -225,10 +250,7 @@ class PostgresDriver(Driver):
         try:
             import asyncpg
         except ImportError:
-            raise DriverMissing(
-                "app_store = postgresql://… needs the asyncpg driver: "
-                "pip install 'pyserver[postgres]'"
-            ) from None
+            raise _missing("asyncpg", "postgresql", "postgres") from None
         self._asyncpg = asyncpg
         self.url = url
         self.description = mask_url(url)
@@ -283,12 +305,6 @@ class PostgresDriver(Driver):
         except self._errors() as exc:
             raise self.unavailable(exc) from None
 
-    def session(self) -> contextlib.AbstractAsyncContextManager[Session]:
-        return self._connection(begin=False)
-
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[Session]:
-        return self._connection(begin=True)
-
     def schema_lock(self) -> contextlib.AbstractAsyncContextManager[Session]:
         return self._connection(begin=True, lock=True)  # PostgreSQL's DDL is transactional
 
@@ -312,7 +328,7 @@ class _MySession:
         return int(self._cursor.rowcount)
 
 
-class MysqlDriver(Driver):
+class MysqlDriver(_PooledDriver):
     dialect = "mysql"
 
     def __init__(self, url: str) -> None:
@@ -320,9 +336,7 @@ class MysqlDriver(Driver):
         try:
             import aiomysql
         except ImportError:
-            raise DriverMissing(
-                "app_store = mysql://… needs the aiomysql driver: pip install 'pyserver[mysql]'"
-            ) from None
+            raise _missing("aiomysql", "mysql", "mysql") from None
         self._aiomysql = aiomysql
         self.description = mask_url(url)
         self._params = self._parse(url)
@@ -426,12 +440,6 @@ class MysqlDriver(Driver):
             raise self.unavailable(exc) from None
         except self._errors() as exc:
             raise self.unavailable(exc) from None
-
-    def session(self) -> contextlib.AbstractAsyncContextManager[Session]:
-        return self._connection(begin=False)
-
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[Session]:
-        return self._connection(begin=True)
 
     def schema_lock(self) -> contextlib.AbstractAsyncContextManager[Session]:
         return self._connection(begin=False, lock=True)
