@@ -234,9 +234,7 @@ class Settings(BaseSettings):
     @classmethod
     def _known_store(cls, value: str) -> str:
         if value != "config" and not value.startswith(APP_STORE_SCHEMES):
-            raise ValueError(
-                'use "config" or a URL starting with ' + ", ".join(APP_STORE_SCHEMES)
-            )
+            raise ValueError('use "config" or a URL starting with ' + ", ".join(APP_STORE_SCHEMES))
         return value
 
     @field_validator("path_prefix")
