@@ -21,7 +21,6 @@ from pyserver import __version__
 from pyserver.auth.protected import exposure_warning
 from pyserver.config import ConfigError, Settings, load_settings, unknown_environment
 from pyserver.logs import configure
-from pyserver.server.server import Server
 
 log = logging.getLogger("pyserver")
 
@@ -30,6 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="pyserver",
         description="A self-hosted WebSocket server for the Pusher Channels protocol.",
+        epilog="Manage the apps of a database app store: pyserver apps --help",
     )
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port for WebSocket and HTTP API (default 6001)")
@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["apps"]:
+        from pyserver.apps.cli import main as apps_main
+
+        return apps_main((sys.argv[1:] if argv is None else argv)[1:])
     args = parse_args(argv)
     overrides: dict[str, Any] = {
         "host": args.host,
@@ -56,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, **overrides)
     except ConfigError as exc:
         print(f"pyserver: {exc}", file=sys.stderr)
+        return 2
+    if settings.app_store != "config":  # until the server reads apps from a store
+        print(
+            'pyserver: the server serves only app_store = "config" so far; a database '
+            "store is managed with `pyserver apps` (docs/apps.md)",
+            file=sys.stderr,
+        )
         return 2
     configure(settings.log_level, settings.log_format)
     if "PYSERVER_WORKER_INDEX" not in os.environ:  # the supervisor has warned already
@@ -81,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(settings: Settings) -> int:
+    from pyserver.server.server import Server  # here, so `pyserver apps` starts faster
+
     server = Server(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

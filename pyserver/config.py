@@ -167,6 +167,10 @@ DEFAULT_SECRET = "app-secret"
 app whose secret is this one puts the server in protected mode (`protected_mode`)."""
 
 
+APP_STORE_SCHEMES = ("sqlite://", "postgresql://", "postgres://", "mysql://", "mariadb://")
+"""How an `app_store` URL may start (the app stores read the rest, docs/apps.md)."""
+
+
 class Settings(BaseSettings):
     """Everything the server runs with."""
 
@@ -181,6 +185,14 @@ class Settings(BaseSettings):
     app_key: str = "app-key"
     app_secret: str = DEFAULT_SECRET
     apps: list[AppConfig] = Field(default_factory=list)
+    app_store: str = "config"
+    """Where apps come from: "config" (`apps` above, read-only), or a database managed with
+    `pyserver apps`: "sqlite:///apps.db", "postgresql://user:password@host/db",
+    "mysql://user:password@host/db" (MariaDB too). See docs/apps.md."""
+    app_store_refresh: float = Field(default=5.0, gt=0, le=3_600)
+    """Seconds between a node's checks of the app store for changes."""
+    secret_rotation_grace: float = Field(default=300.0, ge=0, le=86_400)
+    """Seconds an app's previous secret stays valid after `pyserver apps rotate-secret`."""
 
     adapter: Literal["local", "redis"] = "local"
     """Where cluster-wide state lives: this process only, or a Redis server shared by nodes."""
@@ -265,6 +277,13 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     use_uvloop: bool = True
+
+    @field_validator("app_store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value != "config" and not value.startswith(APP_STORE_SCHEMES):
+            raise ValueError('use "config" or a URL starting with ' + ", ".join(APP_STORE_SCHEMES))
+        return value
 
     @field_validator("path_prefix")
     @classmethod

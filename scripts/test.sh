@@ -25,6 +25,10 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server   # the cluster tests
 command -v chromium >/dev/null 2>&1 || apt_install chromium           # the console test
+# The app store tests start their own PostgreSQL and MariaDB (tests/dbproc.py); Debian keeps
+# PostgreSQL's programs in /usr/lib/postgresql/N/bin. No service is started by us.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+[ -x /usr/sbin/mariadbd ] || apt_install mariadb-server
 
 PYTHON=${PYTHON:-python3}
 # The exact versions the suite was last verified with (scripts/lock.sh refreshes them), so a

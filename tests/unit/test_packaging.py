@@ -219,6 +219,13 @@ def test_every_imported_library_is_a_declared_dependency() -> None:
         match = re.match(r"[A-Za-z0-9._-]+", requirement)
         assert match is not None, requirement
         declared.add(_normalized(match.group(0)))
+    # The drivers of the database app stores are extras: imported only when such a store is
+    # configured, and a missing one is a clear error naming the extra (tests/apps).
+    for extra in ("postgres", "mysql"):
+        for requirement in project["optional-dependencies"][extra]:
+            match = re.match(r"[A-Za-z0-9._-]+", requirement)
+            assert match is not None, requirement
+            declared.add(_normalized(match.group(0)))
     distributions = importlib.metadata.packages_distributions()
     missing = sorted(
         module
