@@ -21,7 +21,7 @@ from pyserver.apps.errors import (
 )
 from pyserver.apps.schema import CURRENT_VERSION, MIGRATIONS, Migration, ensure_schema
 from pyserver.apps.sql import SqlAppStore
-from pyserver.config import AppConfig, WebhookTarget
+from pyserver.config import AppConfig, HistoryRule, WebhookTarget
 from tests.apps.conftest import database_server, with_store
 
 
@@ -458,6 +458,10 @@ def every_option_changed() -> dict[str, Any]:
     special: dict[str, Any] = {
         "name": "Every option",
         "allowed_origins": ("https://*.example.com", "http://localhost:3000"),
+        "history": (
+            HistoryRule(channels="chat-*", limit=50, ttl=600, rewind=5, recovery_window=60),
+            HistoryRule(channels="feed-*", limit=10, ttl=60, client_events=True),
+        ),
         "webhooks": (
             WebhookTarget(
                 url="https://example.com/hook",
