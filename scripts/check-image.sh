@@ -28,7 +28,7 @@ if [ "$(id -u)" != 0 ]; then
   exec sudo --preserve-env=XDG_CACHE_HOME,KEEP_IMAGE bash "$0" "$@"
 fi
 
-CACHE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/pyserver
+CACHE_DIR=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/pyserver
 RUN_ID="$$-$(date +%s)"
 IMAGE="localhost/pyserver-check:$RUN_ID"
 CONTAINER="pyserver-check-$RUN_ID"
