@@ -1,24 +1,30 @@
 # pyserver: a self-hosted Pusher Channels-compatible WebSocket server.
 #
 #   docker build -t pyserver .
-#   docker run -p 6001:6001 -p 9601:9601 pyserver
+#   docker run -p 6001:6001 -p 9601:9601 -e PYSERVER_APP_SECRET=my-long-random-secret pyserver
 #   docker run -p 6001:6001 -v "$PWD/pyserver.toml:/etc/pyserver/pyserver.toml:ro" \
 #       pyserver --config /etc/pyserver/pyserver.toml
+#
+# With the default secret (app-secret), the HTTP API and the console answer only requests
+# from inside the container (protected mode, docs/configuration.md): set a secret.
 #
 # Every option can also be given as an environment variable, PYSERVER_<NAME>
 # (e.g. -e PYSERVER_APP_KEY=my-key); see docs/configuration.md.
 
 # --- build: install the package (the same `pip install .` as scripts/test.sh, minus the
-# test extras) into a virtual environment that the runtime stage copies as a whole.
+# test extras, plus the drivers of the database app stores) into a virtual environment that
+# the runtime stage copies as a whole, at the versions the tests last passed with
+# (scripts/constraints.txt), so a new release of a dependency cannot change the image.
 FROM python:3.11-slim AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY scripts/constraints.txt ./constraints.txt
 COPY pyserver ./pyserver
 RUN python -m venv /opt/pyserver \
-    && /opt/pyserver/bin/pip install --no-cache-dir .
+    && /opt/pyserver/bin/pip install --no-cache-dir -c constraints.txt ".[postgres,mysql]"
 
 # --- runtime: the interpreter, the virtual environment and an unprivileged user.
 FROM python:3.11-slim

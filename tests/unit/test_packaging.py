@@ -107,20 +107,30 @@ def test_python_runs_unbuffered_without_bytecode_files() -> None:
 
 
 def test_installs_the_package_the_way_the_tests_do() -> None:
-    """`pip install .` in the image; `pip install -e .[test]` in scripts/test.sh."""
+    """`pip install -c constraints .[stores]` in the image; `pip install -c constraints -e
+    .[test]` in scripts/test.sh: the same project at the same pinned versions."""
     pip_runs = [rest for rest in args_of("RUN") if "pip install" in rest]
     assert len(pip_runs) == 1, pip_runs
     command = pip_runs[0].split("pip install", 1)[1].split("&&")[0]
     words = shlex.split(command)
     options = [w for w in words if w.startswith("-")]
     targets = [w for w in words if not w.startswith("-")]
-    assert targets == ["."], f"the image must install the project itself, not {targets}"
-    assert "--no-cache-dir" in options
+    assert len(targets) == 2 and targets[1].split("[")[0] == ".", (
+        f"the image must install the project itself, not {targets}"
+    )
+    assert set(targets[1].partition("[")[2].rstrip("]").split(",")) == {"postgres", "mysql"}
+    assert "--no-cache-dir" in options and options[-1] == "-c", options
+    assert targets[0] == "constraints.txt", "the image must install the pinned versions"
+    copied = " ".join(args_of("COPY"))
+    assert "scripts/constraints.txt ./constraints.txt" in copied
 
     test_sh = (ROOT / "scripts" / "test.sh").read_text()
     match = re.search(r"pip install [^\n]*-e \"?([^\s\"\[]+)\[test\]", test_sh)
     assert match is not None, "scripts/test.sh no longer installs the package with -e"
-    assert match.group(1) == targets[0], "the tests and the image install different things"
+    assert match.group(1) == targets[1].split("[")[0], (
+        "the tests and the image install different things"
+    )
+    assert "-c scripts/constraints.txt" in test_sh
 
 
 def test_copies_what_the_build_needs_and_dockerignore_keeps_it() -> None:
