@@ -49,7 +49,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pyserver.channels import tasks
+from pyserver import tasks
 from pyserver.channels.registry import ChannelRegistry
 from pyserver.cluster import redis_scripts as lua
 from pyserver.cluster.adapter import (

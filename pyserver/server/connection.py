@@ -32,7 +32,7 @@ import httptools
 
 from pyserver.auth.origins import origin_allowed
 from pyserver.auth.protected import FORWARDING_HEADERS
-from pyserver.channels import tasks
+from pyserver import tasks
 from pyserver.channels.app import App
 from pyserver.protocol import frames
 from pyserver.protocol.commands import (

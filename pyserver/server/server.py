@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 
 from pyserver.api.routes import Api
-from pyserver.channels import tasks
+from pyserver import tasks
 from pyserver.channels.app import App
 from pyserver.channels.observer import Observers
 from pyserver.cluster.adapter import Adapter

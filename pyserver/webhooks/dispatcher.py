@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 
-from pyserver.channels import tasks
+from pyserver import tasks
 from pyserver.channels.observer import AppObserver
 from pyserver.cluster.adapter import Adapter, LeaveKey
 from pyserver.config import AppConfig, WebhookTarget
