@@ -47,9 +47,17 @@ from pyserver.protocol.names import (
     event_name_problem,
     user_id_problem,
 )
-from pyserver.server.http import EMPTY_OK, Request, Response, error_response, json_response
+from pyserver.server.http import (
+    EMPTY_OK,
+    Request,
+    Response,
+    StreamingResponse,
+    error_response,
+    json_response,
+)
 
-HandlerResult = Response | Coroutine[Any, Any, Response]
+# StreamingResponse: only the console's event stream answers with one (issue 16 part 2).
+HandlerResult = Response | StreamingResponse | Coroutine[Any, Any, Response]
 
 _SOCKET_ID = re.compile(r"\d+\.\d+")
 _APP_ROUTE = re.compile(r"/apps/([^/]+)(/.*)?")

@@ -8,18 +8,21 @@ Access: `Authorization: Bearer <console_token>` opens every app (when a token is
 compared in constant time and never sent back. A refused login gets 401 JSON.
 
 Routes:
-- `GET /console`: the page, which polls the API about once a second.
+- `GET /console`: the page, which reads the stream below.
+- `GET /console/api/stream?app=ID`: server-sent events, the feed, stats and state pushed
+  live (`live.py`, documented in docs/extensions.md).
 - `GET /console/api/state?app=ID&since=N&channel=TEXT`: the apps this login may see, then
-  for `app`: connection and local channel counts, its local channels (those whose name
+  for `app`: connection and channel counts (cluster-wide), its channels (those whose name
   contains TEXT, `channel_total` of them, at most `MAX_CHANNELS` listed) with their type and
-  local subscriber counts, the members of the first
-  `MAX_PRESENCE_CHANNELS` presence channels among them, the feed's events after sequence
-  N, `last_seq` and `started` (the server's start time: a page that sees it change starts
-  over from sequence 0).
+  subscriber counts (cluster-wide and local), the members of the first
+  `MAX_PRESENCE_CHANNELS` presence channels among them, this node's feed events after
+  sequence N, `last_seq` and `started` (the server's start time: a page that sees it
+  change starts over from sequence 0).
 - `POST /console/api/trigger` `{"app", "channel", "event", "data"}`: publish a test event
   like an HTTP API trigger (channel and event names checked, data within the app's limit).
 - `GET /console/api/stats?app=ID&from=UNIX_SECONDS`: the app's stats over time (`sampler.py`,
-  documented in docs/extensions.md).
+  documented in docs/extensions.md); with the redis adapter, the whole cluster's
+  (`cluster_stats.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import orjson
 
 from pyserver.channels.app import App
 from pyserver.console.feed import EventFeed
+from pyserver.console.live import MAX_CHANNELS, MAX_PRESENCE_CHANNELS, LiveHub, app_state
 from pyserver.console.page import PAGE, PAGE_HEADERS
 from pyserver.console.sampler import StatsSampler
 from pyserver.protocol.errors import (
@@ -43,17 +47,15 @@ from pyserver.protocol.errors import (
 )
 from pyserver.protocol.jsontext import event_data
 from pyserver.protocol.names import channel_name_problem, event_name_problem
-from pyserver.server.http import Request, Response
+from pyserver.server.http import Request, Response, StreamingResponse
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
+    from pyserver.console.cluster_stats import ClusterStats
     from pyserver.server.server import Server
 
-MAX_CHANNELS = 200
-"""Channels listed per poll (sorted by name); `channel_total` says how many matched."""
-MAX_PRESENCE_CHANNELS = 20
-"""Presence channels whose members are looked up per poll (one adapter call each)."""
+__all__ = ["MAX_CHANNELS", "MAX_PRESENCE_CHANNELS", "Console"]
 
 _NO_STORE = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 _ROUTES = {"/console/api/state": "GET", "/console/api/trigger": "POST"}
@@ -68,8 +70,49 @@ class Console(EventFeed):
         super().__init__()
         self.server = server
         self.dashboard = StatsSampler(server.apps_by_id)
+        self.cluster_stats: ClusterStats | None = None
+        feed = None
+        if server.settings.adapter == "redis" and server.settings.console:
+            from pyserver.console.cluster_feed import ClusterFeed
+            from pyserver.console.cluster_stats import ClusterStats
 
-    def handle(self, request: Request) -> Response | Coroutine[Any, Any, Response]:
+            node = str(getattr(server.adapter, "node", "") or id(self))
+            self.cluster_stats = ClusterStats(
+                self.dashboard.history,
+                server.settings.redis_url,
+                server.settings.redis_prefix,
+                node,
+            )
+            feed = ClusterFeed(self, server.settings.redis_url, server.settings.redis_prefix, node)
+        self.cluster_feed = feed
+        self.live = LiveHub(self, self._stats_report, feed)
+
+    def start(self) -> None:
+        """Start sampling (and, with the redis adapter, sharing) the stats."""
+        self.dashboard.start()
+        if self.cluster_stats is not None:
+            self.cluster_stats.start()
+        if self.cluster_feed is not None:
+            self.cluster_feed.start()
+
+    async def close(self) -> None:
+        """End every open stream and stop the timers (shutdown)."""
+        self.dashboard.stop()
+        await self.live.close()
+        if self.cluster_feed is not None:
+            await self.cluster_feed.close()
+        if self.cluster_stats is not None:
+            await self.cluster_stats.close()
+
+    async def _stats_report(self, app_id: str, since: float | None) -> dict[str, Any]:
+        now = self.dashboard.clock()
+        if self.cluster_stats is not None:
+            return await self.cluster_stats.report(app_id, now, since)
+        return self.dashboard.history.report(app_id, now, since)
+
+    def handle(
+        self, request: Request
+    ) -> Response | StreamingResponse | Coroutine[Any, Any, Response]:
         if request.path in ("/console", "/console/"):
             if request.method != "GET":
                 return _json({"error": "Use GET", "status": 405}, 405)
@@ -82,7 +125,16 @@ class Console(EventFeed):
                 if request.method != "GET":
                     raise MethodNotAllowed("Use GET for /console/api/stats")
                 app = self._pick(apps, request.query.get("app"))
-                return _json(self.dashboard.report(app.id, request.query.get("from")))
+                since = self.dashboard.since(request.query.get("from"))
+                if self.cluster_stats is not None:
+                    return self._cluster_report(app.id, since)
+                return _json(self.dashboard.history.report(app.id, self.dashboard.clock(), since))
+            if request.path == "/console/api/stream":  # live: server-sent events
+                if request.method != "GET":
+                    raise MethodNotAllowed("Use GET for /console/api/stream")
+                app = self._pick(apps, request.query.get("app"))
+                last = request.headers.get("last-event-id") or request.query.get("last_event_id")
+                return self.live.open(app, last)
             method = _ROUTES.get(request.path)
             if method is None:
                 raise NotFound(f"No console route {request.path[:100]}")
@@ -115,6 +167,10 @@ class Console(EventFeed):
                 return [app]
         raise Unauthorized("Sign in with an app id and its secret, or the console token")
 
+    async def _cluster_report(self, app_id: str, since: float | None) -> Response:
+        assert self.cluster_stats is not None
+        return _json(await self.cluster_stats.report(app_id, self.dashboard.clock(), since))
+
     def _pick(self, apps: list[App], app_id: object) -> App:
         if app_id in (None, ""):
             return apps[0]
@@ -129,31 +185,11 @@ class Console(EventFeed):
             since = int(request.query.get("since", "0"))
         except ValueError:
             raise BadRequest("'since' must be a number") from None
-        needle = request.query.get("channel", "").lower()
-        names = sorted(n for n in app.registry.channels if needle in n.lower())
-        channels: list[dict[str, Any]] = []
-        presence_left = MAX_PRESENCE_CHANNELS
-        for name in names[:MAX_CHANNELS]:
-            local = app.registry.channels.get(name)
-            if local is None:  # emptied while an earlier presence lookup awaited
-                continue
-            entry: dict[str, Any] = {
-                "name": name,
-                "type": local.type.kind.value + ("-cache" if local.type.cache else ""),
-                "local_subscribers": len(local.subscribers),
-            }
-            if local.type.is_presence and presence_left > 0:
-                presence_left -= 1
-                entry["members"] = dict(await app.adapter.presence_members(app.id, name))
-            channels.append(entry)
+        state = await app_state(app, request.query.get("channel", "").lower())
         return _json(
             {
                 "apps": [a.id for a in apps],
-                "app": app.id,
-                "connections": len(app.clients),
-                "channel_count": len(app.registry.channels),
-                "channel_total": len(names),
-                "channels": channels,
+                **state,
                 "events": self.since(app.id, since),
                 "last_seq": self.last_seq,
                 "started": self.server.started_at,

@@ -11,13 +11,18 @@ Invariants:
 - Sequence numbers grow across all apps and never repeat within a process, so a page asks
   for "everything after N"; `last_seq` lets it notice a restarted server (a smaller number).
 - Event data is kept as given and cut to `PREVIEW` characters when served.
+- Each app's records also have a position in the app (1, 2, 3 ... never reused within a
+  process): `added[app]` counts what was ever recorded, so the ring holds positions
+  `added - len(ring) + 1` to `added`, and `after(app, position)` tells how many were dropped
+  from the ring in between. The console's event stream (`stream.py`) uses them as ids.
 - What is recorded is this node's view: on a cluster, an API trigger or a client event is
-  seen by the node that received it.
+  seen by the node that received it (the stream gathers every node's, `cluster_feed.py`).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from time import time as _now
 from typing import Any
 
@@ -39,6 +44,8 @@ class EventFeed(AppObserver):
         self.per_app = per_app
         self._records: dict[str, deque[Record]] = {}
         self.last_seq = 0
+        self.added: dict[str, int] = {}
+        """App id -> how many records it ever had (the position of its newest)."""
 
     def _add(
         self,
@@ -53,12 +60,34 @@ class EventFeed(AppObserver):
         records = self._records.get(app_id) or self._ring(app_id)
         self.last_seq = seq = self.last_seq + 1
         records.append((seq, _now(), kind, channel, event, data, origin, user_id))
+        self.added[app_id] += 1
 
     def _ring(self, app_id: str) -> deque[Record]:
         records = self._records.get(app_id)
         if records is None:
             records = self._records[app_id] = deque(maxlen=self.per_app)
+            self.added[app_id] = 0
         return records
+
+    def after(self, app_id: str, position: int, upto: int | None = None) -> tuple[int, list[Any]]:
+        """(dropped, entries): the app's entries at positions above `position` up to `upto`
+        (default: the newest), served, oldest first, each with its `position`; `dropped`
+        says how many of those positions the ring no longer holds."""
+        records = self._records.get(app_id)
+        added = self.added.get(app_id, 0)
+        last = added if upto is None else min(upto, added)
+        if records is None or last <= position:
+            return 0, []
+        first_held = added - len(records) + 1
+        start = max(position + 1, first_held)
+        dropped = start - (position + 1)
+        entries = []
+        held = islice(records, start - first_held, last - first_held + 1)
+        for position, record in enumerate(held, start):
+            served = _served(record)
+            served["position"] = position
+            entries.append(served)
+        return dropped, entries
 
     def since(self, app_id: str, after: int) -> list[dict[str, Any]]:
         """The app's recorded events with a sequence number above `after`, oldest first."""

@@ -87,13 +87,18 @@ class StatsSampler:
         tally[0 if outcome == "delivered" else 1] += 1
 
     def report(self, app_id: str, since: str | None = None) -> dict[str, Any]:
-        """The JSON of `GET /console/api/stats?app=ID[&from=UNIX_SECONDS]`."""
-        start: float | None = None
-        if since:
-            try:
-                start = float(since)
-            except ValueError:
-                raise BadRequest("'from' must be a unix time in seconds") from None
-            if not math.isfinite(start):
-                raise BadRequest("'from' must be a unix time in seconds")
-        return self.history.report(app_id, self.clock(), start)
+        """The JSON of `GET /console/api/stats?app=ID[&from=UNIX_SECONDS]` on this node."""
+        return self.history.report(app_id, self.clock(), self.since(since))
+
+    @staticmethod
+    def since(value: str | None) -> float | None:
+        """The `from` parameter as unix seconds (None when absent), or `BadRequest`."""
+        if not value:
+            return None
+        try:
+            start = float(value)
+        except ValueError:
+            raise BadRequest("'from' must be a unix time in seconds") from None
+        if not math.isfinite(start):
+            raise BadRequest("'from' must be a unix time in seconds")
+        return start

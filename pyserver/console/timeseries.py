@@ -242,6 +242,15 @@ class StatsHistory:
         for i, delta in enumerate(deltas, base + _D_COUNTERS):
             cells[i] += delta
 
+    @property
+    def latest_minute(self) -> int:
+        """The minute of the latest sample (-1 before the first)."""
+        return self._latest_minute
+
+    def app_ids(self) -> list[str]:
+        """The apps that have been sampled."""
+        return list(self._apps)
+
     def forget(self, app_id: str) -> None:
         """Drop an app's history (the app was removed)."""
         self._apps.pop(app_id, None)

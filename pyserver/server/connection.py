@@ -80,7 +80,15 @@ from pyserver.protocol.websocket import (
     parse_close,
     text_frame,
 )
-from pyserver.server.http import Request, Response, error_response, parse_target, strip_prefix
+from pyserver.server.http import (
+    Request,
+    Response,
+    StreamingResponse,
+    StreamSink,
+    error_response,
+    parse_target,
+    strip_prefix,
+)
 
 if TYPE_CHECKING:
     from pyserver.server.server import Server
@@ -107,6 +115,7 @@ _KEPT_HEADERS = frozenset(
         b"sec-websocket-extensions",
         b"authorization",
         b"origin",
+        b"last-event-id",  # the console's event stream resumes from it
         *(name.encode() for name in FORWARDING_HEADERS),
     )
 )
@@ -210,6 +219,7 @@ class Connection(asyncio.Protocol):
         "reader",
         "server",
         "socket_id",
+        "stream_end",
         "transport",
         "user",
     )
@@ -234,6 +244,8 @@ class Connection(asyncio.Protocol):
         self.ce_allowance = 0.0
         self.ce_stamp = 0.0
         self.peer = ""
+        self.stream_end: Callable[[], None] | None = None
+        """While this connection carries a `StreamingResponse`: what to call when it ends."""
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -259,6 +271,9 @@ class Connection(asyncio.Protocol):
         self.closing = True
         self.out = None
         self.server.connection_closed(self)
+        if self.stream_end is not None:  # a streaming response ends with its connection
+            stream_end, self.stream_end = self.stream_end, None
+            stream_end()
         if self.app is not None and self.reader is not None:
             self.reader = None
             if self.backlog is None:
@@ -532,7 +547,7 @@ class Connection(asyncio.Protocol):
                 self._respond(error_response(413, f"Body larger than {limit} bytes"), False)
                 return
             result = self.server.api.handle(request)
-            if isinstance(result, Response):
+            if isinstance(result, (Response, StreamingResponse)):
                 self._respond(result, request.keep_alive, request)
             else:
                 http.busy = True
@@ -554,9 +569,15 @@ class Connection(asyncio.Protocol):
         self._serve_http_backlog()
 
     def _respond(
-        self, response: Response, keep_alive: bool, request: Request | None = None
+        self,
+        response: Response | StreamingResponse,
+        keep_alive: bool,
+        request: Request | None = None,
     ) -> None:
         if self.transport is None or self.closing:
+            return
+        if isinstance(response, StreamingResponse):
+            self._stream(response)
             return
         keep_alive = keep_alive and not self.server.draining
         raw = response.encode(keep_alive)
@@ -566,6 +587,15 @@ class Connection(asyncio.Protocol):
         if not keep_alive:
             self.closing = True
             self.transport.close()
+
+    def _stream(self, response: StreamingResponse) -> None:
+        """Hand this connection over to a streaming response (the console's event stream):
+        write its head, stop serving HTTP (later bytes from the client are ignored, its EOF
+        still ends the connection), and let the response write its body until either ends."""
+        assert self.transport is not None
+        self.http = None
+        self.transport.write(response.head())
+        self.stream_end = response.start(StreamSink(self.transport, response.limit))
 
     def _upgrade(self, rest: bytes) -> None:
         http = self.http

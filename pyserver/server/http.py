@@ -4,6 +4,11 @@ Parsing is done by httptools (llhttp); this module keeps what a handler needs fr
 request and builds responses. Every response has a JSON body, a Content-Length and says
 whether the connection stays open.
 
+A handler may answer with a `StreamingResponse` instead (the console's server-sent events):
+the connection writes its head, then hands the handler a `StreamSink` to write the body with
+for as long as the handler wants; such a response has no Content-Length and ends the
+connection when it ends.
+
 Invariants:
 - Query keys are lower-cased and values percent-decoded once (the form the signature is
   computed over, `spec/protocol.md` §11.1); a repeated key keeps its first value.
@@ -12,6 +17,8 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -115,3 +122,63 @@ def error_response(status: int, message: str) -> Response:
 EMPTY_OK = Response(200, b"{}")
 _EMPTY_OK_KEEP_ALIVE = EMPTY_OK._encode(True)
 _EMPTY_OK_CLOSE = EMPTY_OK._encode(False)
+
+
+# --- streaming responses (issue 16 part 2: the console's server-sent events) ----------------
+
+
+class StreamSink:
+    """The open end of a `StreamingResponse`: its body is written here, a chunk at a time.
+
+    A peer that leaves more than `limit` bytes unread is cut off (the transport is aborted)
+    rather than buffered for: `write` then returns False, and so does every later call."""
+
+    __slots__ = ("closed", "limit", "transport")
+
+    def __init__(self, transport: asyncio.Transport, limit: int) -> None:
+        self.transport = transport
+        self.limit = limit
+        self.closed = False
+
+    def write(self, data: bytes) -> bool:
+        """Write `data` now; False when the stream is over (closed, or a slow reader cut off)."""
+        if self.closed or self.transport.is_closing():
+            self.closed = True
+            return False
+        if self.transport.get_write_buffer_size() > self.limit:
+            self.closed = True
+            self.transport.abort()
+            return False
+        self.transport.write(data)
+        return True
+
+    def close(self) -> None:
+        """End the response (and the connection) once what was written is sent."""
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamingResponse:
+    """A response whose body is written after the head, for as long as its handler wants.
+
+    The connection writes `head()`, stops reading requests from this client (anything more it
+    sends is ignored), and calls `start(sink)` once; `start` returns the function the
+    connection calls exactly once when it ends, for any reason (the peer went away, `close`,
+    a slow reader cut off, shutdown)."""
+
+    start: Callable[[StreamSink], Callable[[], None]]
+    content_type: str = "text/event-stream; charset=utf-8"
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    limit: int = 262_144
+    """Bytes the peer may leave unread before it is cut off."""
+
+    def head(self) -> bytes:
+        lines = [
+            "HTTP/1.1 200 OK",
+            f"Content-Type: {self.content_type}",
+            "Connection: close",
+        ]
+        lines += [f"{name}: {value}" for name, value in self.extra_headers]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

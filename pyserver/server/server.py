@@ -139,7 +139,7 @@ class Server:
         if self.settings.metrics:
             await self._start_metrics()
         if self.settings.console:
-            self.console.dashboard.start()
+            self.console.start()  # stats sampling, and with redis the cluster's stats and feed
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
         return [
             _format_address(sock.getsockname())
@@ -212,7 +212,7 @@ class Server:
             self._metrics_server.close()
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
-        self.console.dashboard.stop()
+        await self.console.close()  # ends the console's event streams
         grace = self.settings.shutdown_grace if grace is None else grace
         for connection in list(self.connections):
             if connection.reader is None:

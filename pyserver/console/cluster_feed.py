@@ -1,0 +1,230 @@
+"""The console's debug feed for a whole cluster: every node's entries, through Redis Streams.
+
+Redis keys (one hash slot per app, `{P:console:APP}`):
+- `{P:console:APP}:feed`: a Redis Stream of feed entries from every node, capped with
+  `XADD ... MAXLEN ~ MAX_ENTRIES` and expiring a day after the last entry. Each entry has
+  one field, `e`: the entry's JSON as the stream serves it, with `node` (who recorded it).
+- `{P:console}:watched`: a sorted set, app id -> unix time until which some node has an open
+  console stream of it; each such node refreshes its apps every `WATCH_REFRESH` seconds.
+
+One task per node:
+- publishes, while an app is watched anywhere, this node's new entries of it (those after
+  what it last published; the first time, what its ring holds) in one pipeline per run;
+- reads, while this node has open streams of an app, the app's Redis Stream with one
+  `XREAD BLOCK` for all such apps, and writes each entry to every stream of the app, the
+  same bytes for all, with the Redis Stream id as the SSE `id:`.
+
+Resume: a stream opened with a `Last-Event-ID` gets the entries after it, up to where the
+task has read, then the live ones. An id older than the oldest entry still held (trimmed by
+`MAXLEN`) or not one of this stream's gets a `reset` event first. Ids are valid on every node.
+
+Invariants:
+- Recording an entry is untouched (`feed.py`): publishing reads the ring on the task, at
+  most `MAX_ENTRIES` per app per run.
+- Fixed memory: the ring, one position per app, and the sinks' own limits.
+- When Redis cannot be reached the task logs, waits and retries; open streams stay open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from pyserver.console import stream
+from pyserver.console.cluster_stats import redis_client
+
+if TYPE_CHECKING:
+    from pyserver.console.console import Console
+    from pyserver.server.http import StreamSink
+
+log = logging.getLogger("pyserver.console")
+
+MAX_ENTRIES = 1000
+"""Entries each app's Redis Stream keeps (about: `MAXLEN ~`)."""
+TICK = 0.2
+"""Seconds between two publishing runs, and the longest `XREAD BLOCK`."""
+WATCH_REFRESH = 1.0
+"""Seconds between two reads of the watched set (and refreshes of this node's apps)."""
+WATCH_TTL = 30.0
+"""Seconds an app stays watched after its last open stream on a node is refreshed."""
+STREAM_TTL_MS = 86_400_000
+
+_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+
+
+def _parse_id(value: str | bytes | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    match = _ID.fullmatch(text.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _frame(entry_id: bytes, fields: dict[bytes, bytes]) -> bytes:
+    return b"id: " + entry_id + b"\nevent: feed\ndata: " + fields.get(b"e", b"{}") + b"\n\n"
+
+
+class ClusterFeed:
+    def __init__(self, console: Console, url: str, prefix: str, node: str) -> None:
+        self.console = console
+        self.url = url
+        self.prefix = prefix
+        self.node = node
+        self.redis = redis_client(url)
+        self.published: dict[str, int] = {}
+        """App id -> the feed position this node last published."""
+        self.watched: set[str] = set()
+        self.audiences: dict[str, stream.Audience] = {}
+        self.positions: dict[str, bytes] = {}
+        """App id -> the id of the last entry read and written to its streams."""
+        self.pending: list[tuple[str, StreamSink, str | None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def _key(self, app_id: str) -> str:
+        return f"{{{self.prefix}:console:{app_id}}}:feed"
+
+    @property
+    def _watched_key(self) -> str:
+        return f"{{{self.prefix}:console}}:watched"
+
+    # --- FeedSource --------------------------------------------------------------------
+
+    def attach(self, app_id: str, sink: StreamSink, last_event_id: str | None) -> None:
+        self.pending.append((app_id, sink, last_event_id))
+        self.watched.add(app_id)  # publish this node's entries at once, not after a refresh
+        self._wake.set()
+
+    def detach(self, app_id: str, sink: StreamSink) -> None:
+        self.pending = [p for p in self.pending if p[1] is not sink]
+        audience = self.audiences.get(app_id)
+        if audience is not None:
+            audience.remove(sink)
+            if not audience:
+                del self.audiences[app_id]
+                self.positions.pop(app_id, None)
+
+    # --- the task ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for audience in self.audiences.values():
+            audience.close()
+        await self.redis.aclose()
+
+    async def _run(self) -> None:
+        refreshed = 0.0
+        while True:
+            try:
+                now = time.time()
+                if now - refreshed >= WATCH_REFRESH:
+                    refreshed = now
+                    await self._refresh_watched(now)
+                await self._publish()
+                await self._serve_pending()
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("console feed: Redis unreachable (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+            except Exception:
+                log.exception("console feed: a run failed")
+                await asyncio.sleep(1.0)
+
+    async def _refresh_watched(self, now: float) -> None:
+        key = self._watched_key
+        async with self.redis.pipeline(transaction=False) as pipe:
+            mine = {app_id: now + WATCH_TTL for app_id in self.audiences}
+            mine.update({app_id: now + WATCH_TTL for app_id, _, _ in self.pending})
+            if mine:
+                pipe.zadd(key, mine)
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.zrange(key, 0, -1)
+            replies = await pipe.execute()
+        self.watched = {member.decode() for member in replies[-1]}
+
+    async def _publish(self) -> None:
+        """XADD this node's new entries of every watched app, in one pipeline."""
+        console = self.console
+        batch: list[tuple[str, list[dict[str, Any]]]] = []
+        for app_id in self.watched:
+            if app_id not in console.server.apps_by_id:
+                continue
+            position = self.published.get(app_id, 0)
+            if console.added.get(app_id, 0) == position:
+                continue
+            _, entries = console.after(app_id, position)
+            if entries:
+                batch.append((app_id, entries))
+        if not batch:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for app_id, entries in batch:
+                key = self._key(app_id)
+                for entry in entries:
+                    entry["node"] = self.node
+                    pipe.xadd(key, {"e": orjson.dumps(entry)}, maxlen=MAX_ENTRIES, approximate=True)
+                pipe.pexpire(key, STREAM_TTL_MS)
+            await pipe.execute()
+        for app_id, entries in batch:
+            self.published[app_id] = entries[-1]["position"]
+
+    async def _serve_pending(self) -> None:
+        """Give each newly opened stream its backlog, then add it to the app's audience."""
+        while self.pending:
+            app_id, sink, last_event_id = self.pending.pop(0)
+            key = self._key(app_id)
+            if app_id not in self.positions:
+                newest: Any = await self.redis.xrevrange(key, "+", "-", count=1)
+                self.positions[app_id] = newest[0][0] if newest else b"0-0"
+            upto = self.positions[app_id]
+            chunks: list[bytes] = []
+            start: bytes | str = "-"
+            if last_event_id:
+                last = _parse_id(last_event_id)
+                oldest: Any = await self.redis.xrange(key, "-", "+", count=1)
+                first = _parse_id(oldest[0][0]) if oldest else None
+                if last is None or last > (_parse_id(upto) or (0, 0)):
+                    chunks.append(stream.event("reset", {"dropped": None, "reason": "unknown-id"}))
+                elif first is not None and last < first:
+                    chunks.append(stream.event("reset", {"dropped": None, "reason": "dropped"}))
+                else:
+                    start = "(" + last_event_id.strip()
+            if upto != b"0-0":
+                held: Any = await self.redis.xrange(key, start, upto, count=MAX_ENTRIES * 2)
+                chunks += [_frame(entry_id, fields) for entry_id, fields in held]
+            if sink.write(b"".join(chunks)):
+                self.audiences.setdefault(app_id, stream.Audience()).add(sink)
+
+    async def _read(self) -> None:
+        """Wait (at most `TICK`) for new entries of the apps this node streams; write them."""
+        if not self.positions:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK)
+            return
+        streams: Any = {self._key(app_id): position for app_id, position in self.positions.items()}
+        apps = {self._key(app_id): app_id for app_id in self.positions}
+        replies: Any = await self.redis.xread(streams, count=MAX_ENTRIES, block=int(TICK * 1000))
+        for key, entries in replies or ():
+            app_id = apps.get(key.decode() if isinstance(key, bytes) else key)
+            if app_id is None or not entries or app_id not in self.positions:
+                continue
+            self.positions[app_id] = entries[-1][0]
+            audience = self.audiences.get(app_id)
+            if audience is not None:
+                audience.broadcast(b"".join(_frame(i, f) for i, f in entries))
