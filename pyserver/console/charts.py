@@ -4,14 +4,15 @@ Three ASCII byte strings that `page.py` splices into its one page, so the page s
 self-contained document (no library, no CDN: it works on an air-gapped host):
 - `STYLE`: the CSS of the charts, the range switch and today's totals;
 - `MARKUP`: the section above the debug log;
-- `SCRIPT`: plain JavaScript that reads `<page>/api/stats` (documented in
-  docs/extensions.md) and draws connections and messages per minute over the last 1, 6 or
+- `SCRIPT`: plain JavaScript that takes the stats reports pushed by `<page>/api/stream`
+  (the JSON of `<page>/api/stats`, documented in docs/extensions.md) and draws connections and messages per minute over the last 1, 6 or
   24 hours, messages per UTC day over 30 days, and today's totals.
 
-Contract with the page's own script: it defines `$`, `api` and `app`, calls `statsReset()`
-whenever it starts over (sign-in, app switch, restarted server) and `statsPoll()` after each
-state poll. The page asks only for the minutes it lacks (`from=`), keeps at most 1440
-minutes and 30 days, and redraws in place: a page left open for a day does not grow.
+Contract with the page's own script: it defines `$` and `app`, calls `statsReset()`
+whenever it starts over (sign-in, app switch) and `statsApply(report)` with each `stats`
+event of the stream: the whole report first, then the current minute and today. The page
+keeps at most 1440 minutes and 30 days, and redraws in place: a page left open for a day
+does not grow.
 
 Every chart is an `<svg>` with `data-window` (minutes or days shown), `data-points` (how many
 of them hold data, gaps excluded) and `data-max` (its highest value, or highest stack of
@@ -79,34 +80,22 @@ SCRIPT = b"""
 // --- the dashboard: stats over time (pyserver/console/charts.py) ---------------------------
 const RANGE_KEY = "pyserver-console-range", SVGNS = "http://www.w3.org/2000/svg";
 let range = Number(sessionStorage.getItem(RANGE_KEY)) || 60;
-let stats = null, statsFrom = "";
+let stats = null;
 
 function statsReset() {
-  stats = { now: 0, minutes: new Map(), days: new Map() }; statsFrom = "";
+  stats = { now: 0, minutes: new Map(), days: new Map() };
 }
 statsReset();
 
-async function statsPoll() {
-  const asked = app;
-  let answer;
-  try {
-    answer = await api("/api/stats?app=" + encodeURIComponent(asked) +
-      (statsFrom === "" ? "" : "&from=" + statsFrom));
-  } catch (err) {
-    if (err.status === 401) throw err;
-    $("stats-note").textContent = "unavailable: " + err.message;
-    return;
-  }
-  if (asked !== app) return;
-  $("stats-note").textContent = "";
-  stats.now = answer.now;
+function statsApply(answer) {
+  if (answer.app !== app) return;
+  stats.now = Math.max(stats.now, answer.now);
   for (const p of answer.minutes) stats.minutes.set(p.time, p);
   for (const p of answer.days) stats.days.set(p.time, p);
   const firstMinute = Math.floor(answer.now / 60) * 60 - 1439 * 60;
   const firstDay = Math.floor(answer.now / 86400) * 86400 - 29 * 86400;
   for (const t of stats.minutes.keys()) if (t < firstMinute) stats.minutes.delete(t);
   for (const t of stats.days.keys()) if (t < firstDay) stats.days.delete(t);
-  if (answer.minutes.length) statsFrom = answer.minutes[answer.minutes.length - 1].time;
   drawStats();
 }
 

@@ -1,12 +1,22 @@
 """The debug console's single page: HTML, CSS and plain JavaScript, no build step, no CDN.
 
-It signs in (app id + secret, or the console token), polls `<page>/api/state` about once a
-second, and renders the connection count, channels, presence members and a filterable event
-stream, with a form that triggers a test event through `<page>/api/trigger`. Credentials
-live in the tab's `sessionStorage` only (gone when the tab closes; "Sign out" clears them).
+It signs in (app id + secret, or the console token) with one `<page>/api/state` request,
+then reads `<page>/api/stream` (server-sent events, `live.py`) and renders what it pushes:
+the connection count, channels, presence members, a filterable event log and the stats.
+No polling: while the channel filter is set, each pushed state is followed by one filtered
+`<page>/api/state` request. A form triggers a test event through `<page>/api/trigger`.
+Credentials live in the tab's `sessionStorage` only (gone when the tab closes; "Sign out"
+clears them).
+
+The stream is read with `fetch`, not `EventSource`, because an `EventSource` cannot send
+the `Authorization` header (the secret would have to go into the URL or a cookie). The page
+parses the same `text/event-stream` format, and reconnects after a drop (backoff 1, 2, 4 ...
+10 s) with the last id it saw as `Last-Event-ID`, so no entry is lost or shown twice while
+the server still holds it; a `reset` event shows as a gap row. `window.consoleStream` holds
+the stream's bookkeeping (last id, opens, resets) and `abort()`, for the headless test.
 
 Above the debug log, the dashboard (`charts.py`, spliced in) draws the app's stats over time
-from `<page>/api/stats`, fetched after each state poll.
+from the `stats` events.
 
 `PAGE_HEADERS` go with the page: no caching, and a Content-Security-Policy that allows only
 this page's own inline style and script (by hash) and fetches to its own origin.
@@ -122,7 +132,7 @@ button.plain { background:#fff; color:var(--ink); border:1px solid var(--line); 
     + b"""
   <div class="side">
    <section><h2><span>Channels</span><span id="channels-note"></span></h2>
-    <table><thead><tr><th>channel</th><th class="num">local subs</th></tr></thead>
+    <table><thead><tr><th>channel</th><th class="num">subscribers</th></tr></thead>
      <tbody id="channels"></tbody></table></section>
    <section><h2>Presence members</h2><div id="members"></div></section>
    <section><h2>Trigger a test event</h2>
@@ -157,7 +167,10 @@ button.plain { background:#fff; color:var(--ink); border:1px solid var(--line); 
 const KEY = "pyserver-console-auth", KEEP = 2000, SHOW = 400;
 const BASE = location.pathname.replace(/\\/+$/, "");
 let auth = sessionStorage.getItem(KEY) || "";
-let app = "", since = 0, started = null, events = [], latest = null, dirty = true;
+let app = "", events = [], latest = null, dirty = true, queued = false;
+const live = { lastId: "", opened: 0, resets: [], controller: null, backoff: 1000, timer: null };
+live.abort = () => { if (live.controller) live.controller.abort(); };  // drop: the page resumes
+window.consoleStream = live;
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s == null ? "" : s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;",
   "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -182,7 +195,8 @@ function basic(id, secret) {
 }
 
 function reset() {
-  app = ""; since = 0; started = null; events = []; latest = null; dirty = true; statsReset();
+  stopStream(); app = ""; events = []; latest = null; dirty = true; live.lastId = "";
+  statsReset();
 }
 function show(signedIn) {
   $("login").hidden = signedIn; $("app").hidden = !signedIn;
@@ -203,15 +217,17 @@ $("login-form").addEventListener("submit", async (e) => {
   auth = token ? "Bearer " + token : basic(id, $("secret").value);
   reset();
   try {
-    await poll();
+    await loadState();
     sessionStorage.setItem(KEY, auth);
     $("secret").value = ""; $("token").value = ""; $("login-error").textContent = "";
     show(true);
+    openStream();
   } catch (err) { auth = ""; $("login-error").textContent = err.message; }
 });
 $("sign-out").addEventListener("click", () => signOut(""));
 $("app-picker").addEventListener("change", () => {
-  const picked = $("app-picker").value; reset(); app = picked; render(); poll().catch(() => {});
+  const picked = $("app-picker").value; reset(); app = picked; render();
+  loadState().then(openStream).catch(() => {});
 });
 let refetch = null;
 for (const id of ["f-channel", "f-event", "f-kind"]) {
@@ -219,7 +235,7 @@ for (const id of ["f-channel", "f-event", "f-kind"]) {
 }
 $("f-channel").addEventListener("input", () => {  // the channel list is filtered by the server
   clearTimeout(refetch);
-  refetch = setTimeout(() => poll().catch(() => {}), 250);
+  refetch = setTimeout(() => loadState().catch(() => {}), 250);
 });
 $("clear").addEventListener("click", () => { events = []; dirty = true; render(); });
 $("channels").addEventListener("click", (e) => {
@@ -242,36 +258,110 @@ $("trigger-form").addEventListener("submit", async (e) => {
     await api("/api/trigger", { method: "POST",
       body: JSON.stringify({ app, channel, event, data }) });
     result.className = "ok"; result.textContent = "Sent " + event + " to " + channel;
-    poll().catch(() => {});
   } catch (err) { result.className = "error"; result.textContent = err.message; }
 });
 
-async function poll() {
+// One request for the apps this login opens and the (filtered) channel list; the feed
+// itself comes from the stream (`since` past any sequence: no events here).
+async function loadState() {
   const asked = app;
-  const state = await api("/api/state?app=" + encodeURIComponent(asked) + "&since=" + since +
-    "&channel=" + encodeURIComponent($("f-channel").value.trim()));
+  const state = await api("/api/state?app=" + encodeURIComponent(asked) +
+    "&since=9007199254740991&channel=" + encodeURIComponent($("f-channel").value.trim()));
   if (asked !== app) return state;  // the app was switched meanwhile
-  if (started !== null && state.started !== started) {  // the server restarted: start over
-    reset(); app = asked; return poll();
-  }
-  started = state.started; app = state.app; latest = state;
+  app = state.app; latest = state;
   const picker = $("app-picker");
   if ([...picker.options].map((o) => o.value).join() !== state.apps.join()) {
     picker.innerHTML = state.apps.map((a) => "<option>" + esc(a) + "</option>").join("");
   }
   picker.value = app; picker.hidden = state.apps.length < 2;
   $("app-name").textContent = state.apps.length < 2 ? app : "";
-  const fresh = state.events.filter((ev) => ev.seq > since);
-  if (fresh.length) {
-    events.push(...fresh);
-    since = fresh[fresh.length - 1].seq;
-    if (events.length > KEEP) events = events.slice(-KEEP);
-    dirty = true;
-  }
-  setStatus(true, "live");
   render();
-  await statsPoll();
   return state;
+}
+
+// --- the stream: server-sent events read with fetch (see the module's docstring) ---------
+function stopStream() {
+  const controller = live.controller;
+  live.controller = null; clearTimeout(live.timer);
+  if (controller) controller.abort();
+}
+async function openStream() {
+  stopStream();
+  if (!auth) return;
+  const controller = new AbortController(), headers = { Authorization: auth };
+  live.controller = controller;
+  if (live.lastId) headers["Last-Event-ID"] = live.lastId;
+  let response;
+  try {
+    response = await fetch(BASE + "/api/stream?app=" + encodeURIComponent(app),
+      { headers, cache: "no-store", signal: controller.signal });
+  } catch (err) { streamLost(controller, "server unreachable"); return; }
+  if (response.status === 401) { signOut("Signed out: the login was refused"); return; }
+  if (!response.ok) { streamLost(controller, "HTTP " + response.status); return; }
+  live.opened += 1; live.backoff = 1000;
+  if (controller === live.controller) setStatus(true, "live");
+  const reader = response.body.getReader(), decoder = new TextDecoder();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\\n\\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        if (controller === live.controller) dispatch(block);
+      }
+    }
+  } catch (err) { /* dropped or aborted */ }
+  streamLost(controller, "reconnecting");
+}
+function streamLost(controller, text) {
+  if (controller !== live.controller || !auth) return;  // replaced meanwhile, or signed out
+  live.controller = null;
+  setStatus(false, text);
+  clearTimeout(live.timer);
+  live.timer = setTimeout(openStream, live.backoff);
+  live.backoff = Math.min(live.backoff * 2, 10000);
+}
+function dispatch(block) {
+  let id = "", name = "message", data = "";
+  for (const line of block.split("\\n")) {
+    if (!line || line[0] === ":") continue;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value[0] === " ") value = value.slice(1);
+    if (field === "id") id = value;
+    else if (field === "event") name = value;
+    else if (field === "data") data += (data ? "\\n" : "") + value;
+  }
+  if (!data) return;
+  const body = JSON.parse(data);
+  if (name === "feed") {
+    events.push(body);
+    if (id) live.lastId = id;
+    if (events.length > KEEP) events = events.slice(-KEEP);
+    dirty = true; renderSoon();
+  } else if (name === "reset") {
+    live.resets.push(body);
+    if (body.reason === "unknown-id") events = [];  // another server start: start over
+    else events.push({ kind: "gap", time: Date.now() / 1000, channel: "", event: "gap",
+      data: (body.dropped == null ? "some" : body.dropped) + " entries were not kept" });
+    dirty = true; renderSoon();
+  } else if (name === "stats") {
+    statsApply(body);
+  } else if (name === "state" && body.app === app) {
+    latest = Object.assign({}, latest || {}, body);
+    if ($("f-channel").value.trim()) loadState().catch(() => {});
+    else render();
+  }
+}
+function renderSoon() {
+  if (queued) return;
+  queued = true;
+  setTimeout(() => { queued = false; render(); }, 30);
 }
 
 function setStatus(ok, text) {
@@ -295,6 +385,7 @@ function details(ev) {
       esc(ev.data) + "'>" + esc(ev.outcome) + "</span> <span class='muted'>" + esc(ev.url) +
       "</span>";
   }
+  if (ev.node) who.push("node " + ev.node);
   if (who.length) text += " <span class='muted'>" + esc(who.join(" \\u00b7 ")) + "</span>";
   return text;
 }
@@ -312,7 +403,7 @@ function render() {
   $("channels").innerHTML = latest.channels.map((c) => "<tr><td class='mono'><a class='ch' " +
     "href='#' title='use in the trigger form' data-channel='" + esc(c.name) + "'>" +
     esc(c.name) + "</a>" + (c.type === "public" ? "" : "<span class='t'>" + esc(c.type) +
-    "</span>") + "</td><td class='num'>" + c.local_subscribers + "</td></tr>").join("") ||
+    "</span>") + "</td><td class='num'>" + c.subscribers + "</td></tr>").join("") ||
     "<tr><td colspan='2' class='empty'>no occupied channels</td></tr>";
   const presence = latest.channels.filter((c) => c.members);
   $("members").innerHTML = presence.map((c) => {
@@ -344,17 +435,7 @@ function render() {
 """
     + charts.SCRIPT
     + b"""
-async function loop() {
-  if (auth && !$("app").hidden && !document.hidden) {
-    try { await poll(); } catch (err) {
-      if (err.status === 401) signOut("Signed out: " + err.message);
-      else setStatus(false, err.message === "Failed to fetch" ? "server unreachable" : err.message);
-    }
-  }
-  setTimeout(loop, 1000);
-}
-if (auth) { poll().then(() => show(true)).catch(() => signOut("")); }
-setTimeout(loop, 1000);
+if (auth) { loadState().then(() => { show(true); openStream(); }).catch(() => signOut("")); }
 </script></body></html>
 """
 )

@@ -137,11 +137,15 @@ def test_live_state_events_and_trigger(console_server, receiver, uid) -> None:
     status, state = _state(port, APP)
     assert status == 200 and state["connections"] >= 3
     listed = {c["name"]: c for c in state["channels"]}
-    assert listed[room]["local_subscribers"] == 2 and listed[room]["type"] == "presence"
+    assert (
+        listed[room]["local_subscribers"] == listed[room]["subscribers"] == 2
+        and listed[room]["type"] == "presence"
+    )
     assert listed[room]["members"] == {"alice": {"name": "Alice"}, "bob": None}
     assert listed[f"news-{uid}"] == {
         "name": f"news-{uid}",
         "type": "public",
+        "subscribers": 1,
         "local_subscribers": 1,
     }
     assert state["channel_total"] >= 2 and state["last_seq"] >= state["events"][-1]["seq"]
