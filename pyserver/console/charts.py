@@ -5,8 +5,9 @@ self-contained document (no library, no CDN: it works on an air-gapped host):
 - `STYLE`: the CSS of the charts, the range switch and today's totals;
 - `MARKUP`: the section above the debug log;
 - `SCRIPT`: plain JavaScript that takes the stats reports pushed by `<page>/api/stream`
-  (the JSON of `<page>/api/stats`, documented in docs/extensions.md) and draws connections and messages per minute over the last 1, 6 or
-  24 hours, messages per UTC day over 30 days, and today's totals.
+  (the JSON of `<page>/api/stats`, documented in docs/extensions.md) and draws connections
+  and messages per minute over the last 1, 6 or 24 hours, messages per UTC day over 30
+  days, and today's totals.
 
 Contract with the page's own script: it defines `$` and `app`, calls `statsReset()`
 whenever it starts over (sign-in, app switch) and `statsApply(report)` with each `stats`

@@ -279,7 +279,7 @@ class ClusterStats:
                     self._key(write.app_id, "m", write.minute),
                     self._key(write.app_id, "d", write.day),
                 ]
-                self._write(keys=keys, args=write.args(self.node), client=pipe)
+                await self._write(keys=keys, args=write.args(self.node), client=pipe)
             await pipe.execute()
         self._last_minute = current
 

@@ -1,0 +1,198 @@
+"""Issue 16 part 2 on a real two-node cluster (real Redis): the dashboard's stats are the
+whole cluster's through either node, and the console's event stream carries every node's
+feed entries, marked with the node, resumable on either node."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import MAIN, PusherSocket, sdk
+from tests.integration.httpapi import request
+from tests.integration.serverproc import ServerProcess
+from tests.integration.sse import SseClient
+from tests.integration.test_console import basic
+from tests.redisproc import RedisProcess
+
+CONFIG = f"""
+[[apps]]
+id = "{MAIN.id}"
+key = "{MAIN.key}"
+secret = "{MAIN.secret}"
+
+[[apps]]
+id = "2002"
+key = "other-key"
+secret = "other-secret"
+"""
+APP = basic(MAIN.id, MAIN.secret)
+FIELDS = ("messages_sent", "messages_received", "api_calls", "webhook_deliveries")
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisProcess]:
+    proc = RedisProcess()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def nodes(redis: RedisProcess) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    env = {
+        "PYSERVER_ADAPTER": "redis",
+        "PYSERVER_REDIS_URL": redis.url,
+        "PYSERVER_REDIS_PREFIX": "dash",
+        "PYSERVER_REDIS_HEARTBEAT": "0.5",
+    }
+    pair = (ServerProcess(CONFIG, env=env), ServerProcess(CONFIG, env=env))
+    yield pair
+    for node in pair:
+        node.stop()
+
+
+def _stats(port: int, app: str = MAIN.id, login: dict[str, str] = APP) -> dict[str, Any]:
+    status, body, _ = request(port, "GET", f"/console/api/stats?app={app}", headers=login)
+    assert status == 200, body
+    return dict(body)
+
+
+def _sums(points: list[dict[str, Any]]) -> dict[str, int]:
+    return {name: sum(p[name] or 0 for p in points) for name in FIELDS}
+
+
+def test_stats_are_the_whole_clusters_through_either_node(nodes) -> None:
+    a, b = nodes
+    # Node A: alice (private-room) and reader (news); node B: bob (private-room).
+    alice, reader, bob = PusherSocket(a.port), PusherSocket(a.port), PusherSocket(b.port)
+    alice.signed_subscribe("private-room")
+    reader.subscribe("news")
+    bob.signed_subscribe("private-room")
+    sdk(a.port).trigger("private-room", "one", {"n": 1})
+    sdk(b.port).trigger("private-room", "two", {"n": 2})
+    sdk(b.port).trigger("news", "headline", {"n": 3})
+    for sock in (alice, bob):
+        sock.recv_event("one")
+        sock.recv_event("two")
+    reader.recv_event("headline")
+    alice.send_json({"event": "client-a", "channel": "private-room", "data": {}})
+    bob.recv_event("client-a")
+    bob.send_json({"event": "client-b", "channel": "private-room", "data": {}})
+    alice.recv_event("client-b")
+    # Sent: 3 connection_established, 3 subscription_succeeded, 2 triggers to 2 members,
+    # 1 to the reader, 1 client event to each member: 13. Received: 3 subscribes and 2
+    # client events: 5. API calls: 3 (one on A, two on B).
+    expected = {"messages_sent": 13, "messages_received": 5, "api_calls": 3}
+    expected["webhook_deliveries"] = 0
+    deadline = time.monotonic() + 15
+    while True:
+        seen = [_stats(node.port) for node in (a, b)]
+        if all(_sums(body["minutes"]) == expected for body in seen):
+            break
+        assert time.monotonic() < deadline, [_sums(body["minutes"]) for body in seen]
+        time.sleep(0.3)
+    through_a, through_b = seen
+    assert len(through_a["minutes"]) == 1440 and len(through_a["days"]) == 30
+    # Per minute, both nodes serve the same numbers: the cluster's, not their own.
+    counted = [
+        (p["time"], *(p[name] for name in FIELDS)) for p in through_a["minutes"] if p["nodes"]
+    ]
+    assert counted == [
+        (p["time"], *(p[name] for name in FIELDS)) for p in through_b["minutes"] if p["nodes"]
+    ]
+    assert _sums(through_a["days"]) == _sums(through_b["days"]) == expected
+    for body in seen:
+        now = body["minutes"][-1]
+        assert now["nodes"] == 2 and now["connections"] == 3, now
+        assert max(p["peak_connections"] or 0 for p in body["minutes"]) == 3
+        assert body["days"][-1]["peak_connections"] == 3
+        assert body["minutes"][0]["nodes"] == 0 and body["minutes"][0]["messages_sent"] is None
+    # Another app idle on both nodes: zeros where the nodes ran, not gaps.
+    other = _stats(b.port, "2002", basic("2002", "other-secret"))["minutes"][-1]
+    assert other["nodes"] == 2 and other["messages_sent"] == other["connections"] == 0
+    for sock in (alice, reader, bob):
+        sock.close()
+
+
+def test_stream_carries_every_nodes_feed_and_resumes_on_the_other_node(nodes, uid) -> None:
+    a, b = nodes
+    path = f"/console/api/stream?app={MAIN.id}"
+    on_b = SseClient(b.port, path, APP)
+    assert on_b.status == 200 and "text/event-stream" in on_b.head
+    on_b.drain(1.5)  # what the stream holds already, and the first stats and state
+    channel = f"cluster-feed-{uid}"
+    sender, listener = PusherSocket(a.port), PusherSocket(b.port)
+    sender.signed_subscribe(f"private-{channel}")
+    listener.signed_subscribe(f"private-{channel}")
+    sender.send_json({"event": "client-from-a", "channel": f"private-{channel}", "data": {}})
+    listener.recv_event("client-from-a")
+    sdk(b.port).trigger(channel, "api-on-b", {})
+
+    def feed_until(client: SseClient, *names: str) -> list[Any]:
+        """Feed entries until every one of `names` has come (in any order)."""
+        found = []
+        missing = set(names)
+        deadline = time.monotonic() + 10
+        while missing:
+            event = client.next(max(0.0, deadline - time.monotonic()))
+            assert event is not None, f"no {missing} within 10 s: {[e.data for e in found]}"
+            if event.name == "feed":
+                found.append(event)
+                missing.discard(event.data["event"])
+        return found
+
+    entries = feed_until(on_b, "client-from-a", "api-on-b")
+    by_event = {e.data["event"]: e for e in entries}
+    node_a, node_b = by_event["client-from-a"].data["node"], by_event["api-on-b"].data["node"]
+    assert node_a != node_b, "each entry is marked with the node that recorded it"
+    assert by_event["client-from-a"].data["kind"] == "client"
+    last_id = entries[-1].id
+    assert last_id and all(e.id for e in entries)
+    on_b.close()
+
+    # While no stream is open: three more entries, then resume on the other node.
+    for n in range(3):
+        sdk(a.port).trigger(channel, f"while-away-{n}", {})
+    on_a = SseClient(a.port, path, {**APP, "Last-Event-ID": last_id})
+    resumed = feed_until(on_a, "while-away-0", "while-away-1", "while-away-2")
+    names = [e.data["event"] for e in resumed if e.data["channel"] == channel]
+    assert names == ["while-away-0", "while-away-1", "while-away-2"], names
+    assert all(e.id > last_id for e in resumed if "-" in (e.id or ""))
+    ids = [e.id for e in resumed]
+    assert len(ids) == len(set(ids)), "no entry twice"
+    on_a.close()
+
+    # An id the stream never held (trimmed, or from elsewhere): an explicit reset first.
+    stale = SseClient(a.port, path, {**APP, "Last-Event-ID": "1-0"})
+    first = stale.events("reset", 1, 5)
+    assert first and first[0].data["reason"] == "dropped", first
+    stale.close()
+    bogus = SseClient(a.port, path, {**APP, "Last-Event-ID": "not-an-id"})
+    first = bogus.events("reset", 1, 5)
+    assert first and first[0].data["reason"] == "unknown-id", first
+    bogus.close()
+    sender.close()
+    listener.close()
+
+
+def test_state_is_cluster_wide(nodes, uid) -> None:
+    a, b = nodes
+    room = f"presence-everyone-{uid}"
+    on_a, on_b = PusherSocket(a.port), PusherSocket(b.port)
+    on_a.signed_subscribe(room, "ann", {"name": "Ann"})
+    on_b.signed_subscribe(room, "ben", {"name": "Ben"})
+    time.sleep(1.5)  # the connection counts travel with the heartbeat
+    status, state, _ = request(a.port, "GET", f"/console/api/state?app={MAIN.id}", headers=APP)
+    assert status == 200
+    listed = {c["name"]: c for c in state["channels"]}
+    assert listed[room]["subscribers"] == 2 and listed[room]["local_subscribers"] == 1
+    assert listed[room]["members"] == {"ann": {"name": "Ann"}, "ben": {"name": "Ben"}}
+    assert state["connections"] >= 2 and state["local_connections"] >= 1
+    stream = SseClient(b.port, f"/console/api/stream?app={MAIN.id}", APP)
+    pushed = stream.events("state", 1, 5)[0].data
+    assert {c["name"]: c["subscribers"] for c in pushed["channels"]}[room] == 2
+    stream.close()
+    on_a.close()
+    on_b.close()
