@@ -162,12 +162,13 @@ class LiveHub:
         upto = self.pumped[app_id]
         position = stream.parse_local_id(last_event_id, self.epoch)
         chunks: list[bytes] = []
-        if position is None or position > upto:
+        resumed = position is not None and position <= upto
+        if not resumed:
             if last_event_id:
                 chunks.append(stream.event("reset", {"dropped": None, "reason": "unknown-id"}))
             position = 0
-        dropped, entries = self.console.after(app_id, position, upto)
-        if dropped and last_event_id:
+        dropped, entries = self.console.after(app_id, position or 0, upto)
+        if dropped and resumed:
             chunks.append(stream.event("reset", {"dropped": dropped, "reason": "dropped"}))
         chunks += [self._feed_event(entry) for entry in entries]
         return b"".join(chunks)

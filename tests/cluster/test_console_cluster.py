@@ -196,3 +196,56 @@ def test_state_is_cluster_wide(nodes, uid) -> None:
     stream.close()
     on_a.close()
     on_b.close()
+
+
+def test_cluster_stats_roll_over_in_redis_with_a_hand_set_clock(redis) -> None:
+    """Two nodes' `ClusterStats` on a real Redis, driven by a hand-set clock across the end
+    of a minute and of a UTC day: either node reads the same, exact, summed points."""
+    import asyncio
+
+    from pyserver.console.cluster_stats import ClusterStats
+    from pyserver.console.timeseries import DAY, MINUTE, Sample, StatsHistory
+
+    t0 = 1_767_225_600.0 + DAY - 2  # 2026-01-01 23:59:58 UTC
+    now = [t0]
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        histories = [StatsHistory(), StatsHistory()]
+        nodes = [
+            ClusterStats(h, redis.url, "rollover", f"n{i}", clock=lambda: now[0])
+            for i, h in enumerate(histories)
+        ]
+        histories[0].record("a", Sample(2, messages_sent=5, api_calls=1), t0)
+        histories[1].record("a", Sample(1, messages_sent=3), t0)
+        for node in nodes:
+            await node.flush()
+        now[0] = t0 + 3  # 00:00:01 the next day
+        histories[0].record("a", Sample(3, messages_sent=9, api_calls=1), now[0])
+        histories[1].record("a", Sample(1, messages_sent=4), now[0])
+        for node in nodes:
+            await node.flush()
+        reports = (await nodes[0].report("a", now[0]), await nodes[1].report("a", now[0]))
+        for node in nodes:
+            await node.close()
+        return reports
+
+    through_0, through_1 = asyncio.run(run())
+    assert through_0["minutes"] == through_1["minutes"] and through_0["days"] == through_1["days"]
+    before, after = through_0["minutes"][-2:]
+    assert before["time"] == int(t0 // MINUTE) * MINUTE and after["time"] == before["time"] + 60
+    assert (before["nodes"], before["messages_sent"], before["api_calls"]) == (2, 8, 1)
+    assert (before["connections"], before["peak_connections"]) == (3, 3)
+    assert (after["nodes"], after["messages_sent"], after["connections"]) == (2, 5, 4)
+    assert after["peak_connections"] == 4
+    yesterday, today = through_0["days"][-2:]
+    assert (yesterday["date"], yesterday["messages_sent"], yesterday["nodes"]) == (
+        "2026-01-01",
+        8,
+        2,
+    )
+    assert (today["date"], today["messages_sent"], today["peak_connections"]) == (
+        "2026-01-02",
+        5,
+        4,
+    )
+    assert through_0["minutes"][-3]["nodes"] == 0  # before: a gap, not zeros
