@@ -1,7 +1,9 @@
-"""Issue 16 part 1: the dashboard's stats over time, through `GET /console/api/stats` after
-known traffic on a real server, and drawn in real headless Chromium
-(`tests/js/dashboard_screenshot.mjs`), with screenshots kept in test-artifacts/dashboard.png
-and dashboard-charts.png."""
+"""Issue 16: the dashboard's stats over time, through `GET /console/api/stats` after known
+traffic on a real server, and drawn in real headless Chromium
+(`tests/js/dashboard_screenshot.mjs`): charts drawn from that traffic, a feed entry pushed
+within a second, the page's stream dropped and resumed without a lost or repeated entry;
+screenshots kept in test-artifacts/dashboard.png and dashboard-charts.png. The stream's
+own rules over raw HTTP are in `test_stream_*` below."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 from tests.integration.conftest import PusherSocket, sdk
 from tests.integration.httpapi import request
 from tests.integration.serverproc import ROOT, ServerProcess
+from tests.integration.sse import SseClient
 from tests.integration.test_console import basic
 from tests.integration.webhook_receiver import WebhookReceiver
 
@@ -237,5 +240,88 @@ def test_dashboard_in_headless_chromium(traffic, receiver) -> None:
     # Live: the event triggered from the page reached the reader and the charts.
     assert sockets[2].recv_event("from-dashboard")["data"] == '{"hello":"charts"}'
     assert int(dict(seen["live"]["totals"])["sent to clients"]) > int(totals["sent to clients"])
+    # Pushed within a second; the dropped stream resumed with nothing lost or repeated.
+    assert seen["pushMs"] < 1000, seen["pushMs"]
+    resumed = seen["resumed"]
+    assert resumed["stream"]["opened"] == resumed["opened"] + 1, resumed
+    assert resumed["stream"]["resets"] == [], "the resume id was still held: no reset"
+    names = resumed["names"]
+    for name in ("from-dashboard", "pushed-now", "while-away-0", "while-away-1", "while-away-2"):
+        assert names.count(name) == 1, (name, names)
+    away = [n for n in names if n.startswith("while-away-")]
+    assert away == ["while-away-0", "while-away-1", "while-away-2"]
     assert out.stat().st_size > 20_000, "the screenshot looks empty"
     assert charts.stat().st_size > 10_000, "the charts' screenshot looks empty"
+
+
+def _trigger(port: int, event: str) -> None:
+    body = json.dumps({"app": "1001", "channel": "news", "event": event, "data": "{}"})
+    status, _, _ = request(port, "POST", "/console/api/trigger", body.encode(), headers=APP)
+    assert status == 200
+
+
+def _feed(client: SseClient, *names: str) -> list[Any]:
+    """Feed events until every one of `names` has come."""
+    found: list[Any] = []
+    missing = set(names)
+    deadline = time.monotonic() + 10
+    while missing:
+        event = client.next(max(0.0, deadline - time.monotonic()))
+        assert event is not None, f"{missing} did not come: {[e.data for e in found]}"
+        if event.name == "feed":
+            found.append(event)
+            missing.discard(event.data["event"])
+    return found
+
+
+def test_stream_needs_the_console_login(traffic) -> None:
+    proc, _ = traffic
+    refused = SseClient(proc.port, "/console/api/stream?app=1001")
+    assert refused.status == 401
+    refused.close()
+    other = SseClient(proc.port, "/console/api/stream?app=1001", OTHER)
+    assert other.status == 404
+    other.close()
+    status, _, _ = request(proc.port, "POST", "/console/api/stream?app=1001", headers=APP)
+    assert status == 405
+
+
+def test_stream_pushes_feed_stats_and_state_and_resumes_exactly(traffic) -> None:
+    proc, _ = traffic
+    port = proc.port
+    client = SseClient(port, "/console/api/stream?app=1001", APP)
+    assert client.status == 200
+    assert "text/event-stream" in client.head and "X-Accel-Buffering: no" in client.head
+    opening = client.drain(1.5)
+    kinds = {e.name for e in opening}
+    assert {"feed", "stats", "state"} <= kinds, kinds
+    whole = next(e for e in opening if e.name == "stats").data
+    assert len(whole["minutes"]) == 1440 and len(whole["days"]) == 30
+    state = next(e for e in opening if e.name == "state").data
+    assert state["connections"] == 3 and {c["name"] for c in state["channels"]} >= {"news"}
+    _trigger(port, "live-one")
+    first = _feed(client, "live-one")
+    last_id = first[-1].id
+    assert last_id and first[-1].data["channel"] == "news"
+    later = client.events("stats", 1, 5)  # every 2 s: the current minute and today
+    assert later and len(later[0].data["minutes"]) <= 2 and len(later[0].data["days"]) == 1
+    client.close()
+
+    for n in range(3):  # while no stream is open
+        _trigger(port, f"away-{n}")
+    again = SseClient(port, "/console/api/stream?app=1001", {**APP, "Last-Event-ID": last_id})
+    resumed = _feed(again, "away-0", "away-1", "away-2")
+    assert [e.data["event"] for e in resumed] == ["away-0", "away-1", "away-2"]
+    again.close()
+    # The id in the query does the same (for clients that cannot set headers).
+    query = SseClient(port, f"/console/api/stream?app=1001&last_event_id={last_id}", APP)
+    assert [e.data["event"] for e in _feed(query, "away-2")] == ["away-0", "away-1", "away-2"]
+    query.close()
+
+    # An id this server never made (another start): an explicit reset, then what is held.
+    stale = SseClient(port, "/console/api/stream?app=1001", {**APP, "Last-Event-ID": "1-5"})
+    events = stale.drain(1.0)
+    feed = [e for e in events if e.name in ("reset", "feed")]
+    assert feed[0].name == "reset" and feed[0].data == {"dropped": None, "reason": "unknown-id"}
+    assert feed[-1].data["event"] == "away-2"
+    stale.close()

@@ -1,8 +1,9 @@
 // Drives the console's dashboard (stats over time) in real headless Chromium (Debian's
 // /usr/bin/chromium) with playwright-core: signs in with an app's id and secret, waits for
 // the charts to be drawn from the stats the server sampled, switches the range (1 h, 6 h,
-// 24 h), hovers a chart, checks that the debug log still receives a triggered event, and
-// saves screenshots.
+// 24 h), hovers a chart, checks that the debug log still receives a triggered event, that a
+// feed entry arrives by push within a second, that the page's stream, dropped, resumes
+// without a lost or repeated entry, and saves screenshots.
 //   node tests/js/dashboard_screenshot.mjs URL APP_ID SECRET CHANNEL OUT.png
 // OUT.png shows the whole page; OUT-charts.png the dashboard section alone.
 // Prints one JSON line with what the page drew; exits non-zero on any failure, including a
@@ -96,11 +97,46 @@ try {
   before, { timeout: 5000 });
   const live = await read();
 
+  // Pushed, not polled: an event triggered now is in the log within a second.
+  const auth = 'Basic ' + Buffer.from(`${appId}:${secret}`).toString('base64');
+  const base = url.replace(/\/+$/, '');
+  const trigger = async (event) => {
+    const response = await fetch(`${base}/api/trigger`, {
+      method: 'POST',
+      headers: { Authorization: auth, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ app: appId, channel, event, data: '{}' }),
+    });
+    if (!response.ok) throw new Error(`trigger ${event}: HTTP ${response.status}`);
+  };
+  const started = Date.now();
+  await trigger('pushed-now');
+  await page.waitForSelector('#event-rows tr:has-text("pushed-now")', { timeout: 1000 });
+  const pushMs = Date.now() - started;
+
+  // Reconnect: drop the page's stream, send three events while it is away; it comes back
+  // with Last-Event-ID and shows each once, in order.
+  const opened = await page.evaluate(() => window.consoleStream.opened);
+  await page.evaluate(() => window.consoleStream.abort());
+  await page.waitForSelector('#status.down');
+  for (const n of [0, 1, 2]) await trigger(`while-away-${n}`);
+  await page.waitForFunction((n) => window.consoleStream.opened > n, opened, { timeout: 5000 });
+  await page.waitForSelector('#event-rows tr:has-text("while-away-2")');
+  await page.waitForSelector('#status.live');
+  await page.waitForTimeout(600);  // a repeated entry would come with the resumed backlog
+  const names = await page.$$eval('#event-rows tr', (trs) => trs.map(
+    (tr) => (tr.children[3] ? tr.children[3].textContent : '')));
+  const stream = await page.evaluate(() => ({
+    opened: window.consoleStream.opened,
+    resets: window.consoleStream.resets,
+    lastId: window.consoleStream.lastId,
+  }));
+  const resumed = { opened, stream, names: names.reverse() };  // oldest first
+
   fs.mkdirSync(path.dirname(out), { recursive: true });
   await page.screenshot({ path: out });
   await page.locator('#dashboard').screenshot({ path: chartsOut });
   if (problems.length) throw new Error(problems.join('\n'));
-  console.log(JSON.stringify({ ok: true, drawn, live, hover, today, firstDay }));
+  console.log(JSON.stringify({ ok: true, drawn, live, hover, today, firstDay, pushMs, resumed }));
 } finally {
   await close();
 }
