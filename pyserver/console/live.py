@@ -6,7 +6,7 @@
 - `reset`: entries were lost before the next one (`dropped`: how many, or null when unknown;
   `reason`: "unknown-id" for an id this feed never made, "dropped" when they left the ring);
 - `stats`: the stats report (`/console/api/stats`), whole when the stream opens, then every
-  `STATS_EVERY` seconds the current minute and today;
+  `STATS_EVERY` seconds the current and the previous minute and their days;
 - `state`: connections, channels and presence members, when they change, at most every
   `STATE_EVERY` seconds;
 - a comment line every `KEEP_ALIVE_EVERY` seconds.
@@ -253,7 +253,8 @@ class LiveHub:
                 audience.broadcast(state)
 
     async def _stats(self) -> None:
-        since = float(int(self.clock() // MINUTE) * MINUTE)
+        # The minute before too: its last seconds were counted after the previous push.
+        since = float(int(self.clock() // MINUTE) * MINUTE - MINUTE)
         for app_id in list(self.audiences):
             report = await self.stats(app_id, since)
             audience = self.audiences.get(app_id)
