@@ -127,6 +127,7 @@ class ClusterFeed:
 
     async def _run(self) -> None:
         refreshed = 0.0
+        failing = False
         while True:
             try:
                 now = time.time()
@@ -136,10 +137,15 @@ class ClusterFeed:
                 await self._publish()
                 await self._serve_pending()
                 await self._read()
+                if failing:
+                    failing = False
+                    log.warning("console feed: Redis answers again")
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("console feed: Redis unreachable (%s); retrying", exc)
+                if not failing:  # once per outage, not once a second
+                    failing = True
+                    log.warning("console feed: Redis unreachable (%s); retrying", exc)
                 await asyncio.sleep(1.0)
             except Exception:
                 log.exception("console feed: a run failed")

@@ -250,12 +250,19 @@ class ClusterStats:
             await self.redis.aclose()
 
     async def _run(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self.every)
             try:
                 await self.flush()
             except (RedisError, OSError) as exc:
-                log.warning("console stats: cannot write to Redis (%s)", exc)
+                if not failing:  # once per outage, not every flush
+                    log.warning("console stats: cannot write to Redis (%s); retrying", exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("console stats: writing to Redis again")
+                failing = False
 
     async def flush(self) -> None:
         """Write this node's counts of the current minute (and of the previous one, the

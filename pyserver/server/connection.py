@@ -595,7 +595,8 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         self.http = None
         self.transport.write(response.head())
-        self.stream_end = response.start(StreamSink(self.transport, response.limit))
+        sink = StreamSink(self.transport, response.limit, response.burst, response.slow_after)
+        self.stream_end = response.start(sink)
 
     def _upgrade(self, rest: bytes) -> None:
         http = self.http

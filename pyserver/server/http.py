@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -130,25 +131,41 @@ _EMPTY_OK_CLOSE = EMPTY_OK._encode(False)
 class StreamSink:
     """The open end of a `StreamingResponse`: its body is written here, a chunk at a time.
 
-    A peer that leaves more than `limit` bytes unread is cut off (the transport is aborted)
-    rather than buffered for: `write` then returns False, and so does every later call."""
+    A slow reader is cut off (the transport is aborted) rather than buffered for: one that
+    leaves more than `burst` bytes unread, or more than `limit` for over `slow_after`
+    seconds (the first writes of a stream may be large: a reader gets that long to take
+    them). `write` then returns False, and so does every later call. So what a stream holds
+    in memory is bounded by `burst`, plus what `slow_after` seconds of writes add."""
 
-    __slots__ = ("closed", "limit", "transport")
+    __slots__ = ("burst", "closed", "limit", "over_since", "slow_after", "transport")
 
-    def __init__(self, transport: asyncio.Transport, limit: int) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, limit: int, burst: int, slow_after: float
+    ) -> None:
         self.transport = transport
         self.limit = limit
+        self.burst = burst
+        self.slow_after = slow_after
         self.closed = False
+        self.over_since: float | None = None
+        """When the unread bytes last went over `limit` (None: under it)."""
 
     def write(self, data: bytes) -> bool:
         """Write `data` now; False when the stream is over (closed, or a slow reader cut off)."""
         if self.closed or self.transport.is_closing():
             self.closed = True
             return False
-        if self.transport.get_write_buffer_size() > self.limit:
-            self.closed = True
-            self.transport.abort()
-            return False
+        unread = self.transport.get_write_buffer_size()
+        if unread > self.limit:
+            now = time.monotonic()
+            if self.over_since is None:
+                self.over_since = now
+            if unread > self.burst or now - self.over_since > self.slow_after:
+                self.closed = True
+                self.transport.abort()
+                return False
+        else:
+            self.over_since = None
         self.transport.write(data)
         return True
 
@@ -172,7 +189,10 @@ class StreamingResponse:
     content_type: str = "text/event-stream; charset=utf-8"
     extra_headers: tuple[tuple[str, str], ...] = ()
     limit: int = 262_144
-    """Bytes the peer may leave unread before it is cut off."""
+    """Bytes the peer may leave unread for `slow_after` seconds before it is cut off."""
+    burst: int = 4_194_304
+    """Bytes the peer may leave unread at all."""
+    slow_after: float = 5.0
 
     def head(self) -> bytes:
         lines = [

@@ -138,7 +138,7 @@ def test_an_audience_forgets_a_stream_that_cannot_take_more() -> None:
 def test_a_slow_reader_is_cut_off_not_buffered_for() -> None:
     """A real socket whose peer never reads: the sink stops at its limit and aborts."""
 
-    async def run() -> tuple[int, bool, int]:
+    async def run(burst: int, slow_after: float) -> tuple[int, bool, int]:
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -149,23 +149,28 @@ def test_a_slow_reader_is_cut_off_not_buffered_for() -> None:
         accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, accepted)
-        sink = StreamSink(transport, limit=65_536)  # type: ignore[arg-type]
+        sink = StreamSink(transport, 65_536, burst, slow_after)  # type: ignore[arg-type]
         chunk = b"x" * 8192
         written = 0
+        buffered = 0  # the most it held unread (an abort empties it)
         for _ in range(10_000):  # 80 MB at most: far more than any kernel buffer
+            buffered = max(buffered, transport.get_write_buffer_size())
             if not sink.write(chunk):
                 break
             written += len(chunk)
-            await asyncio.sleep(0)
-        buffered = transport.get_write_buffer_size()
+            await asyncio.sleep(0.001 if slow_after < 1 else 0)
         ok = sink.write(b"more")
         peer.close()
         listener.close()
         return written, ok, buffered
 
-    written, ok, buffered = asyncio.run(run())
+    # Over the burst: cut off at once.
+    written, ok, buffered = asyncio.run(run(burst=131_072, slow_after=60))
     assert written < 20_000_000, "the sink kept writing to a reader that never reads"
-    assert not ok and buffered <= 65_536 + 8192
+    assert not ok and 65_536 < buffered <= 131_072 + 8192
+    # Over the limit, under the burst, for longer than `slow_after`: cut off too.
+    written, ok, buffered = asyncio.run(run(burst=50_000_000, slow_after=0.3))
+    assert not ok and 65_536 < buffered < 20_000_000
 
 
 def test_a_streaming_response_head_has_no_length_and_closes() -> None:
