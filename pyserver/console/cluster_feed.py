@@ -145,7 +145,7 @@ class ClusterFeed:
             except (RedisError, OSError) as exc:
                 if not failing:  # once per outage, not once a second
                     failing = True
-                    log.warning("console feed: Redis unreachable (%s); retrying", exc)
+                    log.warning("console feed: cannot reach Redis (%s); retrying", exc)
                 await asyncio.sleep(1.0)
             except Exception:
                 log.exception("console feed: a run failed")
