@@ -313,6 +313,20 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+SHELL_SYNTAX = re.compile(r"[;&|<>()$`#*?\[\]{}~\n]|^\s*\w+=")
+
+
+def argv_of(command: str) -> list[str]:
+    """How to start `command`: its own words when it is one simple command (so the PID is
+    the server's and its exit status is reported), else `/bin/sh -c command`."""
+    if not SHELL_SYNTAX.search(command):
+        with contextlib.suppress(ValueError):
+            words = shlex.split(command)
+            if words:
+                return words
+    return ["/bin/sh", "-c", command]
+
+
 class ServerProcess:
     """One server started for one run, in its own session (process group)."""
 
@@ -326,7 +340,7 @@ class ServerProcess:
         self._log = log_path.open("ab")
         env = dict(os.environ, PORT=str(port))
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", self.command],
+            argv_of(self.command),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
