@@ -106,6 +106,21 @@ def _fanout(n: int, rate: float, seconds: float) -> Case:
     )
 
 
+def _channels(per_event: int, http_connections: int, seconds: float) -> Case:
+    return Case(
+        f"channels-n10000-k{per_event}-max",
+        "channels",
+        _args(
+            f"--connections 10000 --channels-per-event {per_event} --rate 0 "
+            f"--http-connections {http_connections}"
+        ),
+        (Metric("triggers/s", "summary.trigger_rate", True), DELIVERED, RATIO),
+        seconds,
+        about=f"10000 channels with one subscriber each, {per_event} channel(s) per trigger, "
+        f"{http_connections} HTTP connections triggering at max",
+    )
+
+
 def _http(seconds: float) -> Case:
     return Case(
         "http-c16-max",
@@ -186,8 +201,13 @@ PROFILES: dict[str, tuple[Case, ...]] = {
         _fanout(1000, 20_000, 10),
         _fanout(1000, 50_000, 10),
         _fanout(5000, 0, 10),
+        _fanout(5000, 20_000, 10),
         _fanout(5000, 50_000, 10),
         _fanout(10_000, 0, 10),
+        _fanout(10_000, 20_000, 10),
+        _fanout(10_000, 50_000, 10),
+        _channels(1, 16, 10),
+        _channels(100, 4, 10),
         _http(10),
         _client(10, 10),
         _client(10, 50),
@@ -199,6 +219,8 @@ PROFILES: dict[str, tuple[Case, ...]] = {
 
 SCENARIO_GROUPS = {
     "fanout": "fanout",
+    "channels": "channels",
+    "manych": "channels",
     "http": "http",
     "client": "client-events",
     "client-events": "client-events",
@@ -589,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenarios",
         default="",
-        help="comma-separated: fanout, http, client, presence, idle (default: all)",
+        help="comma-separated: fanout, channels, http, client, presence, idle (default: all)",
     )
     p.add_argument("--cases", default="", help="only cases whose name matches this regex")
     p.add_argument("--rounds", type=int, default=3, help="runs per case and server (default 3)")
