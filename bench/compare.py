@@ -336,6 +336,8 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+_WAIT_PEEK = os.WEXITED | os.WNOHANG | os.WNOWAIT
+
 SHELL_SYNTAX = re.compile(r"[;&|<>()$`#*?\[\]{}~\n]|^\s*\w+=")
 
 
@@ -380,27 +382,47 @@ class ServerProcess:
         """None once the port accepts connections; otherwise why not (within `timeout`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return f"the server exited with status {self.proc.returncode} ({self.log_tail()})"
+            if self.exited():
+                return f"the server exited ({self.log_tail()})"
             if port_open(host, self.port, timeout=0.3):
                 return None
             time.sleep(0.05)
         return f"the server did not listen on {host}:{self.port} within {timeout:g} s"
 
-    def stop(self) -> int | None:
-        """SIGTERM to the process group, SIGKILL after STOP_GRACE_S; the exit status."""
-        if self.proc.poll() is None:
+    def exited(self) -> bool:
+        """True once the server's first process has exited. It is left unreaped until
+        `stop`, so its ID, which is also the process group's, cannot be reused meanwhile."""
+        if self.proc.returncode is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self.proc.pid, _WAIT_PEEK) is not None
+        except ChildProcessError:
+            return True
+
+    def _await_exit(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not self.exited():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _signal_group(self, sig: int) -> None:
+        if self.proc.returncode is None:  # not reaped: the group ID is still ours
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        # Anything left in the group (a child that ignored SIGTERM) goes too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> int | None:
+        """SIGTERM to the process group, SIGKILL after STOP_GRACE_S, then SIGKILL to anything
+        left in the group (a child that ignored SIGTERM); the first process's exit status."""
+        if not self.exited():
+            self._signal_group(signal.SIGTERM)
+            if not self._await_exit(STOP_GRACE_S):
+                self._signal_group(signal.SIGKILL)
+                self._await_exit(5.0)
+        self._signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
         self._log.close()
         return self.proc.returncode
 
@@ -499,7 +521,7 @@ def run_case(
             metrics=extract(case, result),
             result=result,
         )
-        if proc.proc.poll() is not None:
+        if proc.exited():
             record["status"] = "error"
             record["error"] = f"the server exited during the run ({proc.log_tail()})"
         return record

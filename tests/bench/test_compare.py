@@ -85,7 +85,8 @@ def test_a_server_that_never_listens_is_reported_not_waited_for(tmp_path: Path) 
     assert done.returncode == 1
     records = [json.loads(x) for x in next(tmp_path.glob("*.jsonl")).read_text().splitlines()]
     assert "did not listen" in records[0]["error"]
-    assert "exited with status 3" in records[1]["error"]
+    assert "the server exited" in records[1]["error"]
+    assert records[1]["server_exit"] == 3
     assert not alive(records[0]["server_pid"])
     assert "not counted" in done.stdout
 
