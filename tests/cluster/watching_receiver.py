@@ -85,6 +85,11 @@ class WatchingReceiver:
         with self.lock:
             return [r for r in self.requests if r.status == status and r.ended]
 
+    def in_flight(self) -> int:
+        """Requests being answered now."""
+        with self.lock:
+            return sum(self._open.values())
+
     def wait_until(self, predicate: Any, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
