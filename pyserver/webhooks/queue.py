@@ -171,7 +171,7 @@ def make_queue(settings: Settings) -> DeliveryQueue:
         from pyserver.webhooks.redis_queue import RedisQueue, connect
 
         return RedisQueue(
-            connect(settings.redis_url),
+            connect(settings),
             settings.redis_prefix,
             maxsize=settings.webhook_queue_size,
             lease=max(settings.webhook_lease, settings.webhook_timeout + LEASE_MARGIN),

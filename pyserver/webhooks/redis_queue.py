@@ -32,6 +32,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -52,16 +53,26 @@ POLL = 1.0
 """Seconds between two looks at the shared queue while nothing is due: how soon a node notices
 a delivery that another (dead) node left behind, once it is due."""
 _BACKOFF_MAX = 5.0
+_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
+"""What a failed Redis call raises."""
 
 
-def connect(url: str) -> aioredis.Redis:
-    """The webhook queue's own Redis client.
+class ConnectSettings(Protocol):
+    """What `connect` reads (`pyserver.config.Settings` has it)."""
 
-    A stand-in: at merge, the cluster engineer's `pyserver/cluster/redis/connection.py` (one
-    place that builds Redis clients for plain Redis, Sentinel and Cluster) replaces this
-    function. The queue needs nothing but a client that runs scripts."""
+    @property
+    def redis_url(self) -> str: ...
+
+
+def connect(settings: ConnectSettings) -> aioredis.Redis:
+    """The webhook queue's own Redis client (a pool of its own, apart from the adapter's).
+
+    A stand-in: at merge, `pyserver/cluster/redis/connection.py`'s `connect(settings)` (the
+    one place that builds Redis clients, for plain Redis, Sentinel and Cluster) replaces this
+    function; it has the same signature. The queue needs nothing but a client that runs
+    scripts."""
     return aioredis.Redis.from_url(
-        url,
+        settings.redis_url,
         socket_timeout=5,
         socket_connect_timeout=2,
         health_check_interval=10,
@@ -130,7 +141,7 @@ class RedisQueue(DeliveryQueue):
                 accepted, depth = await self.store.add(
                     [(key, delivery.to_record()) for key, delivery in chunk], self.maxsize
                 )
-            except RedisError as exc:
+            except _FAILURES as exc:
                 self._unreachable(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(_BACKOFF_MAX, backoff * 2)
@@ -170,7 +181,7 @@ class RedisQueue(DeliveryQueue):
             wanted = len(self._waiters)
             try:
                 result = await self.store.claim(wanted, self.lease)
-            except RedisError as exc:
+            except _FAILURES as exc:
                 self._unreachable(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(_BACKOFF_MAX, backoff * 2)
@@ -226,7 +237,7 @@ class RedisQueue(DeliveryQueue):
         """Await a store call; None when Redis could not record it (logged)."""
         try:
             return await call
-        except RedisError as exc:
+        except _FAILURES as exc:
             log.warning(
                 "webhook queue: could not record a %s in Redis (%s); the delivery is tried "
                 "again once its lease runs out",
@@ -256,10 +267,10 @@ class RedisQueue(DeliveryQueue):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for claim in self._unclaimed:  # never attempted: others may take them at once
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*_FAILURES):
                 await self.store.release(claim.key, claim.token)
         self._unclaimed.clear()
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*_FAILURES):
             self._depth = await self.store.depth()
         if self._depth:
             log.info(
@@ -267,7 +278,7 @@ class RedisQueue(DeliveryQueue):
                 "restart, sends them",
                 self._depth,
             )
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*_FAILURES):
             await self.store.redis.aclose()
         return [delivery for _, delivery in self._outbox]
 

@@ -15,11 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from pyserver.webhooks.delivery import Delivery
-from pyserver.webhooks.redis_queue import RedisQueue, connect
+from pyserver.webhooks.redis_queue import RedisQueue
 from pyserver.webhooks.redis_store import RedisDeliveryStore
 from pyserver.webhooks.sender import WebhookSender
 from tests.cluster.watching_receiver import WatchingReceiver
-from tests.redisproc import RedisProcess
+from tests.redisproc import RedisProcess, free_port
 
 _prefixes = itertools.count()
 
@@ -157,7 +157,9 @@ def test_many_claimers_racing_take_each_delivery_exactly_once(
 
 
 def _sender(redis: RedisProcess, prefix: str, lease: float = 30) -> WebhookSender:
-    queue = RedisQueue(connect(redis.url), prefix, maxsize=1000, lease=lease, poll=0.2)
+    queue = RedisQueue(
+        aioredis.Redis.from_url(redis.url), prefix, maxsize=1000, lease=lease, poll=0.2
+    )
     return WebhookSender(
         queue_size=1000,
         concurrency=4,
@@ -298,4 +300,39 @@ def test_sigterm_leaves_what_is_not_due_in_redis_and_writes_what_is_new(
         assert "1 webhook deliveries stay in Redis" in caplog.text
         assert "not sent before shutdown" not in caplog.text
     finally:
+        receiver.close()
+
+
+def test_deliveries_made_while_redis_is_away_go_out_when_it_is_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    redis = RedisProcess(free_port())
+    receiver = WatchingReceiver()
+
+    async def scenario() -> WebhookSender:
+        sender = _sender(redis, "away")
+        sender.start()
+        sender.submit(_delivery(receiver, 1))
+        while not receiver.answered():
+            await asyncio.sleep(0.02)
+        redis.stop()
+        sender.submit(_delivery(receiver, 2))
+        await asyncio.sleep(1.0)
+        assert len(receiver.requests) == 1 and sender.pending >= 1, "it waits in memory"
+        redis.start()
+        deadline = time.monotonic() + 10
+        while len(receiver.answered()) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await sender.close(1)
+        return sender
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="pyserver.webhooks"):
+            sender = asyncio.run(scenario())
+        assert [r.json["time_ms"] for r in receiver.answered()] == [1, 2]
+        assert sender.stats.delivered == 2
+        assert caplog.text.count("Redis unreachable") == 1, "the outage is logged once"
+        assert "Redis is back" in caplog.text
+    finally:
+        redis.stop()
         receiver.close()
