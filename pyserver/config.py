@@ -249,6 +249,10 @@ class Settings(BaseSettings):
     webhook_queue_size: int = Field(default=100_000, ge=1)
     """Deliveries waiting to be sent; above it new ones are dropped, logged and counted."""
     webhook_concurrency: int = Field(default=16, ge=1, le=1_000)
+    webhook_lease: float = Field(default=30.0, gt=0, le=3_600)
+    """With adapter = "redis", where deliveries wait in Redis: seconds a node holds a delivery
+    it is sending (at least webhook_timeout + 5). If the node dies meanwhile, another node
+    sends the delivery once this lease has run out."""
     metrics: bool = True
     """Serve Prometheus metrics at `/metrics` on `metrics_port`."""
     metrics_host: str | None = None

@@ -33,6 +33,7 @@ from pyserver.protocol.websocket import Deflater
 from pyserver.server.connection import Connection
 from pyserver.server.http import Response, json_response
 from pyserver.webhooks.dispatcher import WebhookDispatcher
+from pyserver.webhooks.queue import make_queue
 from pyserver.webhooks.sender import WebhookSender
 
 log = logging.getLogger("pyserver")
@@ -189,6 +190,10 @@ class Server:
             timeout=settings.webhook_timeout,
             retry_window=settings.webhook_retry_window,
             retry_base=settings.webhook_retry_base,
+            # Where deliveries wait: in memory, or in Redis with the Redis adapter, so that a
+            # node killed meanwhile loses none (webhooks/queue.py). The sender's close()
+            # (via the dispatcher's, at shutdown) closes the queue and its Redis client.
+            queue=make_queue(settings),
         )
         sender.start()
         if settings.console:
