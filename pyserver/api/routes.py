@@ -29,7 +29,7 @@ from pyserver.auth.protected import REFUSAL as PROTECTED_MODE_REFUSAL
 from pyserver.auth.protected import from_this_machine
 from pyserver.auth.requests import verify_request
 from pyserver.channels.app import App
-from pyserver.channels.ratelimit import TokenBucket
+from pyserver.http import EMPTY_OK, Request, Response, error_response, json_response
 from pyserver.protocol.errors import (
     ApiError,
     BadRequest,
@@ -47,7 +47,7 @@ from pyserver.protocol.names import (
     event_name_problem,
     user_id_problem,
 )
-from pyserver.server.http import EMPTY_OK, Request, Response, error_response, json_response
+from pyserver.ratelimit import TokenBucket
 
 HandlerResult = Response | Coroutine[Any, Any, Response]
 

@@ -30,7 +30,6 @@ from pyserver.channels.observer import AppObserver
 from pyserver.channels.registry import ChannelRegistry
 from pyserver.cluster.adapter import Adapter, CachedEvent, CountChange, Transition
 from pyserver.config import AppConfig
-from pyserver.metrics import AppStats
 from pyserver.protocol import frames
 from pyserver.protocol.commands import ClientEvent, Signin, Subscribe, Unsubscribe
 from pyserver.protocol.errors import (
@@ -60,6 +59,7 @@ from pyserver.protocol.names import (
     channel_type,
 )
 from pyserver.protocol.websocket import text_frame
+from pyserver.stats import AppStats
 
 Handled = Coroutine[Any, Any, None] | None
 

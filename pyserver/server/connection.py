@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from pyserver import tasks
 from pyserver.auth.origins import origin_allowed
 from pyserver.auth.protected import FORWARDING_HEADERS
-from pyserver import tasks
 from pyserver.channels.app import App
+from pyserver.http import Request, Response, error_response, parse_target, strip_prefix
 from pyserver.protocol import frames
 from pyserver.protocol.commands import (
     ClientEvent,
@@ -80,7 +81,6 @@ from pyserver.protocol.websocket import (
     parse_close,
     text_frame,
 )
-from pyserver.server.http import Request, Response, error_response, parse_target, strip_prefix
 
 if TYPE_CHECKING:
     from pyserver.server.server import Server

@@ -19,19 +19,19 @@ import ssl
 import time
 from collections.abc import Iterable
 
-from pyserver.api.routes import Api
 from pyserver import tasks
+from pyserver.api.routes import Api
 from pyserver.channels.app import App
 from pyserver.channels.observer import Observers
 from pyserver.cluster.adapter import Adapter
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import Settings
 from pyserver.console.console import Console
+from pyserver.http import Response, json_response
 from pyserver.metrics import Metrics, resident_bytes
 from pyserver.protocol.errors import ServerShuttingDown
 from pyserver.protocol.websocket import Deflater
 from pyserver.server.connection import Connection
-from pyserver.server.http import Response, json_response
 from pyserver.webhooks.dispatcher import WebhookDispatcher
 from pyserver.webhooks.sender import WebhookSender
 
@@ -76,8 +76,15 @@ class Server:
             app = App(config, self.adapter, self.observers)
             self.apps_by_id[config.id] = app
             self.apps_by_key[config.key] = app
-        self.metrics = Metrics(self, settings.metrics_prefix)
-        self.console = Console(self)
+        self.started_at = time.time()
+        self.metrics = Metrics(
+            settings.metrics_prefix,
+            self.apps_by_id,
+            self.adapter,
+            self.started_at,
+            lambda: self.webhooks,
+        )
+        self.console = Console(self.apps_by_id, settings.console_token, self.started_at)
         if settings.console:
             self.observers.add(self.console)
         self.api = Api(
@@ -91,7 +98,6 @@ class Server:
         )
         self.connections: dict[Connection, None] = {}
         self.draining = False
-        self.started_at = time.time()
         self._tls_hint_at = -math.inf
         self._servers: list[asyncio.Server] = []
         self._metrics_server: asyncio.Server | None = None

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from pyserver.metrics import AppStats
+from pyserver.stats import AppStats
 
 
 @dataclass(slots=True)
