@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from pyserver.api.triggers import json_object, parse_trigger
 from pyserver.channels.app import App
 from pyserver.console.feed import EventFeed
 from pyserver.console.page import PAGE, PAGE_HEADERS
@@ -43,8 +44,6 @@ from pyserver.protocol.errors import (
     NotFound,
     Unauthorized,
 )
-from pyserver.protocol.jsontext import event_data
-from pyserver.protocol.names import channel_name_problem, event_name_problem
 
 MAX_CHANNELS = 200
 """Channels listed per poll (sorted by name); `channel_total` says how many matched."""
@@ -164,18 +163,11 @@ class Console(EventFeed):
         self.dashboard.webhook_attempt(app_id, outcome)
 
     def _trigger(self, apps: list[App], request: Request) -> Response:
-        try:
-            body = orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            raise BadRequest("The body must be a JSON object") from None
-        if not isinstance(body, dict):
-            raise BadRequest("The body must be a JSON object")
+        """Publish like `POST /apps/{id}/events`, validated by the same code."""
+        body = json_object(request.body)
         app = self._pick(apps, body.get("app"))
-        channel, event, data = body.get("channel"), body.get("event"), body.get("data", "")
-        problem = channel_name_problem(channel) or event_name_problem(event)
-        if problem is not None:
-            raise BadRequest(problem)
-        data = event_data(data, app.config.max_event_payload_bytes)
-        assert isinstance(channel, str) and isinstance(event, str)
-        app.trigger(event, [channel], data, None)
+        fields = {"name": body.get("event"), "channel": body.get("channel")}
+        fields["data"] = body.get("data", "")
+        trigger = parse_trigger(app.config, fields, multi_channel=False, name_field="event")
+        app.trigger(trigger.name, trigger.channels, trigger.data, None)
         return _json({"ok": True})
