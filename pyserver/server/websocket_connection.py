@@ -126,7 +126,12 @@ class WebSocketConnection(CorkedWriter):
         )
         if refused is not None:
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("handshake refused: %s %s", refused.code, refused.message)
+                log.debug(
+                    "handshake refused with %s (%s): %s",
+                    refused.code,
+                    type(refused).__name__,
+                    refused.message,
+                )
             self.report(refused)
             return
         assert app is not None
@@ -199,7 +204,8 @@ class WebSocketConnection(CorkedWriter):
         if self.closing:
             return
         if self.log is not None:
-            self.log.debug("error %s: %s", error.code, error.message)
+            code = "-" if error.code is None else error.code
+            self.log.debug("error %s (%s): %s", code, type(error).__name__, error.message)
         for message in frames.for_error(error):
             self.send_message(message)
         if error.closes:
@@ -219,7 +225,7 @@ class WebSocketConnection(CorkedWriter):
         self.closing = True
         self.session.close()
         if self.log is not None:
-            self.log.debug("closing with %s %s", code, reason)
+            self.log.debug("closing with %s%s", code, f" ({reason})" if reason else "")
         transport = self.transport
         transport.write(close_frame(code, reason))
         transport.close()
