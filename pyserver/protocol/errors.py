@@ -3,8 +3,9 @@
 Invariants:
 - One class per Pusher code pyserver sends (from the 4000-4302 of `spec/protocol.md` §10),
   plus the few code-less errors hosted Pusher sends (`code: null`, e.g. a bad subscription
-  signature). Codes nothing raises have no class (4000 SSL only, 4100 over capacity, 4200
-  generic reconnect, 4202 closed after inactivity): a class is added with its first raiser.
+  signature). Codes nothing raises have no class (4000 SSL only, 4200 generic reconnect,
+  4202 closed after inactivity): a class is added with its first raiser. (`OverCapacity` is
+  kept for the descriptor-limit work that raises it at the handshake.)
 - Each class says, once, whether the fault is answered with a `pusher:error` frame while the
   connection stays open (`closes = False`) or ends the connection with its close code
   (`closes = True`). Handlers raise; they never build error frames themselves. The transport
@@ -99,6 +100,11 @@ class UserTerminated(ClosingError):
 
 
 # --- 4100-4199: reconnect after backing off ---------------------------------------------------
+
+
+class OverCapacity(ClosingError):
+    code = 4100
+    default_message = "Over capacity"
 
 
 class SlowConsumer(ClosingError):
