@@ -113,11 +113,11 @@ class HttpConnection(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         tr.set_write_buffer_limits(high=HIGH_WATER)
         self.debug = api_log.isEnabledFor(logging.DEBUG)
-        self.state.http_connections[self] = None
+        self.state.accepted(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self.state.http_connections.pop(self, None)
+        self.state.http_lost(self)
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -317,13 +317,12 @@ class HttpConnection(asyncio.Protocol):
         # this object's callbacks; dropping it breaks that cycle, so reference counting frees
         # both now instead of the cyclic GC later.
         self.closing = True
-        self.state.http_connections.pop(self, None)
         del self.parser
         websocket = WebSocketConnection(
             self.state, transport, FrameReader(settings.max_message_bytes, deflate), deflate
         )
         transport.set_protocol(websocket)
-        websocket.connection_made(transport)
+        self.state.upgraded(self, websocket)
         # Any other path is still upgraded, so that pusher-js reads 4005 and stops retrying
         # instead of retrying a failed handshake for ever (a wrong `wsPath`).
         app_key = request.path[5:] if request.path.startswith("/app/") else None

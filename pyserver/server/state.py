@@ -8,8 +8,10 @@ adapter's execution mode and the two connection sets the server sweeps and drain
 Invariants:
 - Nothing here refers back to the `Server`; `server.server` builds one `ServerState` and
   owns its lifecycle.
-- A connection is in exactly one of `http_connections` and `websocket_connections` from
-  `connection_made` to `connection_lost` (an upgrade moves it from the first to the second).
+- A TCP connection is in exactly one of `http_connections` and `websocket_connections`
+  from `accepted` to `http_lost` or `websocket_lost`; `upgraded` moves it from the first
+  to the second. These methods are the whole accept path: per-connection accounting
+  (limits, admission) goes there, counted once per TCP connection, not per protocol object.
 """
 
 from __future__ import annotations
@@ -89,6 +91,25 @@ class ServerState:
         """The server is shutting down: answers close their connection."""
         self.http_connections: dict[OpenHttp, None] = {}
         self.websocket_connections: dict[OpenWebSocket, None] = {}
+
+    # --- the accept path -------------------------------------------------------------------
+
+    def accepted(self, connection: OpenHttp) -> None:
+        """A TCP connection was accepted (it starts as HTTP)."""
+        self.http_connections[connection] = None
+
+    def upgraded(self, http: OpenHttp, websocket: OpenWebSocket) -> None:
+        """The same TCP connection now speaks WebSocket: `websocket` owns the transport."""
+        self.http_connections.pop(http, None)
+        self.websocket_connections[websocket] = None
+
+    def http_lost(self, connection: OpenHttp) -> None:
+        """A TCP connection that still spoke HTTP is gone."""
+        self.http_connections.pop(connection, None)
+
+    def websocket_lost(self, connection: OpenWebSocket) -> None:
+        """A TCP connection that had upgraded to WebSocket is gone."""
+        self.websocket_connections.pop(connection, None)
 
 
 def new_socket_id(taken: Container[str]) -> str:

@@ -96,15 +96,14 @@ class WebSocketConnection(CorkedWriter):
         self.log: SocketLog | None = None
         """This connection's debug logger; None unless `pyserver` logs at DEBUG."""
 
-    # --- accept path: the transport is handed over after the 101 ---------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.state.websocket_connections[self] = None
+    # --- accept path: the HTTP protocol hands the transport over after the 101 -------------
+    # (`ServerState.upgraded`); `connection_made` is not called again for the same TCP
+    # connection.
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.out = None
-        self.state.websocket_connections.pop(self, None)
+        self.state.websocket_lost(self)
         session = self.session
         session.lost()
         if self.log is not None:

@@ -257,7 +257,6 @@ def _connection(
     state.batcher = WriteBatcher(loop)
     transport = FakeTransport()
     connection = WebSocketConnection(state, transport, FrameReader(10_000), False)  # type: ignore[arg-type]
-    connection.connection_made(transport)  # type: ignore[arg-type]
     connection.open("k", "/app/k", {"protocol": "7"}, None)
     connection.flush()
     return connection, transport, loop
