@@ -210,4 +210,3 @@ def _wants(target: WebhookTarget, name: str, channel: str | None) -> bool:
         return False
     prefix = target.channel_prefix
     return not prefix or (channel is not None and channel.startswith(prefix))
-

@@ -84,9 +84,7 @@ class RecordingSender:
         found = []
         for delivery in self.deliveries:
             for event in orjson.loads(delivery.body)["events"]:
-                found.append(
-                    tuple(event[k] for k in ("name", "channel", "user_id") if k in event)
-                )
+                found.append(tuple(event[k] for k in ("name", "channel", "user_id") if k in event))
         return found
 
     def times(self) -> list[int]:
