@@ -89,7 +89,7 @@ class Membership:
             except self.recovery.failures as exc:
                 self.recovery.failed(exc)
             except Exception:  # a bug must not stop the heartbeat: the node would be reaped
-                log.exception("heartbeat round failed")
+                log.exception("%s: heartbeat round failed", self.recovery.label)
 
     async def beat(self) -> None:
         others = await self.store.beat()
@@ -97,7 +97,9 @@ class Membership:
         self.elsewhere = await self.store.exchange_counts(mine, others)
         for node in others:
             if await self.store.claim(node):
-                log.warning("node %s stopped answering; removing its state", node)
+                log.warning(
+                    "%s: node %s stopped answering; removing its state", self.recovery.label, node
+                )
                 await self.reap(node)
                 orphans = await self.store.orphans(node)
                 if orphans:

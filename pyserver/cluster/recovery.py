@@ -107,15 +107,19 @@ class Recovery:
         rejoin: Callable[[], Awaitable[None]],
         is_outage: Callable[[BaseException], bool],
         failures: tuple[type[BaseException], ...],
-        describe: str,
+        label: str,
+        engine: str,
+        where: str,
         limit: int,
     ) -> None:
         self._rejoin = rejoin
         self._is_outage = is_outage
         self.failures = failures
         self._retry: tuple[type[BaseException], ...] = (*failures, Busy)
-        self.describe = describe
-        """The engine and where it is, for log lines."""
+        self.label = label
+        """Who logs ("redis adapter"), the engine ("Redis") and where it is, for log lines."""
+        self.engine = engine
+        self.where = where
         self.healthy = False
         self.losses = 0
         """How many times the engine was found unreachable; a rebuild during which this
@@ -136,14 +140,16 @@ class Recovery:
         if self._is_outage(exc):
             self.lost(exc)
         else:
-            log.error("%s: a command failed: %r", self.describe, exc)
+            log.error("%s: a %s command failed: %r", self.label, self.engine, exc)
 
     def lost(self, exc: BaseException) -> None:
         self.losses += 1
         if self.healthy or self._task is None:
             log.error(
-                "%s is unreachable (%s); serving local clients only until it is back",
-                self.describe,
+                "%s: %s at %s is unreachable (%s); serving local clients only until it is back",
+                self.label,
+                self.engine,
+                self.where,
                 exc,
             )
         self.healthy = False
@@ -161,16 +167,16 @@ class Recovery:
                 try:
                     await self._rejoin()
                 except self._retry as exc:
-                    log.debug("%s: still cut off (%r)", self.describe, exc)
+                    log.debug("%s: still cut off from %s (%r)", self.label, self.engine, exc)
                     continue
                 except Exception:  # a bug must not leave the node cut off for good
                     self.healthy = False
-                    log.exception("%s: re-joining the cluster failed; retrying", self.describe)
+                    log.exception("%s: re-joining the cluster failed; retrying", self.label)
                     continue
                 if losses != self.losses:  # lost again meanwhile: the rebuild may be partial
                     self.healthy = False
                     continue
-                log.warning("%s is back; this node's state rebuilt", self.describe)
+                log.warning("%s: %s is back; this node's state rebuilt", self.label, self.engine)
                 return
         finally:
             self._task = None

@@ -88,7 +88,7 @@ class RedisAdapter(Adapter):
         self._fanouts: dict[str, LocalFanout] = {}
         self._peers: dict[str, AppPeer] = {}
         self.recovery = Recovery(
-            self._rejoin, is_outage, FAILURES, f"Redis at {url}", limit=IN_FLIGHT
+            self._rejoin, is_outage, FAILURES, "redis adapter", "Redis", url, limit=IN_FLIGHT
         )
         ttl_ms = int(cluster_marker_ttl(leave_delay, dead_after, heartbeat) * 1000)
         scripts = Scripts(self.redis)
@@ -204,7 +204,9 @@ class RedisAdapter(Adapter):
         try:
             message = bus.decode(data)
         except bus.BusDecodeError as exc:
-            bus_log.warning("ignored a malformed bus message (%d bytes): %s", len(data), exc)
+            bus_log.warning(
+                "redis adapter: ignored a malformed bus message (%d bytes): %s", len(data), exc
+            )
             return
         if message.origin == self.node:
             return

@@ -67,7 +67,7 @@ class RedisTransport:
                     if not self.recovery.healthy:
                         self._outbox.clear()
                 except Exception:  # a bug must cost this batch, not every later publish
-                    log.exception("publishing %d bus messages failed", len(batch))
+                    log.exception("redis adapter: publishing %d messages failed", len(batch))
 
     async def listen(self) -> None:
         """The listener (a Task for the node's life); resubscribes after any failure."""
@@ -88,7 +88,7 @@ class RedisTransport:
                 await asyncio.sleep(0.25)
             except Exception:  # a bug must not silence the bus for good
                 self.listening.clear()
-                log.exception("the bus listener failed; restarting it")
+                log.exception("redis adapter: bus listener failed; restarting it")
                 await asyncio.sleep(0.25)
             finally:
                 with contextlib.suppress(*self.recovery.failures):
