@@ -132,6 +132,7 @@ class RedisAdapter(Adapter):
     def attach(self, app_id: str, registry: LocalFanout, peer: AppPeer) -> None:
         self._fanouts[app_id] = registry
         self._peers[app_id] = peer
+        self.share.attached(app_id)
 
     async def start(self) -> None:
         self._debug = bus_log.isEnabledFor(logging.DEBUG)

@@ -2,6 +2,10 @@
 
 Invariants:
 - Every key starts with the configured prefix, so several clusters can share one Redis.
+- Every key of one app carries the hash tag `{app}`, and every key of one node the tag
+  `{node}`: a script touches keys of one app (or of one node) only, so on Redis Cluster each
+  script runs in one hash slot. (An app's keys therefore share one slot: a Redis Cluster
+  spreads apps over its shards, not the channels of one app.)
 - A key's name is a pure function of its arguments; nothing else in the package formats a
   key name, and Lua scripts receive every key they touch in KEYS (Redis Cluster needs to
   know them to route the call).
@@ -22,31 +26,32 @@ class RedisKeys:
 
     def subs(self, app: str, channel: str) -> str:
         """Hash: node id → that node's subscriptions to the channel."""
-        return f"{self.prefix}:subs:{app}:{channel}"
+        return f"{self.prefix}:subs:{{{app}}}:{channel}"
 
     def channels(self, app: str) -> str:
         """Set: the app's occupied channels."""
-        return f"{self.prefix}:channels:{app}"
+        return f"{self.prefix}:channels:{{{app}}}"
 
     def pconns(self, app: str, channel: str) -> str:
         """Hash: `{node}|{socket}` → user id, per presence connection."""
-        return f"{self.prefix}:pconns:{app}:{channel}"
+        return f"{self.prefix}:pconns:{{{app}}}:{channel}"
 
     def pmembers(self, app: str, channel: str) -> str:
         """Hash: user id → `user_info` JSON (the first one kept)."""
-        return f"{self.prefix}:pmembers:{app}:{channel}"
+        return f"{self.prefix}:pmembers:{{{app}}}:{channel}"
 
     def user(self, app: str, user: str) -> str:
         """Hash: `{node}|{socket}` → "1", per signed-in connection."""
-        return f"{self.prefix}:users:{app}:{user}"
+        return f"{self.prefix}:users:{{{app}}}:{user}"
 
     def pending(self, key: LeaveKey) -> str:
         """String with a TTL: a pending leave (`pyserver.cluster.leaves`)."""
-        return f"{self.prefix}:pending:" + ":".join(key.parts())
+        kind, app, *rest = key.parts()
+        return f"{self.prefix}:pending:{kind}:{{{app}}}:" + ":".join(rest)
 
     def cache(self, app: str, channel: str) -> str:
         """String with a TTL: a cache channel's last event."""
-        return f"{self.prefix}:cache:{app}:{channel}"
+        return f"{self.prefix}:cache:{{{app}}}:{channel}"
 
     # --- per node ------------------------------------------------------------------------
 
@@ -56,23 +61,27 @@ class RedisKeys:
 
     def alive(self, node: str) -> str:
         """String with a TTL: the node's heartbeat."""
-        return f"{self.prefix}:alive:{node}"
+        return f"{self.prefix}:alive:{{{node}}}"
 
     def conns(self, node: str) -> str:
         """String with a TTL: the node's connections per app (JSON)."""
-        return f"{self.prefix}:conns:{node}"
+        return f"{self.prefix}:conns:{{{node}}}"
 
-    def index(self, node: str) -> str:
-        """Set: the keys the node has fields in, as JSON entries (for reaping)."""
-        return f"{self.prefix}:index:{node}"
+    def index(self, app: str, node: str) -> str:
+        """Set: the app's keys the node has fields in, as JSON entries (for reaping)."""
+        return f"{self.prefix}:index:{{{app}}}:{node}"
+
+    def apps(self, node: str) -> str:
+        """Set: the apps the node has an index for."""
+        return f"{self.prefix}:apps:{{{node}}}"
 
     def leaving(self, node: str) -> str:
         """Sorted set: the leaves whose webhooks the node's debounce timers hold."""
-        return f"{self.prefix}:leaving:{node}"
+        return f"{self.prefix}:leaving:{{{node}}}"
 
     def reaping(self, node: str) -> str:
         """String with a TTL: held by whoever is removing the node's state."""
-        return f"{self.prefix}:reaping:{node}"
+        return f"{self.prefix}:reaping:{{{node}}}"
 
     def bus(self) -> bytes:
         """The pub/sub channel of the cluster bus."""

@@ -4,8 +4,10 @@ report, the order of a rebuild) are engine-neutral, in `pyserver.cluster.members
 `pyserver.cluster.recovery`; this module is their Redis store.
 
 Invariants:
-- Every key a node has a field in is named in the node's index `P:index:{node}`; reaping
-  replays the index through the `REAP_*` scripts, then removes it.
+- Every key a node has a field in is named in the node's index of that app
+  (`P:index:{app}:node`, in the app's hash slot, so that the scripts that add fields can add
+  the entry too), and every app it has an index for in `P:apps:{node}`; reaping replays
+  the indexes through the `REAP_*` scripts, then removes them.
 - Before the reap scripts run, the node's presence fields are read to learn its users, so
   that `REAP_PRESENCE` is given each pending-leave key it may set in KEYS. Nobody writes
   those fields meanwhile: the node is dead, or it is this node rebuilding, whose calls are
@@ -25,6 +27,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from pyserver import tasks
 from pyserver.cluster.adapter import AppPeer, LocalFanout
 from pyserver.cluster.leaves import LeaveKey
 from pyserver.cluster.recovery import Busy, NodeState, Recovery, read_node_state, report_leaves
@@ -101,9 +104,10 @@ class RedisShare:
         )
 
     async def reap(self, node: str) -> list[LeaveKey]:
-        entries, users = await self._read_share(node)
+        apps, entries, users = await self._read_share(node)
         async with self.redis.pipeline(transaction=False) as pipe:
-            self._queue_reap(pipe, node, entries, users)
+            self._queue_reap(pipe, node, apps, entries, users)
+            pipe.delete(self.keys.apps(node))
             pipe.srem(self.keys.nodes(), node)
             results = await pipe.execute()
         return await self._leaves(entries, users, results)
@@ -119,6 +123,18 @@ class RedisShare:
         await self.reap(self.node)
         await self.redis.delete(self.keys.alive(self.node), self.keys.conns(self.node))
 
+    def attached(self, app_id: str) -> None:
+        """An app attached while the node runs: list it among the node's apps (at start
+        and after an outage `rejoin` lists them all)."""
+        if not self.recovery.healthy:
+            return
+
+        async def note() -> None:
+            with contextlib.suppress(*self.recovery.failures):
+                await self.redis.sadd(self.keys.apps(self.node), app_id)
+
+        tasks.run(note(), synchronous=False)
+
     # --- the rebuild ---------------------------------------------------------------------
 
     async def rejoin(self) -> None:
@@ -128,6 +144,8 @@ class RedisShare:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.sadd(self.keys.nodes(), self.node)
             pipe.set(self.keys.alive(self.node), b"1", px=self.dead_after_ms)
+            if self.peers:
+                pipe.sadd(self.keys.apps(self.node), *self.peers)
             await pipe.execute()
         await asyncio.wait_for(self.transport.listening.wait(), timeout=5)
         await self.recovery.wait_idle()
@@ -136,9 +154,9 @@ class RedisShare:
             holder = await self.redis.get(lock)
             if holder is not None and text(holder) != self.node:
                 raise Busy(text(holder))
-        entries, users = await self._read_share(self.node)
+        apps, entries, users = await self._read_share(self.node)
         async with self.redis.pipeline(transaction=True) as pipe:
-            self._queue_reap(pipe, self.node, entries, users)
+            self._queue_reap(pipe, self.node, apps, entries, users)
             # From reading the state to the end of the transaction, calls wait.
             state = read_node_state(self.fanouts, self.peers)
             self._queue_republish(pipe, state)
@@ -157,35 +175,46 @@ class RedisShare:
             await self.redis.delete(lock)
 
     def _queue_republish(self, pipe: Any, state: NodeState) -> None:
-        keys, index = self.keys, self.keys.index(self.node)
+        keys, node = self.keys, self.node
         for (app_id, name), count in state.counts.items():
             self.scripts.queue(
                 pipe,
                 "SET_COUNT",
-                [keys.subs(app_id, name), keys.channels(app_id), index],
+                [keys.subs(app_id, name), keys.channels(app_id), keys.index(app_id, node)],
                 [self.node, name, count, entry("count", app_id, name)],
             )
         for (app_id, name), conns in state.presence.items():
-            pipe.sadd(index, entry("presence", app_id, name))
+            pipe.sadd(keys.index(app_id, node), entry("presence", app_id, name))
             for socket_id, user_id in conns.items():
                 pipe.hset(keys.pconns(app_id, name), field(self.node, socket_id), user_id)
                 pipe.hsetnx(
                     keys.pmembers(app_id, name), user_id, self.state.info_of(app_id, name, user_id)
                 )
         for (app_id, user_id), sockets in state.users.items():
-            pipe.sadd(index, entry("user", app_id, user_id))
+            pipe.sadd(keys.index(app_id, node), entry("user", app_id, user_id))
             for socket_id in sockets:
                 pipe.hset(keys.user(app_id, user_id), field(self.node, socket_id), b"1")
 
     # --- reaping -------------------------------------------------------------------------
 
-    async def _read_share(self, node: str) -> tuple[list[_Entry], dict[_Entry, list[str]]]:
-        """The node's index entries, and for each presence entry the users of its fields."""
+    async def _read_share(
+        self, node: str
+    ) -> tuple[list[str], list[_Entry], dict[_Entry, list[str]]]:
+        """The node's apps, their index entries, and for each presence entry the users of
+        the node's fields. The apps are those the node listed and those attached here (the
+        same configuration runs on every node)."""
+        listed = {text(a) for a in await self.redis.smembers(self.keys.apps(node))}
+        apps = sorted(listed | set(self.peers))
         entries: list[_Entry] = []
-        for raw in await self.redis.smembers(self.keys.index(node)):
-            kind, app_id, name = orjson.loads(raw)
-            if kind in ("count", "presence", "user"):
-                entries.append((kind, app_id, name))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for app_id in apps:
+                pipe.smembers(self.keys.index(app_id, node))
+            indexes = await pipe.execute()
+        for raws in indexes:
+            for raw in raws:
+                kind, app_id, name = orjson.loads(raw)
+                if kind in ("count", "presence", "user"):
+                    entries.append((kind, app_id, name))
         presence = [e for e in entries if e[0] == "presence"]
         users: dict[_Entry, list[str]] = {}
         if presence:
@@ -196,17 +225,18 @@ class RedisShare:
             mine = f"{node}|"
             for e, fields in zip(presence, found, strict=True):
                 users[e] = sorted({text(u) for f, u in fields.items() if text(f).startswith(mine)})
-        return entries, users
+        return apps, entries, users
 
     def _queue_reap(
         self,
         pipe: Any,
         node: str,
+        apps: list[str],
         entries: list[_Entry],
         users: dict[_Entry, list[str]],
     ) -> None:
-        """Queue removing every field `node` has in the keys its index names, then the index
-        itself: one result per entry, in order, then the index's."""
+        """Queue removing every field `node` has in the keys its indexes name, then the
+        indexes themselves: one result per entry, in order, then the indexes'."""
         keys, ttl, prefix = self.keys, self.markers.ttl_ms, f"{node}|"
         for e in entries:
             kind, app_id, name = e
@@ -237,7 +267,8 @@ class RedisShare:
                     [keys.user(app_id, name), keys.pending(LeaveKey.for_user(app_id, name))],
                     [prefix, ttl],
                 )
-        pipe.delete(keys.index(node))
+        for app_id in apps:
+            pipe.delete(keys.index(app_id, node))
 
     async def _leaves(
         self, entries: list[_Entry], users: dict[_Entry, list[str]], results: list[Any]

@@ -1,21 +1,27 @@
 """The Lua scripts that make each cluster transition atomic in Redis, and how to call them.
 
-Data model (every key starts with the configured prefix `P`; names are made in `keys.py`):
+Data model (every key starts with the configured prefix `P`; names are made in `keys.py`).
+Braces are literal: they are Redis Cluster hash tags, so all keys of an app (`{a}`) share
+a hash slot, and so do all keys of a node (`{n}`); `c` is a channel, `u` a user id.
 
-- `P:subs:{app}:{channel}` (hash): node id → that node's subscriptions to the channel.
-- `P:channels:{app}` (set): occupied channels, whose total subscriptions are above 0.
-- `P:pconns:{app}:{channel}` (hash): `{node}|{socket}` → user id, per presence connection.
-- `P:pmembers:{app}:{channel}` (hash): user id → `user_info` JSON, the first one kept.
-- `P:users:{app}:{user}` (hash): `{node}|{socket}` → "1", per signed-in connection.
-- `P:pending:{kind}:{app}:...` (string with a TTL): a pending leave (see `adapter.py`).
-- `P:cache:{app}:{channel}` (string with a TTL): a cache channel's last event.
-- `P:nodes` (set), `P:alive:{node}` (string with a TTL), `P:index:{node}` (set): cluster
-  membership, heartbeats, and the keys each node has fields in (for reaping).
+- `P:subs:{a}:c` (hash): node id → that node's subscriptions to the channel.
+- `P:channels:{a}` (set): occupied channels, whose total subscriptions are above 0.
+- `P:pconns:{a}:c` (hash): `node|socket` → user id, per presence connection.
+- `P:pmembers:{a}:c` (hash): user id → `user_info` JSON, the first one kept.
+- `P:users:{a}:u` (hash): `node|socket` → "1", per signed-in connection.
+- `P:pending:channel:{a}:c`, `P:pending:member:{a}:c:u`, `P:pending:user:{a}:u` (strings
+  with a TTL): pending leaves (`pyserver.cluster.leaves`).
+- `P:cache:{a}:c` (string with a TTL): a cache channel's last event.
+- `P:index:{a}:n` (set): the keys of app `a` that node `n` has fields in, as JSON entries
+  `[kind, app, channel or user]`; `P:apps:{n}` (set): the apps node `n` has an index for.
+- `P:nodes` (set), `P:alive:{n}` (string with a TTL), `P:conns:{n}`, `P:leaving:{n}`,
+  `P:reaping:{n}`: cluster membership, heartbeats, connection counts, the leaves a node's
+  timers hold, and the claim of whoever is removing `n`'s state.
 
-Every script that adds a node's field also records the key in that node's index; reaping a
-dead node replays its index through the `reap_*` scripts, and so does a node rebuilding its
-own state after an outage (then writing its local state back in the same transaction).
-`P:reaping:{node}` (string with a TTL) is held by whoever is removing `node`'s state.
+Every script that adds a node's field also records the key in that node's index of the app
+(same slot); reaping a dead node replays its indexes through the `REAP_*` scripts, and so
+does a node rebuilding its own state after an outage (then writing its local state back in
+the same transaction).
 
 Invariant: a script touches only keys it is given in KEYS (never a name built from ARGV or
 read from data), as Redis Cluster requires.

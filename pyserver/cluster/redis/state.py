@@ -112,7 +112,7 @@ class RedisState:
                     keys.subs(app_id, channel),
                     keys.channels(app_id),
                     keys.pending(pending),
-                    keys.index(self.node),
+                    keys.index(app_id, self.node),
                 ],
                 [self.node, channel, delta, self.markers.ttl_ms, entry("count", app_id, channel)],
             )
@@ -146,7 +146,7 @@ class RedisState:
                     keys.pconns(app_id, channel),
                     keys.pmembers(app_id, channel),
                     keys.pending(LeaveKey.for_member(app_id, channel, user_id)),
-                    keys.index(self.node),
+                    keys.index(app_id, self.node),
                 ],
                 [field(self.node, socket_id), user_id, info, entry("presence", app_id, channel)],
             )
@@ -204,7 +204,7 @@ class RedisState:
                 [
                     keys.user(app_id, user_id),
                     keys.pending(LeaveKey.for_user(app_id, user_id)),
-                    keys.index(self.node),
+                    keys.index(app_id, self.node),
                 ],
                 [field(self.node, socket_id), entry("user", app_id, user_id)],
             )
