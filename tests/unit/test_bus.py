@@ -24,12 +24,19 @@ from pyserver.cluster.bus import (
 FRAME = b"\x81\x05hello"
 
 
-def _s(text: str) -> bytes:
-    raw = text.encode()
-    return len(raw).to_bytes(4, "big") + raw
+def _m(kind: bytes, fields: list[str | None], rest: bytes = b"") -> bytes:
+    """Version, kind, one 4-byte length per field (0xFFFFFFFF: absent), strings, rest."""
+    lengths = b"".join(
+        b"\xff\xff\xff\xff" if f is None else len(f.encode()).to_bytes(4, "big") for f in fields
+    )
+    return b"\x01" + kind + lengths + b"".join(f.encode() for f in fields if f) + rest
 
 
-NONE = b"\xff\xff\xff\xff"
+def test_a_broadcast_in_full() -> None:
+    raw = encode(Broadcast("n1", "a", "room", None, FRAME))
+    assert raw == (
+        b"\x01B\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x04\xff\xff\xff\xffn1aroom\x81\x05hello"
+    )
 
 
 @pytest.mark.parametrize(
@@ -37,29 +44,23 @@ NONE = b"\xff\xff\xff\xff"
     [
         (
             Broadcast("n1", "app", "room", None, FRAME),
-            b"\x01B" + _s("n1") + _s("app") + _s("room") + NONE + FRAME,
+            _m(b"B", ["n1", "app", "room", None], FRAME),
         ),
         (
             Broadcast("n1", "app", "room", "1.2", b""),
-            b"\x01B" + _s("n1") + _s("app") + _s("room") + _s("1.2"),
+            _m(b"B", ["n1", "app", "room", "1.2"]),
         ),
-        (Terminate("n1", "app", "u"), b"\x01T" + _s("n1") + _s("app") + _s("u")),
+        (Terminate("n1", "app", "u"), _m(b"T", ["n1", "app", "u"])),
         (
             Kick("n1", "app", "presence-x", "u", None),
-            b"\x01K" + _s("n1") + _s("app") + _s("presence-x") + _s("u") + NONE,
+            _m(b"K", ["n1", "app", "presence-x", "u", None]),
         ),
         (
             Kick("n1", "app", "room", None, "1.2"),
-            b"\x01K" + _s("n1") + _s("app") + _s("room") + NONE + _s("1.2"),
+            _m(b"K", ["n1", "app", "room", None, "1.2"]),
         ),
-        (
-            UserAnnounced("n1", "app", "ü", True),
-            b"\x01U" + _s("n1") + _s("app") + _s("ü") + b"\x01",
-        ),
-        (
-            UserAnnounced("n1", "app", "u", False),
-            b"\x01U" + _s("n1") + _s("app") + _s("u") + b"\x00",
-        ),
+        (UserAnnounced("n1", "app", "ü", True), _m(b"U", ["n1", "app", "ü"], b"\x01")),
+        (UserAnnounced("n1", "app", "u", False), _m(b"U", ["n1", "app", "u"], b"\x00")),
     ],
 )
 def test_each_message_has_exact_bytes(message: bus.Message, expected: bytes) -> None:
@@ -107,6 +108,19 @@ def test_a_cut_or_damaged_message_raises_only_the_codec_error(
     for candidate in (raw[:cut], damaged):
         with contextlib.suppress(BusDecodeError):
             decode(candidate)
+
+
+@given(messages, text)
+def test_a_node_knows_its_own_messages_without_decoding(message: bus.Message, other: str) -> None:
+    raw = encode(message)
+    assert bus.sent_by(raw, message.origin.encode())
+    assert bus.sent_by(raw, other.encode()) == (other == message.origin)
+
+
+@given(st.binary(max_size=100), text)
+def test_own_message_check_never_fails_on_any_bytes(data: bytes, origin: str) -> None:
+    if bus.sent_by(data, origin.encode()):
+        assert data[0] == bus.VERSION
 
 
 def test_another_version_is_refused() -> None:

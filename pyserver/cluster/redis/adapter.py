@@ -111,6 +111,7 @@ class RedisAdapter(Adapter):
             self._peers,
         )
         self.membership = Membership(self.share, self._peers, self.recovery, heartbeat)
+        self._origin = self.node.encode()
         self._tasks: list[asyncio.Task[None]] = []
         self._debug = False
         """Whether bus traffic is logged (read once at start: free on the hot path)."""
@@ -202,6 +203,8 @@ class RedisAdapter(Adapter):
                 bus_log.debug("sent %r", message)
 
     def _received(self, data: bytes) -> None:
+        if bus.sent_by(data, self._origin):
+            return  # ran locally before it was published
         try:
             message = bus.decode(data)
         except bus.BusDecodeError as exc:
