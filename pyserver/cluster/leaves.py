@@ -128,8 +128,6 @@ class LeaveMarkers(ABC):
     """Where pending-leave markers live. Setting one is part of the leave transition itself
     (the Adapter's state change), so the interface is what the debounce needs afterwards."""
 
-    completes_synchronously: bool = False
-
     @abstractmethod
     async def take(self, key: LeaveKey) -> bool:
         """Remove the marker `key`; True when it was still there (the leave stands)."""
@@ -155,8 +153,6 @@ class PurgeSchedule:
 
 class LocalLeaveMarkers(LeaveMarkers):
     """Markers with an expiry in one dict: the whole cluster is this process."""
-
-    completes_synchronously = True
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl

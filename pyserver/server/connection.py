@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from pyserver import tasks
 from pyserver.auth.origins import origin_allowed
 from pyserver.auth.protected import FORWARDING_HEADERS
-from pyserver import tasks
 from pyserver.channels.app import App
 from pyserver.protocol import frames
 from pyserver.protocol.commands import (

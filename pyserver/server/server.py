@@ -19,8 +19,8 @@ import ssl
 import time
 from collections.abc import Iterable
 
-from pyserver.api.routes import Api
 from pyserver import tasks
+from pyserver.api.routes import Api
 from pyserver.channels.app import App
 from pyserver.channels.observer import Observers
 from pyserver.cluster.adapter import Adapter
