@@ -374,7 +374,7 @@ class App:
         return len(clients)
 
     # --- cluster: this node's own state, read by a distributed Adapter (AppPeer) ---------
-    # A rebuild after an outage writes back exactly this; the Adapter keeps no copy.
+    # A rebuild after an outage writes back exactly this; no Adapter keeps its own copy.
 
     def local_presence(self) -> Iterator[tuple[str, str, str]]:
         """(channel, socket id, user id) of every presence membership on this node."""
