@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, Protocol
 
 from pyserver.auth.signatures import auth_problem, channel_string_to_sign, user_string_to_sign
@@ -389,6 +389,22 @@ class App:
         for client in clients:
             client.report(UserTerminated())
         return len(clients)
+
+    # --- cluster: this node's own state, read by a distributed Adapter (AppPeer) ---------
+    # A rebuild after an outage writes back exactly this; no Adapter keeps its own copy.
+
+    def local_presence(self) -> Iterator[tuple[str, str, str]]:
+        """(channel, socket id, user id) of every presence membership on this node."""
+        for client in self.clients.values():
+            for name, user_id in client.session.channels.items():
+                if user_id is not None:
+                    yield name, client.socket_id, user_id
+
+    def local_users(self) -> Iterator[tuple[str, str]]:
+        """(user id, socket id) of every signed-in connection on this node."""
+        for user_id, clients in self.users.items():
+            for client in clients:
+                yield user_id, client.socket_id
 
     # --- kick (extension) ----------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from pyserver.server.flow import WriteBatcher
 from pyserver.server.http_connection import HttpConnection
 from pyserver.server.state import ServerState
 from pyserver.webhooks.dispatcher import WebhookDispatcher
-from pyserver.webhooks.queue import make_queue
+from pyserver.webhooks.queues import make_queue
 from pyserver.webhooks.sender import WebhookSender
 
 log = logging.getLogger("pyserver")

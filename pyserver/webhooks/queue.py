@@ -12,7 +12,7 @@ Invariants:
 - `InMemoryQueue`: everything lives in this process. What is left at `close` is returned
   to the caller to be logged; a crash loses it (the local adapter has no other node).
 - `RedisQueue` (`redis_queue.py`) keeps deliveries in Redis so that another node sends
-  them if this one dies; `make_queue` picks it when the adapter is Redis.
+  them if this one dies; `queues.make_queue` picks it when the adapter is Redis.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from pyserver.webhooks.delivery import Delivery
 
 if TYPE_CHECKING:
-    from pyserver.config import Settings
+    pass
 
 LEASE_MARGIN = 5.0
 """Seconds a lease outlasts `webhook_timeout` at least: an attempt is over (answered or timed
@@ -163,17 +163,3 @@ class InMemoryQueue(DeliveryQueue):
         while not self._ready.empty():
             left.append(self._ready.get_nowait())
         return left
-
-
-def make_queue(settings: Settings) -> DeliveryQueue:
-    """The queue for these settings: in Redis with the Redis adapter, else in memory."""
-    if settings.adapter == "redis":
-        from pyserver.webhooks.redis_queue import RedisQueue, connect
-
-        return RedisQueue(
-            connect(settings),
-            settings.redis_prefix,
-            maxsize=settings.webhook_queue_size,
-            lease=max(settings.webhook_lease, settings.webhook_timeout + LEASE_MARGIN),
-        )
-    return InMemoryQueue(settings.webhook_queue_size)

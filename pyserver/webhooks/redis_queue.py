@@ -32,14 +32,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable
-from typing import Protocol
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyserver.webhooks.delivery import Delivery
 from pyserver.webhooks.queue import Claim, DeliveryQueue
@@ -55,31 +50,6 @@ a delivery that another (dead) node left behind, once it is due."""
 _BACKOFF_MAX = 5.0
 _FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
 """What a failed Redis call raises."""
-
-
-class ConnectSettings(Protocol):
-    """What `connect` reads (`pyserver.config.Settings` has it)."""
-
-    @property
-    def redis_url(self) -> str: ...
-
-
-def connect(settings: ConnectSettings) -> aioredis.Redis:
-    """The webhook queue's own Redis client (a pool of its own, apart from the adapter's).
-
-    A stand-in: at merge, `pyserver/cluster/redis/connection.py`'s `connect(settings)` (the
-    one place that builds Redis clients, for plain Redis, Sentinel and Cluster) replaces this
-    function; it has the same signature. The queue needs nothing but a client that runs
-    scripts."""
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=5,
-        socket_connect_timeout=2,
-        health_check_interval=10,
-        # a pooled connection that Redis closed (it restarted) fails once: retry on a fresh one
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
 
 
 class RedisQueue(DeliveryQueue):

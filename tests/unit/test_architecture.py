@@ -61,15 +61,6 @@ FLOORS: tuple[tuple[str, ...], ...] = (
 )
 """Layers from the bottom; a module may import from its own floor and the floors below."""
 
-AWAITING_THE_CLUSTER_BRANCH = {
-    ("pyserver.cluster.adapter", "pyserver.channels.registry"),
-    ("pyserver.cluster.local", "pyserver.channels.registry"),
-    ("pyserver.cluster.redis", "pyserver.channels.registry"),
-}
-"""The only imports allowed to run up a floor, until the cluster package declares the narrow
-interface it needs of the registry. Delete this set when that lands: the test below fails
-as soon as one of these edges is gone, so it cannot go stale."""
-
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -122,9 +113,7 @@ def test_no_import_runs_up_a_floor() -> None:
         for target in targets
         if _floor(target) > _floor(source)
     }
-    stale = AWAITING_THE_CLUSTER_BRANCH - upward
-    assert not stale, f"no longer imported, delete from AWAITING_THE_CLUSTER_BRANCH: {stale}"
-    assert upward == AWAITING_THE_CLUSTER_BRANCH, sorted(upward - AWAITING_THE_CLUSTER_BRANCH)
+    assert not upward, sorted(upward)
 
 
 def test_the_import_graph_has_no_cycle() -> None:
