@@ -408,7 +408,6 @@ class Settings(BaseSettings):
         lines += [f"serving app {app.describe()}" for app in self.apps]
         return lines
 
-
     def _describe_redis(self) -> str:
         mode = self.redis_mode()
         if mode == "sentinel":
