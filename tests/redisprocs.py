@@ -17,8 +17,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 SENTINEL_DOWN_AFTER_MS = 1_000
 """How long the Sentinels wait before calling the master down."""
@@ -207,7 +209,7 @@ class SentinelSetup:
                 proc.start()
             for proc in self.servers + self.sentinels:
                 proc.wait_ready()
-            wait_until(self._linked, 15, "the replica to sync and the Sentinels to see it")
+            self.wait_linked()
         except BaseException:
             self.stop()
             raise
@@ -216,13 +218,21 @@ class SentinelSetup:
     def sentinel_addresses(self) -> list[str]:
         return [f"127.0.0.1:{s.port}" for s in self.sentinels]
 
+    def wait_linked(self, timeout: float = 30) -> None:
+        """Until the replica is in sync with the master and every Sentinel knows both and
+        the other Sentinels: the state a failover needs."""
+        wait_until(self._linked, timeout, "the replica to sync and the Sentinels to see it")
+
     def _linked(self) -> bool:
-        replica = command(self.servers[1].port, "INFO", "replication")
-        if "master_link_status:up" not in replica:
-            return False
+        master = self.master_port()
+        replicas = [p for p in self.servers if p.port != master and p.proc is not None]
+        for replica in replicas:
+            info = command(replica.port, "INFO", "replication")
+            if "master_link_status:up" not in info or f"master_port:{master}" not in info:
+                return False
         for sentinel in self.sentinels:
             info = command(sentinel.port, "INFO", "sentinel")
-            if "slaves=1" not in info or "sentinels=3" not in info:
+            if f"127.0.0.1:{master},slaves={len(replicas)},sentinels=3" not in info:
                 return False
         return True
 
@@ -239,8 +249,15 @@ class SentinelSetup:
         return next(p for p in self.servers if p.port == port)
 
     def failover(self) -> None:
-        reply = command(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.master_name)
-        assert reply == "+OK", reply
+        """`SENTINEL FAILOVER`, repeated while the Sentinel does not yet trust the replica
+        (NOGOODSLAVE right after a start or a previous failover)."""
+        deadline = time.monotonic() + 15
+        while True:
+            reply = command(self.sentinels[0].port, "SENTINEL", "FAILOVER", self.master_name)
+            if reply == "+OK":
+                return
+            assert reply.startswith("-NOGOODSLAVE") and time.monotonic() < deadline, reply
+            time.sleep(0.1)
 
     def wait_for_new_master(self, old_port: int, timeout: float = 30) -> int:
         """Wait until every Sentinel names a master other than `old_port` and that server
@@ -328,3 +345,29 @@ class ClusterSetup:
     def stop(self) -> None:
         for proc in self.nodes:
             proc.cleanup()
+
+
+# --- pytest fixtures, shared by the whole session (tests/conftest.py re-exports them) ---------
+
+
+@pytest.fixture(scope="session")
+def redis_single() -> Iterator[SingleRedis]:
+    setup = SingleRedis()
+    yield setup
+    setup.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelSetup]:
+    """Shared: a test that fails over or kills the master leaves a working pair behind
+    (the killed server comes back as a replica), so tests must ask who the master is."""
+    setup = SentinelSetup()
+    yield setup
+    setup.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterSetup]:
+    setup = ClusterSetup()
+    yield setup
+    setup.stop()

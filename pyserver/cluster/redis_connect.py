@@ -24,6 +24,9 @@ for a single server, a master behind Redis Sentinel, or a Redis Cluster.
   Sentinels name a different master than the one connected so far ("host:port" each).
   A failover may lose the last writes that had not reached the replica, so the adapter
   must rebuild its state on the new master then, as after an outage.
+- `await link.start()` once, in the event loop: with Sentinel it asks the Sentinels every
+  `SENTINEL_POLL` seconds which server is the master (see `start`); `await link.aclose()`
+  at the end.
 
 Invariants:
 - Commands and the bus follow a Sentinel failover without a restart: a connection to the
@@ -76,6 +79,8 @@ POOL_WAIT = 30.0
 BUS_SHARDS = 16
 """Bus channels on a Redis Cluster; their hash tags lie in 16 equal slot ranges, so any
 even split of the slots over up to 16 shards gives each shard a share of the bus."""
+SENTINEL_POLL = 0.5
+"""Seconds between a node's questions to the Sentinels about which server is the master."""
 _BACKOFF_FIRST = 0.1
 _BACKOFF_CAP = 2.0
 
@@ -125,6 +130,36 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
                 callback(old, new)
         return address
 
+    def _stale(self, connection: Any) -> bool:
+        """Connected, but to a server the Sentinels no longer name as the master."""
+        address = self.master_address
+        return (
+            address is not None
+            and connection.is_connected
+            and (connection.host, connection.port) != tuple(address)
+        )
+
+    async def release(self, connection: Any) -> None:
+        # redis-py's pool no longer drops a released connection to a former master
+        # (`owns_connection` is not consulted on release): a connection that was in use
+        # when the master moved would go back to the pool still talking to the old one,
+        # and the next caller (a bus resubscription, say) would keep using it.
+        if self._stale(connection):
+            with contextlib.suppress(RedisError, OSError):
+                await connection.disconnect()
+        await super().release(connection)
+
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
+        connection = await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
+        if self._stale(connection):
+            try:
+                await connection.disconnect()
+                await connection.connect()
+            except BaseException:
+                await self.release(connection)
+                raise
+        return connection
+
 
 class RedisLink:
     """The command client and the bus of one node; see the module docstring."""
@@ -141,6 +176,26 @@ class RedisLink:
         self.client = client
         self.sentinel = sentinel
         self._sentinel_pool = sentinel_pool
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Begin following the Sentinels (a no-op for a single server or a cluster).
+
+        Needed because a `SENTINEL FAILOVER` promotes the replica while the old master
+        keeps accepting writes until the Sentinels demote it, about 10 s later: without
+        asking, a node would go on writing to and listening on the old master. With it,
+        the move is noticed within `SENTINEL_POLL`, idle connections are dropped, in-use
+        ones are dropped when released, and subscribers resubscribe on the new master."""
+        if self._sentinel_pool is not None and self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch_master(self._sentinel_pool))
+
+    async def _watch_master(self, pool: _BlockingSentinelPool) -> None:
+        while True:
+            try:
+                await pool.get_master_address()
+            except (RedisError, OSError) as exc:
+                log.debug("redis: no Sentinel answered (%r)", exc)
+            await asyncio.sleep(SENTINEL_POLL)
 
     # --- naming -------------------------------------------------------------------------
 
@@ -182,6 +237,11 @@ class RedisLink:
         if self._sentinel_pool is not None:
             self._sentinel_pool.master_changed.append(callback)
 
+    def _forget_master_change(self, callback: Callable[[str, str], None]) -> None:
+        if self._sentinel_pool is not None:
+            with contextlib.suppress(ValueError):
+                self._sentinel_pool.master_changed.remove(callback)
+
     def describe(self) -> str:
         if self.mode == "sentinel" and self._sentinel_pool is not None:
             address = self._sentinel_pool.master_address
@@ -203,6 +263,10 @@ class RedisLink:
         return kind(self, list(channels), handler, on_lost, on_restored)
 
     async def aclose(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         await self.client.aclose()
         if self.sentinel is not None:
             await self.sentinel.aclose()
@@ -230,6 +294,12 @@ class BusSubscriber:
         """Times the subscription was lost (errors and silent reconnects)."""
         self._lost = False
         self._closing = False
+        self._master_moved = False
+        self._subscribed = False
+        link.on_master_change(self._moved)
+
+    def _moved(self, old: str, new: str) -> None:
+        self._master_moved = True
 
     def _report_lost(self, exc: BaseException) -> None:
         self.ready.clear()
@@ -242,6 +312,7 @@ class BusSubscriber:
             self._on_lost(exc)
 
     def _report_ready(self) -> None:
+        self._subscribed = True
         self.ready.set()
         if self._lost:
             self._lost = False
@@ -262,12 +333,16 @@ class BusSubscriber:
         """Subscribe and deliver until `aclose()`; reconnect with backoff on errors."""
         delay = _BACKOFF_FIRST
         while not self._closing:
+            # A move reported before this session asks for the master needs no restart.
+            self._master_moved = False
+            self._subscribed = False
             try:
                 await self._session()
-                delay = _BACKOFF_FIRST
             except (RedisError, OSError) as exc:
                 if self._closing:
                     break
+                if self._subscribed:
+                    delay = _BACKOFF_FIRST  # it worked until now: retry soon
                 self._report_lost(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_CAP)
@@ -278,6 +353,7 @@ class BusSubscriber:
     async def aclose(self) -> None:
         self._closing = True
         self.ready.clear()
+        self.link._forget_master_change(self._moved)
 
 
 class _PlainSubscriber(BusSubscriber):
@@ -293,8 +369,14 @@ class _PlainSubscriber(BusSubscriber):
             assert connection is not None
             connection.register_connect_callback(self._reconnected)
             self._report_ready()
+            # With Sentinel, look at the master-moved flag often between messages.
+            wait = 0.2 if self.link.mode == "sentinel" else 1.0
             while not self._closing:
-                self._deliver(await pubsub.get_message(timeout=1.0))
+                self._deliver(await pubsub.get_message(timeout=wait))
+                if self._master_moved:
+                    # Subscribed on the old master, which no longer gets the publishes.
+                    self._master_moved = False
+                    raise RedisConnectionError("Sentinel names a new master")
         finally:
             if pubsub.connection is not None:
                 pubsub.connection.deregister_connect_callback(self._reconnected)
