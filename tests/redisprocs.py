@@ -283,12 +283,18 @@ class SentinelSetup:
 
 
 class ClusterSetup:
-    """Three masters, no replicas, slots spread evenly by `redis-cli --cluster create`."""
+    """Three masters, slots spread evenly by `redis-cli --cluster create`; with `replicas`,
+    that many replicas of each master, so that the cluster fails over by itself."""
 
-    def __init__(self, masters: int = 3) -> None:
+    NODE_TIMEOUT_MS = 2_000
+    """`cluster-node-timeout`: how long a silent master is waited for before failover."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
         self.masters = masters
+        self.replicas = replicas
+        total = masters * (1 + replicas)
         ports: list[int] = []
-        while len(ports) < masters:
+        while len(ports) < total:
             port = free_port(bus=True)
             if port not in ports:
                 ports.append(port)
@@ -300,7 +306,7 @@ class ClusterSetup:
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "2000",
+                    str(self.NODE_TIMEOUT_MS),
                 ],
                 port,
             )
@@ -318,7 +324,7 @@ class ClusterSetup:
                     "create",
                     *[f"127.0.0.1:{port}" for port in ports],
                     "--cluster-replicas",
-                    "0",
+                    str(replicas),
                     "--cluster-yes",
                 ],
                 check=True,
@@ -331,11 +337,48 @@ class ClusterSetup:
             raise
 
     def _ok(self) -> bool:
+        return (
+            all("cluster_state:ok" in command(p.port, "CLUSTER", "INFO") for p in self.nodes)
+            and all(
+                f"cluster_known_nodes:{len(self.nodes)}\r\n" in command(p.port, "CLUSTER", "INFO")
+                for p in self.nodes
+            )
+            and all(self._replicas_synced())
+        )
+
+    def _replicas_synced(self) -> list[bool]:
+        synced = []
+        for proc in self.nodes:
+            info = command(proc.port, "INFO", "replication")
+            if "role:slave" in info:
+                synced.append("master_link_status:up" in info)
+        return synced if len(synced) == self.masters * self.replicas else [False]
+
+    def node(self, port: int) -> Proc:
+        return next(p for p in self.nodes if p.port == port)
+
+    def owner(self, slot: int) -> int:
+        """Port of the master that serves `slot` now, as the live nodes agree."""
+        for proc in self.nodes:
+            if proc.proc is None:
+                continue
+            for line in command(proc.port, "CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if "master" not in fields[2] or "fail" in fields[2]:
+                    continue
+                for part in fields[8:]:
+                    low, _, high = part.partition("-")
+                    if part[0].isdigit() and int(low) <= slot <= int(high or low):
+                        return int(fields[1].split(":")[1].split("@")[0])
+            break
+        raise LookupError(slot)
+
+    def ok(self) -> bool:
+        """cluster_state:ok on every live node."""
         return all(
-            "cluster_state:ok" in command(p.port, "CLUSTER", "INFO") for p in self.nodes
-        ) and all(
-            f"cluster_known_nodes:{self.masters}\r\n" in command(p.port, "CLUSTER", "INFO")
+            "cluster_state:ok" in command(p.port, "CLUSTER", "INFO")
             for p in self.nodes
+            if p.proc is not None
         )
 
     @property

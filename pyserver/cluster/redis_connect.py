@@ -38,8 +38,11 @@ Invariants:
 - On a cluster, each primary gets its own subscriber connection holding the SSUBSCRIBEs of
   the channels whose slots it owns (one SSUBSCRIBE per slot: Redis refuses CROSSSLOT).
   A shard's reader waits on its own socket, so one idle shard does not delay another.
-  On an error or a MOVED on any shard, the slot map is read again and every shard
-  connection is made anew.
+  When a shard fails, or Redis unsubscribes a channel whose slot moved, the slot map is
+  read again; shards whose channels stayed put keep their connection and keep delivering,
+  the others are subscribed anew on their new owner (`on_lost`/`on_restored` as above).
+  redis-py 8.2 has an async `ClusterPubSub` with sharded pub/sub, but it polls the shards
+  in turn with one timeout, so an idle shard delays the others: not used for the bus.
 - Nothing here knows the adapter's data model; this module never reads the clock except
   for backoff sleeps.
 """
@@ -61,7 +64,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyserver.config import Settings, sentinel_address
@@ -118,12 +121,14 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
     def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
         self.master_changed: list[Callable[[str, str], None]] = []
+        self._announced: tuple[str, int] | None = None
+        """The master last reported; concurrent lookups report a change once."""
         super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
 
     async def get_master_address(self) -> Any:
-        before = self.master_address
         address = await super().get_master_address()  # type: ignore[no-untyped-call]
-        if before is not None and tuple(address) != tuple(before):
+        before, self._announced = self._announced, (address[0], int(address[1]))
+        if before is not None and before != self._announced:
             old, new = f"{before[0]}:{before[1]}", f"{address[0]}:{address[1]}"
             log.warning("redis: Sentinel names a new master %s (was %s)", new, old)
             for callback in list(self.master_changed):
@@ -237,6 +242,11 @@ class RedisLink:
         if self._sentinel_pool is not None:
             self._sentinel_pool.master_changed.append(callback)
 
+    def follows(self, host: str, port: int) -> bool:
+        """With Sentinel, whether host:port is the master the Sentinels named last."""
+        pool = self._sentinel_pool
+        return pool is not None and pool._announced == (host, int(port))
+
     def _forget_master_change(self, callback: Callable[[str, str], None]) -> None:
         if self._sentinel_pool is not None:
             with contextlib.suppress(ValueError):
@@ -338,7 +348,7 @@ class BusSubscriber:
             self._subscribed = False
             try:
                 await self._session()
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 if self._closing:
                     break
                 if self._subscribed:
@@ -368,6 +378,8 @@ class _PlainSubscriber(BusSubscriber):
             connection = pubsub.connection
             assert connection is not None
             connection.register_connect_callback(self._reconnected)
+            if self.link.follows(connection.host, connection.port):
+                self._master_moved = False  # the move was found by this very connection
             self._report_ready()
             # With Sentinel, look at the master-moved flag often between messages.
             wait = 0.2 if self.link.mode == "sentinel" else 1.0
@@ -390,56 +402,115 @@ class _PlainSubscriber(BusSubscriber):
         self._report_ready()
 
 
-class _ShardedSubscriber(BusSubscriber):
-    """SSUBSCRIBE on one connection per primary, each holding the channels of its slots."""
+class _Shard:
+    """One primary's subscriber connection: the SSUBSCRIBEs of the bus channels whose slots
+    it owns, and the task that reads them."""
 
-    async def _session(self) -> None:
+    def __init__(self, pubsub: Any, channels: tuple[bytes, ...]) -> None:
+        self.pubsub = pubsub
+        self.channels = channels
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        node: ClusterNode,
+        channels: tuple[bytes, ...],
+        kwargs: dict[str, Any],
+        deliver: Callable[[dict[str, Any] | None], None],
+        closing: Callable[[], bool],
+    ) -> _Shard:
+        client = aioredis.Redis(host=node.host, port=int(node.port), **kwargs)
+        shard = cls(client.pubsub(), channels)
+        try:
+            by_slot: dict[int, list[bytes]] = defaultdict(list)
+            for channel in channels:
+                by_slot[key_slot(channel)].append(channel)
+            for same_slot in by_slot.values():
+                await shard.pubsub.ssubscribe(*same_slot)
+        except BaseException:
+            await shard.close()
+            raise
+
+        async def read() -> None:
+            while not closing():
+                message = await shard.pubsub.get_sharded_message(timeout=1.0)
+                if message is not None and message["type"] == "sunsubscribe":
+                    # We never unsubscribe: Redis dropped the channel because its slot moved
+                    # to another node (resharding, or this node became a replica).
+                    raise RedisConnectionError(f"{message['channel']!r} moved off this shard")
+                deliver(message)
+
+        shard.task = asyncio.create_task(read())
+        return shard
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):
+            await self.pubsub.aclose()
+        if self.pubsub.connection_pool is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.pubsub.connection_pool.disconnect()
+
+
+class _ShardedSubscriber(BusSubscriber):
+    """SSUBSCRIBE on one connection per primary, each holding the channels of its slots.
+
+    A failing shard costs only its own channels: the slot map is read again, shards whose
+    channels did not move keep their connection and go on delivering, and the others are
+    made anew (on the replica promoted meanwhile, once the cluster has done so)."""
+
+    async def run(self) -> None:
         cluster = self.link.client
         assert isinstance(cluster, RedisCluster)
-        await cluster.initialize()
-        by_node: dict[str, list[bytes]] = defaultdict(list)
-        nodes: dict[str, ClusterNode] = {}
-        for channel in self.channels:
-            node = cluster.nodes_manager.get_node_from_slot(key_slot(channel))
-            by_node[node.name].append(channel)
-            nodes[node.name] = node
-        shards = [
-            aioredis.Redis(
-                host=nodes[name].host,
-                port=int(nodes[name].port),
-                **_shard_kwargs(cluster),
-            ).pubsub(ignore_subscribe_messages=True)
-            for name in by_node
-        ]
+        kwargs = _shard_kwargs(cluster)
+        shards: dict[str, _Shard] = {}
+        delay = _BACKOFF_FIRST
+        refresh = False
         try:
-            for pubsub, channels in zip(shards, by_node.values(), strict=True):
-                by_slot: dict[int, list[bytes]] = defaultdict(list)
-                for channel in channels:
-                    by_slot[key_slot(channel)].append(channel)
-                for same_slot in by_slot.values():
-                    await pubsub.ssubscribe(*same_slot)
-            self._report_ready()
-            readers = [asyncio.ensure_future(self._read(pubsub)) for pubsub in shards]
-            try:
-                # The first shard to fail ends the session: the slot map is read anew.
-                done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()
-            finally:
-                for task in readers:
-                    task.cancel()
-                await asyncio.gather(*readers, return_exceptions=True)
+            while not self._closing:
+                try:
+                    if refresh:
+                        # The slot map the client has may name a shard that is gone.
+                        await cluster.nodes_manager.initialize()
+                    else:
+                        await cluster.initialize()
+                    wanted: dict[str, tuple[ClusterNode, tuple[bytes, ...]]] = {}
+                    for channel in self.channels:
+                        node = cluster.nodes_manager.get_node_from_slot(key_slot(channel))
+                        owned = wanted.get(node.name, (node, ()))[1]
+                        wanted[node.name] = (node, (*owned, channel))
+                    for name, shard in list(shards.items()):
+                        task_done = shard.task is None or shard.task.done()
+                        if task_done or wanted.get(name, (None, ()))[1] != shard.channels:
+                            del shards[name]
+                            await shard.close()
+                    for name, (node, channels) in wanted.items():
+                        if name not in shards:
+                            shards[name] = await _Shard.open(
+                                node, channels, kwargs, self._deliver, lambda: self._closing
+                            )
+                    self._report_ready()
+                    delay = _BACKOFF_FIRST
+                    tasks = [shard.task for shard in shards.values() if shard.task is not None]
+                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    if self._closing:
+                        break
+                    for task in done:
+                        task.result()  # raises the shard's error
+                    raise RedisConnectionError("a shard reader stopped")
+                except (RedisError, RedisClusterException, OSError) as exc:
+                    if self._closing:
+                        break
+                    self._report_lost(exc)
+                    refresh = True
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _BACKOFF_CAP)
         finally:
-            for pubsub in shards:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-                if pubsub.connection_pool is not None:
-                    with contextlib.suppress(RedisError, OSError):
-                        await pubsub.connection_pool.disconnect()
-
-    async def _read(self, pubsub: Any) -> None:
-        while not self._closing:
-            self._deliver(await pubsub.get_sharded_message(timeout=1.0))
+            for shard in shards.values():
+                await shard.close()
 
 
 def _shard_kwargs(cluster: RedisCluster) -> dict[str, Any]:

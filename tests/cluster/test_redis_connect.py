@@ -33,7 +33,7 @@ from pyserver.cluster.redis_connect import (
     wait_ready,
 )
 from pyserver.config import load_settings
-from tests.redisprocs import ClusterSetup, SentinelSetup, SingleRedis, command
+from tests.redisprocs import ClusterSetup, SentinelSetup, SingleRedis, command, wait_until
 
 PREFIX = "t"
 
@@ -343,3 +343,69 @@ def test_cluster_scripts_with_one_hash_tag_run_and_others_are_refused(
             await link.aclose()
 
     run(scenario)
+
+
+def test_cluster_failover_is_followed_by_commands_and_the_bus() -> None:
+    """Three masters with a replica each; the master serving a bus channel and a key of one
+    app is SIGKILLed. The same link's commands and bus work again once the cluster has
+    promoted the replica (plus 5 s at most), and the other shards keep delivering."""
+    setup = ClusterSetup(replicas=1)
+    try:
+
+        async def scenario() -> None:
+            link = cluster_link(setup)
+            async with Probe(link) as probe:
+                victim = setup.owner(key_slot(link.bus_channel(PREFIX, "a0", "ch")))
+                app = next(
+                    f"a{i}"
+                    for i in range(1000)
+                    if setup.owner(key_slot(link.bus_channel(PREFIX, f"a{i}", "ch"))) == victim
+                    and setup.owner(key_slot(f"{PREFIX}:{{a{i}}}:probe".encode())) == victim
+                )
+                survivor_app = next(
+                    f"s{i}"
+                    for i in range(1000)
+                    if setup.owner(key_slot(link.bus_channel(PREFIX, f"s{i}", "ch"))) != victim
+                )
+                assert await probe.roundtrip(app)
+                slot = key_slot(link.bus_channel(PREFIX, app, "ch"))
+                started = time.monotonic()
+                await asyncio.to_thread(setup.node(victim).kill)
+
+                # While the cluster has not failed over, the other shards still deliver.
+                bus = link.bus_channel(PREFIX, survivor_app, "ch")
+                await asyncio.sleep(0.5)
+                await link.publish(bus, b"while-down")
+                await asyncio.sleep(0.5)
+                assert (bus, b"while-down") in probe.received
+
+                def wait_promoted() -> float:
+                    def promoted() -> bool:
+                        try:
+                            return setup.owner(slot) != victim and setup.ok()
+                        except LookupError:  # no live master serves the slot yet
+                            return False
+
+                    wait_until(promoted, 30, "the cluster to promote a replica")
+                    return time.monotonic() - started
+
+                promotion = asyncio.create_task(asyncio.to_thread(wait_promoted))
+                while not await probe.roundtrip(app, wait=0.5):
+                    assert time.monotonic() - started < 60, probe.timeline(started)
+                    await asyncio.sleep(0.1)
+                recovered_after = time.monotonic() - started
+                promoted_after = await promotion
+                print(
+                    f"\ncluster master killed: replica promoted after {promoted_after:.2f} s "
+                    f"(cluster-node-timeout {setup.NODE_TIMEOUT_MS} ms), the client recovered "
+                    f"after {recovered_after:.2f} s; {probe.timeline(started)}"
+                )
+                assert recovered_after <= promoted_after + 5
+                assert probe.kinds()[-1] == "restored"
+                for _ in range(5):
+                    assert await probe.roundtrip(app)
+                    assert await probe.roundtrip(survivor_app)
+
+        run(scenario)
+    finally:
+        setup.stop()
