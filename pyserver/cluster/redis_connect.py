@@ -29,12 +29,16 @@ for a single server, a master behind Redis Sentinel, or a Redis Cluster.
   at the end.
 
 Invariants:
-- Commands and the bus follow a Sentinel failover without a restart: a connection to the
-  old master fails (Sentinel kills clients when it demotes a master; redis-py turns a
-  READONLY reply into a connection error), and the next connection is made to the master
-  the Sentinels name now. redis-py's own PubSub reconnects silently and resubscribes on
-  the same socket object; `BusSubscriber` notices that (a connect callback) and reports
-  it through `on_lost`/`on_restored` too, since messages published meanwhile are gone.
+- Commands and the bus follow a Sentinel failover without a restart. Every new connection
+  asks the Sentinels for the master. A dead master breaks connections; a demoted one kills
+  its clients or answers READONLY, which redis-py turns into a connection error. A master
+  that is replaced but still writable (the ~10 s after `SENTINEL FAILOVER` before the
+  Sentinels demote it) is noticed by `start`'s polling: idle connections are dropped,
+  connections in use are dropped when released (`_BlockingSentinelPool.release`: redis-py
+  8.2 returns them to the pool still connected to the old master), and subscribers
+  resubscribe. redis-py's own PubSub also reconnects silently inside `get_message`;
+  `BusSubscriber` notices that (a connect callback) and reports it through
+  `on_lost`/`on_restored` too, since messages published meanwhile are gone.
 - On a cluster, each primary gets its own subscriber connection holding the SSUBSCRIBEs of
   the channels whose slots it owns (one SSUBSCRIBE per slot: Redis refuses CROSSSLOT).
   A shard's reader waits on its own socket, so one idle shard does not delay another.

@@ -9,7 +9,9 @@ single server, a master and replica behind three Sentinels, a three-master Redis
 - Cluster: the bus channels cover every shard, a message on a channel of each shard
   arrives, the subscriber holds SSUBSCRIBEs (PUBSUB SHARDCHANNELS) and no classic
   subscription, the publisher sends SPUBLISH (INFO commandstats), and a script with keys of
-  one hash tag runs while one with keys of two slots is refused with CROSSSLOT.
+  one hash tag runs while one with keys of two slots is refused with CROSSSLOT. With a
+  replica per master, a SIGKILLed master's slots work again (commands and bus) within the
+  cluster's own promotion time plus 5 s, and the other shards deliver meanwhile.
 - A single server restarted under a running subscriber: loss and return are reported.
 """
 
