@@ -41,8 +41,8 @@ from pyserver.console import stream
 from pyserver.console.cluster_stats import redis_client
 
 if TYPE_CHECKING:
-    from pyserver.console.console import Console
-    from pyserver.server.http import StreamSink
+    from pyserver.console.feed import ConsoleFeed
+    from pyserver.http import StreamSink
 
 log = logging.getLogger("pyserver.console")
 
@@ -72,7 +72,7 @@ def _frame(entry_id: bytes, fields: dict[bytes, bytes]) -> bytes:
 
 
 class ClusterFeed:
-    def __init__(self, console: Console, url: str, prefix: str, node: str) -> None:
+    def __init__(self, console: ConsoleFeed, url: str, prefix: str, node: str) -> None:
         self.console = console
         self.url = url
         self.prefix = prefix
@@ -168,7 +168,7 @@ class ClusterFeed:
         console = self.console
         batch: list[tuple[str, list[dict[str, Any]]]] = []
         for app_id in self.watched:
-            if app_id not in console.server.apps_by_id:
+            if app_id not in console.apps:
                 continue
             position = self.published.get(app_id, 0)
             if console.added.get(app_id, 0) == position:

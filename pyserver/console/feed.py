@@ -22,13 +22,17 @@ Invariants:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from itertools import islice
 from time import time as _now
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from pyserver.channels.observer import AppObserver
+
+if TYPE_CHECKING:
+    from pyserver.channels.app import App
 
 PREVIEW = 500
 """Characters of event data (or webhook body) sent to the page per event."""
@@ -37,6 +41,22 @@ Record = tuple[int, float, str, str, str, str | bytes, str | None, str | None]
 """(sequence, unix time, kind, channel, event name, data, origin, user id).
 
 `origin` is the sending socket id for client events and the target URL for webhooks."""
+
+
+class ConsoleFeed(Protocol):
+    """What the console's streams read of the console (`Console` is one): its apps and its
+    feed. A protocol, so that `live.py` and `cluster_feed.py` need not import `console.py`,
+    which imports them."""
+
+    @property
+    def apps(self) -> Mapping[str, App]: ...
+
+    @property
+    def added(self) -> dict[str, int]: ...
+
+    def after(
+        self, app_id: str, position: int, upto: int | None = None
+    ) -> tuple[int, list[Any]]: ...
 
 
 class EventFeed(AppObserver):

@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pyserver.console import stream
 from pyserver.console.timeseries import MINUTE
+from pyserver.http import StreamingResponse, StreamSink
 from pyserver.protocol.names import channel_type
-from pyserver.server.http import StreamingResponse, StreamSink
 
 if TYPE_CHECKING:
     from pyserver.channels.app import App
-    from pyserver.console.console import Console
+    from pyserver.console.feed import ConsoleFeed
 
 log = logging.getLogger("pyserver.console")
 
@@ -103,7 +103,7 @@ async def app_state(app: App, needle: str = "") -> dict[str, Any]:
 class LiveHub:
     def __init__(
         self,
-        console: Console,
+        console: ConsoleFeed,
         stats: Callable[[str, float | None], Awaitable[dict[str, Any]]],
         feed: FeedSource | None = None,
         clock: Callable[[], float] = time.time,
@@ -243,7 +243,7 @@ class LiveHub:
 
     async def _states(self) -> None:
         for app_id in list(self.audiences):
-            app = self.console.server.apps_by_id.get(app_id)
+            app = self.console.apps.get(app_id)
             if app is None:
                 continue
             state = stream.event("state", await app_state(app))

@@ -1,7 +1,7 @@
 """Server-sent events for the console: the wire format, and the open streams of one app.
 
 Pure framing and bookkeeping, no asyncio and no clock reads: `live.py` decides what to send
-and when; `StreamSink` (`pyserver.server.http`) does the writing.
+and when; `StreamSink` (`pyserver.http`) does the writing.
 
 Wire format (https://html.spec.whatwg.org/multipage/server-sent-events.html): each event is
 `id: ...` (feed entries only), `event: NAME` and one `data:` line of JSON, then a blank line.

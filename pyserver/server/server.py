@@ -13,7 +13,6 @@ import asyncio
 import logging
 import math
 import os
-import random
 import socket
 import ssl
 import time
@@ -27,41 +26,20 @@ from pyserver.cluster.adapter import Adapter
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import Settings
 from pyserver.console.console import Console
+from pyserver.http import Response, json_response
 from pyserver.metrics import Metrics, resident_bytes
 from pyserver.protocol.errors import ServerShuttingDown
-from pyserver.protocol.websocket import Deflater
-from pyserver.server.connection import Connection
-from pyserver.server.http import Response, json_response
+from pyserver.server.flow import WriteBatcher
+from pyserver.server.http_connection import HttpConnection
+from pyserver.server.state import ServerState
 from pyserver.webhooks.dispatcher import WebhookDispatcher
+from pyserver.webhooks.queues import make_queue
 from pyserver.webhooks.sender import WebhookSender
 
 log = logging.getLogger("pyserver")
 
 TLS_HINT_EVERY = 60.0
 """Seconds between two warnings about TLS clients on a plain port (one per burst of them)."""
-
-
-class WriteBatcher:
-    """Flushes every connection that queued frames, once per loop iteration."""
-
-    __slots__ = ("loop", "pending", "scheduled")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.pending: list[Connection] = []
-        self.scheduled = False
-
-    def add(self, connection: Connection) -> None:
-        self.pending.append(connection)
-        if not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self.scheduled = False
-        pending, self.pending = self.pending, []
-        for connection in pending:
-            connection.flush()
 
 
 class Server:
@@ -76,8 +54,23 @@ class Server:
             app = App(config, self.adapter, self.observers)
             self.apps_by_id[config.id] = app
             self.apps_by_key[config.key] = app
-        self.metrics = Metrics(self, settings.metrics_prefix)
-        self.console = Console(self)
+        self.started_at = time.time()
+        self.metrics = Metrics(
+            settings.metrics_prefix,
+            self.apps_by_id,
+            self.adapter,
+            self.started_at,
+            lambda: self.webhooks,
+        )
+        shared = settings.adapter == "redis" and settings.console  # the cluster's stats, feed
+        self.console = Console(
+            self.apps_by_id,
+            settings.console_token,
+            self.started_at,
+            redis_url=settings.redis_url if shared else None,
+            redis_prefix=settings.redis_prefix,
+            node=str(getattr(self.adapter, "node", "") or ""),
+        )
         if settings.console:
             self.observers.add(self.console)
         self.api = Api(
@@ -89,15 +82,14 @@ class Server:
             on_trigger=self.metrics.broadcast_latency.observe,
             protected=settings.protected_mode and bool(settings.default_secret_apps()),
         )
-        self.connections: dict[Connection, None] = {}
-        self.draining = False
-        self.started_at = time.time()
+        self.state = ServerState(
+            settings, self.apps_by_key, self.api.handle, self.adapter, self.hint_tls_on_plain_port
+        )
+        """All a connection sees of the server."""
         self._tls_hint_at = -math.inf
         self._servers: list[asyncio.Server] = []
         self._metrics_server: asyncio.Server | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
-        self.batcher: WriteBatcher
-        self.deflater = Deflater()
         liveness = min(settings.activity_timeout, settings.pong_timeout) / 3
         authz = [a.authorized_connections_timeout / 2 for a in settings.apps]
         self.tick_seconds = min(5.0, max(0.25, min([liveness, *filter(None, authz)])))
@@ -112,7 +104,7 @@ class Server:
     async def start(self, sockets: Iterable[socket.socket] | None = None) -> list[str]:
         """Listen (on `sockets` if given, else host:port); return the addresses listened on."""
         loop = asyncio.get_running_loop()
-        self.batcher = WriteBatcher(loop)
+        self.state.batcher = WriteBatcher(loop)
         await self.adapter.start()
         if any(app.webhooks for app in self.settings.apps):
             self._start_webhooks()
@@ -121,13 +113,13 @@ class Server:
             for sock in sockets:
                 self._servers.append(
                     await loop.create_server(
-                        lambda: Connection(self), sock=sock, backlog=4096, ssl=tls
+                        self.protocol_factory, sock=sock, backlog=4096, ssl=tls
                     )
                 )
         else:
             self._servers.append(
                 await loop.create_server(
-                    lambda: Connection(self),
+                    self.protocol_factory,
                     host=self.settings.host,
                     port=self.settings.port,
                     backlog=4096,
@@ -146,6 +138,14 @@ class Server:
             for server in self._servers
             for sock in server.sockets
         ]
+
+    def protocol_factory(self) -> HttpConnection:
+        """A new TCP connection starts as HTTP (it may upgrade to WebSocket)."""
+        return HttpConnection(self.state)
+
+    @property
+    def draining(self) -> bool:
+        return self.state.draining
 
     def hint_tls_on_plain_port(self) -> None:
         """A client spoke TLS to this plain port: say why it fails (once a minute at most)."""
@@ -189,6 +189,10 @@ class Server:
             timeout=settings.webhook_timeout,
             retry_window=settings.webhook_retry_window,
             retry_base=settings.webhook_retry_base,
+            # Where deliveries wait: in memory, or in Redis with the Redis adapter, so that a
+            # node killed meanwhile loses none (webhooks/queue.py). The sender's close()
+            # (via the dispatcher's, at shutdown) closes the queue and its Redis client.
+            queue=make_queue(settings),
         )
         sender.start()
         if settings.console:
@@ -205,7 +209,7 @@ class Server:
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, ask every client to reconnect elsewhere (4200), close the rest."""
-        self.draining = True
+        self.state.draining = True
         for server in self._servers:
             server.close()
         if self._metrics_server is not None:
@@ -214,10 +218,10 @@ class Server:
             self._sweep_handle.cancel()
         await self.console.close()  # ends the console's event streams
         grace = self.settings.shutdown_grace if grace is None else grace
-        for connection in list(self.connections):
-            if connection.reader is None:
-                connection.close_http()
-        clients = [c for c in self.connections if c.app is not None]
+        state = self.state
+        for http in list(state.http_connections):
+            http.close_idle()
+        clients = [c for c in state.websocket_connections if c.app is not None]
         # Pace the closes so thousands of clients do not reconnect in the same millisecond.
         batch = max(1, math.ceil(len(clients) / max(1.0, grace * 10)))
         for start in range(0, len(clients), batch):
@@ -226,11 +230,14 @@ class Server:
             if start + batch < len(clients):
                 await asyncio.sleep(0.05)
         deadline = time.monotonic() + max(0.5, grace)
-        while self.connections and time.monotonic() < deadline:
+        while (state.http_connections or state.websocket_connections) and (
+            time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.05)
-        for connection in list(self.connections):
-            if connection.transport is not None:
-                connection.transport.abort()
+        for http in list(state.http_connections):
+            http.abort()
+        for websocket in list(state.websocket_connections):
+            websocket.abort()
         await asyncio.sleep(0)  # their connection_lost: the last leaves start
         await tasks.settle(max(1.0, grace))  # leaves asking the Adapter reach the webhooks
         if self.webhooks is not None:
@@ -239,29 +246,16 @@ class Server:
 
     # --- connections -----------------------------------------------------------------------
 
-    def connection_opened(self, connection: Connection) -> None:
-        self.connections[connection] = None
-
-    def connection_closed(self, connection: Connection) -> None:
-        self.connections.pop(connection, None)
-
-    def new_socket_id(self, app: App) -> str:
-        while True:
-            socket_id = f"{random.randrange(10**9)}.{random.randrange(10**9)}"
-            if socket_id not in app.clients:
-                return socket_id
-
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
         ping_after, close_after = self._ping_after, self._close_after
         now = time.monotonic()
         http_close_after = self._http_close_after
-        for connection in list(self.connections):
-            if connection.reader is not None:
-                connection.tick(ping_after, close_after, now)
-            elif connection.http is not None:
-                connection.http_tick(http_close_after)
+        for websocket in list(self.state.websocket_connections):
+            websocket.tick(ping_after, close_after, now)
+        for http in list(self.state.http_connections):
+            http.http_tick(http_close_after)
         for app in self.apps_by_id.values():
             app.tick()
 

@@ -15,7 +15,7 @@ from pyserver.console.cluster_stats import merge_day, merge_minute, plan
 from pyserver.console.feed import EventFeed
 from pyserver.console.live import LiveHub
 from pyserver.console.timeseries import DAY, MINUTE, Sample, StatsHistory
-from pyserver.server.http import StreamingResponse, StreamSink
+from pyserver.http import StreamingResponse, StreamSink
 
 T0 = 1_767_225_600.0
 """2026-01-01T00:00:00Z: the start of a UTC day and of a minute."""
