@@ -389,7 +389,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
 
 
 ENV_PREFIX = "PYSERVER_"
-INTERNAL_ENV = frozenset({"PYSERVER_WORKER_INDEX"})
+INTERNAL_ENV = frozenset({"PYSERVER_WORKER_INDEX", "PYSERVER_LISTEN_FD", "PYSERVER_CAPACITY_BOARD"})
 """Variables `--workers` sets for its own processes; not options."""
 
 

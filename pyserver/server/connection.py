@@ -53,6 +53,7 @@ from pyserver.protocol.errors import (
     InvalidVersionFormat,
     NoProtocolVersion,
     OriginNotAllowed,
+    OverCapacity,
     OverConnectionQuota,
     PathNotFound,
     PongNotReceived,
@@ -620,6 +621,10 @@ class Connection(asyncio.Protocol):
     ) -> None:
         app = None if key is None else self.server.apps_by_key.get(key)
         try:
+            # Capacity hook (pyserver.server.capacity): accepted beyond this process's
+            # descriptor budget only to be told 4100, so pusher-js retries after a while.
+            if self in self.server.over_capacity:
+                raise OverCapacity()
             if key is None:
                 raise PathNotFound(f"No WebSocket endpoint at {path[:200]}; use /app/{{key}}")
             if app is None:

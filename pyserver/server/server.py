@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import resource
 import socket
 import ssl
 import time
@@ -30,8 +31,10 @@ from pyserver.console.console import Console
 from pyserver.metrics import Metrics, resident_bytes
 from pyserver.protocol.errors import ServerShuttingDown
 from pyserver.protocol.websocket import Deflater
+from pyserver.server.capacity import Admission, Budget, open_descriptors
 from pyserver.server.connection import Connection
 from pyserver.server.http import Response, json_response
+from pyserver.server.listener import Acceptor, bound_socket, inherited
 from pyserver.webhooks.dispatcher import WebhookDispatcher
 from pyserver.webhooks.sender import WebhookSender
 
@@ -39,6 +42,8 @@ log = logging.getLogger("pyserver")
 
 TLS_HINT_EVERY = 60.0
 """Seconds between two warnings about TLS clients on a plain port (one per burst of them)."""
+OVER_CAPACITY_GRACE = 5.0
+"""Seconds a connection accepted over capacity may take to upgrade and read its 4100."""
 
 
 class WriteBatcher:
@@ -90,6 +95,11 @@ class Server:
             protected=settings.protected_mode and bool(settings.default_secret_apps()),
         )
         self.connections: dict[Connection, None] = {}
+        self.admission = Admission(capacity=1 << 30, overflow=0)
+        """Replaced by the descriptor budget in `start` (see `server.capacity`)."""
+        self.over_capacity: dict[Connection, float] = {}
+        """Connections accepted beyond capacity, with when: told 4100 at their upgrade."""
+        self.acceptor: Acceptor | None = None
         self.draining = False
         self.started_at = time.time()
         self._tls_hint_at = -math.inf
@@ -125,27 +135,33 @@ class Server:
                     )
                 )
         else:
-            self._servers.append(
-                await loop.create_server(
-                    lambda: Connection(self),
-                    host=self.settings.host,
-                    port=self.settings.port,
-                    backlog=4096,
-                    reuse_address=True,
-                    reuse_port=self.settings.reuse_port or None,
-                    ssl=tls,
+            listening, board = inherited()
+            if listening is not None:
+                bound = [listening]
+            else:
+                bound = bound_socket(
+                    self.settings.host, self.settings.port, self.settings.reuse_port
                 )
+            budget = Budget.compute(
+                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                open_descriptors(),
+                self.settings.webhook_concurrency
+                if any(app.webhooks for app in self.settings.apps)
+                else 0,
             )
+            self.admission = Admission.for_budget(budget, board)
+            log.info(budget.describe(1))
+            self.acceptor = Acceptor(bound, lambda: Connection(self), self.admission, tls)
+            self.acceptor.start()
         if self.settings.metrics:
             await self._start_metrics()
         if self.settings.console:
             self.console.dashboard.start()
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
-        return [
-            _format_address(sock.getsockname())
-            for server in self._servers
-            for sock in server.sockets
-        ]
+        served = [sock for server in self._servers for sock in server.sockets]
+        if self.acceptor is not None:
+            served += self.acceptor.sockets
+        return [_format_address(sock.getsockname()) for sock in served]
 
     def hint_tls_on_plain_port(self) -> None:
         """A client spoke TLS to this plain port: say why it fails (once a minute at most)."""
@@ -201,6 +217,8 @@ class Server:
 
     @property
     def port(self) -> int:
+        if self.acceptor is not None:
+            return int(self.acceptor.sockets[0].getsockname()[1])
         return int(self._servers[0].sockets[0].getsockname()[1])
 
     async def shutdown(self, grace: float | None = None) -> None:
@@ -208,6 +226,8 @@ class Server:
         self.draining = True
         for server in self._servers:
             server.close()
+        if self.acceptor is not None:
+            self.acceptor.close()
         if self._metrics_server is not None:
             self._metrics_server.close()
         if self._sweep_handle is not None:
@@ -241,9 +261,19 @@ class Server:
 
     def connection_opened(self, connection: Connection) -> None:
         self.connections[connection] = None
+        if self.acceptor is not None:
+            self.acceptor.made()
+        if not self.admission.opened():
+            self.over_capacity[connection] = time.monotonic()
 
     def connection_closed(self, connection: Connection) -> None:
-        self.connections.pop(connection, None)
+        if connection not in self.connections:
+            return
+        del self.connections[connection]
+        self.over_capacity.pop(connection, None)
+        self.admission.closed()
+        if self.acceptor is not None:
+            self.acceptor.connection_closed()
 
     def new_socket_id(self, app: App) -> str:
         while True:
@@ -264,6 +294,16 @@ class Server:
                 connection.http_tick(http_close_after)
         for app in self.apps_by_id.values():
             app.tick()
+        if self.over_capacity:
+            self._close_over_capacity(now)
+
+    def _close_over_capacity(self, now: float) -> None:
+        """Close what was accepted over capacity and did not upgrade (a WebSocket that did
+        was told 4100 and is closing): the descriptors are for the next ones."""
+        for connection, since in list(self.over_capacity.items()):
+            if now - since > OVER_CAPACITY_GRACE and connection.transport is not None:
+                connection.closing = True
+                connection.transport.close()
 
     # --- health ----------------------------------------------------------------------------
 
