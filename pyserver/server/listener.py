@@ -218,6 +218,8 @@ class Acceptor:
                 raise
             self._backoff = 0.0
             self._adopt(conn)
+        if self.admission.budget(self.pending) <= 0:  # full now: stop being woken for nothing
+            self._pause()
 
     def _adopt(self, conn: socket.socket) -> None:
         conn.setblocking(False)

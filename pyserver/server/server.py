@@ -100,6 +100,7 @@ class Server:
         self.over_capacity: dict[Connection, float] = {}
         """Connections accepted beyond capacity, with when: told 4100 at their upgrade."""
         self.acceptor: Acceptor | None = None
+        self._over_capacity_logged = -math.inf
         self.draining = False
         self.started_at = time.time()
         self._tls_hint_at = -math.inf
@@ -264,7 +265,15 @@ class Server:
         if self.acceptor is not None:
             self.acceptor.made()
         if not self.admission.opened():
-            self.over_capacity[connection] = time.monotonic()
+            now = time.monotonic()
+            self.over_capacity[connection] = now
+            if now - self._over_capacity_logged > TLS_HINT_EVERY:
+                self._over_capacity_logged = now
+                log.warning(
+                    "at capacity (%d connections, see the descriptors line at start-up): "
+                    "extra connections are told 4100 (over capacity) and closed",
+                    self.admission.capacity,
+                )
 
     def connection_closed(self, connection: Connection) -> None:
         if connection not in self.connections:
