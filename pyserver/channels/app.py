@@ -146,6 +146,9 @@ class App:
             raise SubscriptionError(name, f"Invalid channel name '{name[:200]}': {problem}")
         if name in client.channels:
             raise SubscriptionError(name, f"Existing subscription to {name}")
+        local = self.registry.channels.get(name)
+        if local is not None:  # one string per channel, not one per subscriber (~60 B each)
+            name = local.name
         kind = channel_type(name).kind
         if kind is ChannelKind.SERVER_TO_USER:
             user = client.user

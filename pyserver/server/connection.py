@@ -594,6 +594,7 @@ class Connection(asyncio.Protocol):
             )
             return
         self.http = None
+        self.peer = ""  # Capacity hook (memory): only HTTP requests read it; ~65 B a connection
         self.deflate = self.server.settings.websocket_compression and offers_deflate(
             headers.get("sec-websocket-extensions", "")
         )
