@@ -154,7 +154,16 @@ class Board:
 class Admission:
     """Open connections against a `Budget`; see the module docstring for the rules."""
 
-    __slots__ = ("_paused_at", "board", "capacity", "high_water", "open", "overflow", "resume")
+    __slots__ = (
+        "_overflow_margin",
+        "_paused_at",
+        "board",
+        "capacity",
+        "high_water",
+        "open",
+        "overflow",
+        "resume",
+    )
 
     def __init__(self, capacity: int, overflow: int, board: Board | None = None) -> None:
         self.capacity = capacity
@@ -164,6 +173,7 @@ class Admission:
         """Connections made (connection_made seen) and not lost yet."""
         self.resume = max(1, min(256, capacity // 20))
         """How far below the limit it stopped at the count must fall before accepting again."""
+        self._overflow_margin = max(1, min(self.resume, overflow // 2))
         self._paused_at: int | None = None
         """The limit accepting stopped at, while it is stopped."""
         self.high_water = 0
@@ -186,7 +196,10 @@ class Admission:
                 self._paused_at = None
             else:
                 self._paused_at = limit
-                if count > max(0, limit - self.resume):
+                # In the overflow band, connections leave as soon as they read their 4100:
+                # resume within the band, or those waiting in the queue would time out.
+                margin = self.resume if limit == self.capacity else self._overflow_margin
+                if count > max(0, limit - margin):
                     return 0
                 self._paused_at = None
         if count >= limit:

@@ -51,6 +51,17 @@ def test_alone_it_admits_up_to_capacity_then_takes_the_overflow_only_to_refuse()
     assert not admission.paused
 
 
+def test_the_overflow_band_reopens_within_itself() -> None:
+    """Capacity 1000 resumes 50 below a limit, but the band is only 20 wide: waiting for 50
+    to close would strand the clients queued behind it (they would time out)."""
+    admission = Admission(capacity=1000, overflow=20)
+    fill(admission, 1020)
+    assert admission.budget() == 0
+    for _ in range(10):
+        admission.closed()
+    assert admission.budget() == 10
+
+
 def test_a_closed_admitted_connection_makes_room_for_an_admitted_one() -> None:
     admission = Admission(capacity=4, overflow=2)
     fill(admission, 4)
