@@ -22,6 +22,7 @@ from bench.config import (
     MAX_DURATION,
     SCENARIO_NAMES,
     BenchConfig,
+    parse_sources,
     validate,
 )
 from bench.netguard import RemoteTargetRefused, check_target
@@ -36,13 +37,17 @@ scenarios:
   fanout         --connections subscribers on one channel; HTTP triggers at --rate (0 = max)
   channels       --connections channels, one subscriber each; triggers spread across them
   http           --connections keep-alive HTTP connections triggering at --rate (0 = max)
-  idle           open --connections idle connections (at --rate/s, 0 = max); with
-                 --server-pid report the server's RSS per connection
+  idle           open --connections idle connections (at --rate/s, 0 = max), from
+                 --sources addresses across --processes; with --server-pid report the
+                 server's RSS per connection and its CPU use while idle
   client-events  --connections clients in pairs on private channels, --rate events/s each
   presence       --connections churners join/leave presence channels at --rate joins/s in
                  total while --watchers per channel count member_added/removed
 
 Only loopback targets (127.0.0.0/8, ::1) are accepted unless --allow-remote is given.
+
+Two servers side by side, interleaved, a fresh server per run:
+  python -m bench compare --a "CMD {port}" --b "CMD {port}"   (see python -m bench compare -h)
 """
 
 
@@ -99,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="worker processes sharing the connections (default 1)",
+    )
+    load.add_argument(
+        "--sources",
+        default="",
+        metavar="N|IP,IP,...",
+        help="WebSocket connections leave from these loopback addresses in turn: a count N "
+        "(127.0.0.2 ... 127.0.0.N+1) or a list; lifts the ephemeral-port limit of one "
+        "address (default: the kernel's choice, 127.0.0.1)",
     )
     load.add_argument(
         "--http-connections",
@@ -200,6 +213,7 @@ def config_from_args(args: argparse.Namespace, connect_host: str) -> BenchConfig
         progress=not args.no_progress,
         label=args.label,
         allow_remote=args.allow_remote,
+        sources=args.sources,
     )
 
 
@@ -216,6 +230,10 @@ def prepare(argv: Sequence[str] | None) -> BenchConfig:
     except RemoteTargetRefused as exc:
         print(f"bench: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        args.sources = parse_sources(args.sources)
+    except ValueError as exc:
+        parser.error(f"--sources: {exc}")
     cfg = config_from_args(args, connect_host)
     problems = validate(cfg)
     if problems:
@@ -234,12 +252,59 @@ def warnings_for(cfg: BenchConfig) -> list[str]:
         note = check_members(cfg.connections, cfg.presence_channels, cfg.watchers)
         if note:
             notes.append(note)
+    share = -(-cfg.connections // cfg.processes)
+    fd_hard = fd_limit()
+    if cfg.scenario != "http" and fd_hard is not None and share + FD_SPARE > fd_hard:
+        notes.append(
+            f"each worker process would hold about {share} connections but may open only "
+            f"{fd_hard} descriptors: raise --processes to at least "
+            f"{-(-cfg.connections // (fd_hard - FD_SPARE))}"
+        )
+    ports = ephemeral_ports()
+    addresses = max(1, len(cfg.sources))
+    if cfg.scenario != "http" and ports is not None and cfg.connections > ports * addresses:
+        notes.append(
+            f"{cfg.connections} connections from {addresses} source address(es) exceed the "
+            f"{ports} ephemeral ports per address and server port: give --sources "
+            f"{-(-cfg.connections // ports)} or more"
+        )
     if cfg.allow_remote:
         notes.append(f"--allow-remote: loading {cfg.host}:{cfg.port}")
     return notes
 
 
+FD_SPARE = 64
+"""Descriptors a worker needs besides its connections (pipes, the event loop, libraries)."""
+
+
+def fd_limit() -> int | None:
+    """This process's hard descriptor limit (workers raise their soft limit to it)."""
+    try:
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if hard == resource.RLIM_INFINITY else int(hard)
+
+
+def ephemeral_ports() -> int | None:
+    """How many local ports the kernel hands out per source address and destination."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split()[:2])
+    except (OSError, ValueError):
+        return None
+    return high - low + 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if list(argv[:1]) == ["compare"]:
+        from bench.compare import main as compare_main
+
+        return compare_main(list(argv[1:]))
     cfg = prepare(argv)
     for note in warnings_for(cfg):
         print(f"bench: note: {note}", file=sys.stderr)

@@ -40,8 +40,11 @@ class PusherClient:
         on_frame: FrameHandler | None = None,
         on_close: CloseHandler | None = None,
         gate: Gate | None = None,
+        source: str | None = None,
     ) -> None:
         self.url = url
+        self.source = source
+        """Local address the connection leaves from (None: the kernel's choice)."""
         self.gate = gate
         self.on_frame = on_frame
         self.on_close = on_close
@@ -63,7 +66,7 @@ class PusherClient:
     async def connect(self, timeout: float) -> str:
         """Open the connection and wait for `connection_established`; returns the socket id."""
         self._established = asyncio.get_running_loop().create_future()
-        self.ws = await open_ws(self.url, self._on_message, timeout, self.gate)
+        self.ws = await open_ws(self.url, self._on_message, timeout, self.gate, self.source)
         self.ws.on_lost = self._mark_closed
         if self.ws.lost.done():
             self._mark_closed()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from bench.netguard import is_loopback
 
 SCENARIO_NAMES = ("fanout", "channels", "http", "idle", "client-events", "presence")
 
@@ -14,6 +17,7 @@ MAX_PROCESSES = 64
 MAX_RATE = 1_000_000.0
 MAX_HTTP_CONNECTIONS = 1_000
 MAX_SAMPLES = 5_000_000
+MAX_SOURCES = 250
 
 DEFAULT_CONNECTIONS = {
     "fanout": 100,
@@ -72,6 +76,9 @@ class BenchConfig:
     progress: bool = True
     label: str = ""
     allow_remote: bool = False
+    sources: tuple[str, ...] = ()
+    """Local IPv4 addresses the WebSocket connections leave from, round robin (empty: the
+    kernel's choice). Spreads connections over several 4-tuples' worth of ephemeral ports."""
 
     def public(self) -> dict[str, Any]:
         """The settings for the result file, secret left out."""
@@ -109,6 +116,13 @@ def validate(cfg: BenchConfig) -> list[str]:
         problems.append(f"--max-samples must be in [1000, {MAX_SAMPLES}]")
     if not 1 <= cfg.port <= 65535:
         problems.append("--port must be in [1, 65535]")
+    if len(cfg.sources) > MAX_SOURCES:
+        problems.append(f"--sources: at most {MAX_SOURCES} addresses")
+    if cfg.sources and ":" in cfg.connect_host:
+        problems.append("--sources are IPv4 addresses: use an IPv4 --host (127.0.0.1)")
+    for source in cfg.sources:
+        if not cfg.allow_remote and not is_loopback(source):
+            problems.append(f"--sources: {source} is not a loopback address (127.0.0.0/8)")
     if cfg.scenario == "client-events" and cfg.connections < 2:
         problems.append("client-events needs --connections >= 2 (one pair)")
     if cfg.scenario == "client-events" and cfg.rate <= 0:
@@ -123,3 +137,28 @@ def validate(cfg: BenchConfig) -> list[str]:
         if cfg.rate <= 0:
             problems.append("presence needs a --rate > 0 (joins per second)")
     return problems
+
+
+def parse_sources(spec: str) -> tuple[str, ...]:
+    """`--sources`: a count N (127.0.0.2 ... 127.0.0.N+1), or a comma-separated list of IPv4
+    addresses; "" or "0" for none. Raises ValueError with a message for the user."""
+    spec = spec.strip()
+    if not spec or spec == "0":
+        return ()
+    if spec.isdigit():
+        count = int(spec)
+        if not 1 <= count <= MAX_SOURCES:
+            raise ValueError(f"a count of source addresses must be in [1, {MAX_SOURCES}]")
+        return tuple(f"127.0.0.{2 + i}" for i in range(count))
+    addresses: list[str] = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            ip = ipaddress.ip_address(part)
+        except ValueError:
+            raise ValueError(f"not an IPv4 address: {part!r}") from None
+        if not isinstance(ip, ipaddress.IPv4Address):
+            raise ValueError(f"source addresses are IPv4: {part!r}")
+        if part not in addresses:
+            addresses.append(part)
+    return tuple(addresses)

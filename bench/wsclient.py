@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
 from typing import cast
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ MessageHandler = Callable[[bytes, int], None]
 """(payload of a text or binary message, time read in ns)"""
 MAX_HEAD = 16 * 1024
 USER_AGENT = "pusher-bench"
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
 class WebSocketClosedError(ConnectionError):
@@ -193,10 +195,34 @@ class WSConnection(asyncio.Protocol):
         self.abort()
 
 
+def bound_socket(source: str) -> socket.socket:
+    """A non-blocking IPv4 TCP socket bound to `source` with the port left to connect()."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        with contextlib.suppress(OSError):  # Linux >= 4.2; without it bind picks the port
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((source, 0))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def open_ws(
-    url: str, on_message: MessageHandler, timeout: float, gate: Gate | None = None
+    url: str,
+    on_message: MessageHandler,
+    timeout: float,
+    gate: Gate | None = None,
+    source: str | None = None,
 ) -> WSConnection:
-    """Connect and complete the opening handshake within `timeout` seconds."""
+    """Connect and complete the opening handshake within `timeout` seconds.
+
+    With `source` (an IPv4 address of this machine, e.g. 127.0.0.3) the connection leaves
+    from that address; its port is chosen at connect time (IP_BIND_ADDRESS_NO_PORT), so each
+    source address has the whole ephemeral range towards each server port.
+    """
     parts = urlsplit(url)
     if parts.scheme != "ws":
         raise ValueError(f"only ws:// URLs are supported, not {parts.scheme}://")
@@ -206,10 +232,20 @@ async def open_ws(
     host_header = parts.netloc
     loop = asyncio.get_running_loop()
 
+    def factory() -> WSConnection:
+        return WSConnection(host_header, path, on_message, gate)
+
     async def go() -> WSConnection:
-        _transport, conn = await loop.create_connection(
-            lambda: WSConnection(host_header, path, on_message, gate), host, port
-        )
+        if source is None:
+            _transport, conn = await loop.create_connection(factory, host, port)
+        else:
+            sock = bound_socket(source)
+            try:
+                await loop.sock_connect(sock, (host, port))
+            except BaseException:
+                sock.close()
+                raise
+            _transport, conn = await loop.create_connection(factory, sock=sock)
         try:
             await conn.opened
         except BaseException:

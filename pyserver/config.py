@@ -15,10 +15,11 @@ Invariants:
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -30,6 +31,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -197,6 +199,21 @@ class Settings(BaseSettings):
     adapter: Literal["local", "redis"] = "local"
     """Where cluster-wide state lives: this process only, or a Redis server shared by nodes."""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    """The Redis server; with Sentinel its credentials, database and `rediss://` (the host is
+    asked of the Sentinels); with `redis_cluster` any node of the cluster."""
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Sentinels as `host:port` (`[v6addr]:port` too); when set, the master is the one they
+    name `redis_sentinel_master`, and failovers are followed without a restart. Environment:
+    a JSON list or a comma-separated string."""
+    redis_sentinel_master: str = Field(default="mymaster", min_length=1)
+    """The name the Sentinels monitor the master under (`sentinel monitor NAME ...`)."""
+    redis_sentinel_password: str | None = None
+    """Password of the Sentinels themselves (`requirepass` in sentinel.conf); the master's
+    password goes in `redis_url`."""
+    redis_sentinel_tls: bool = False
+    """Talk TLS to the Sentinels (the master gets TLS from a `rediss://` `redis_url`)."""
+    redis_cluster: bool = False
+    """`redis_url` names any node of a Redis Cluster (Redis 7 or later for sharded pub/sub)."""
     redis_prefix: str = Field(default="pyserver", min_length=1)
     """Prefix of every Redis key and of the pub/sub channel (several clusters, one Redis)."""
     redis_heartbeat: float = Field(default=5.0, gt=0, le=60)
@@ -249,6 +266,10 @@ class Settings(BaseSettings):
     webhook_queue_size: int = Field(default=100_000, ge=1)
     """Deliveries waiting to be sent; above it new ones are dropped, logged and counted."""
     webhook_concurrency: int = Field(default=16, ge=1, le=1_000)
+    webhook_lease: float = Field(default=30.0, gt=0, le=3_600)
+    """With adapter = "redis", where deliveries wait in Redis: seconds a node holds a delivery
+    it is sending (at least webhook_timeout + 5). If the node dies meanwhile, another node
+    sends the delivery once this lease has run out."""
     metrics: bool = True
     """Serve Prometheus metrics at `/metrics` on `metrics_port`."""
     metrics_host: str | None = None
@@ -285,6 +306,28 @@ class Settings(BaseSettings):
             raise ValueError('use "config" or a URL starting with ' + ", ".join(APP_STORE_SCHEMES))
         return value
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinel_list(cls, value: Any) -> Any:
+        # The environment hands over text (NoDecode): a JSON list, or comma-separated.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except ValueError:
+                    raise ValueError(
+                        'a JSON list such as ["host:26379", ...] or host:26379,host:26379'
+                    ) from None
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            sentinel_address(entry)
+        return value
+
     @field_validator("path_prefix")
     @classmethod
     def _normal_prefix(cls, value: str) -> str:
@@ -303,6 +346,7 @@ class Settings(BaseSettings):
             raise ValueError("ssl_cert and ssl_key go together: give both or neither")
         if self.redis_dead_after <= self.redis_heartbeat:
             raise ValueError("redis_dead_after must be longer than redis_heartbeat")
+        self._check_redis_topology()
         for field in ("id", "key"):
             seen: set[str] = set()
             for app in self.apps:
@@ -312,6 +356,30 @@ class Settings(BaseSettings):
                 seen.add(value)
         return self
 
+    def _check_redis_topology(self) -> None:
+        if not self.redis_url.startswith(("redis://", "rediss://")):
+            raise ValueError("redis_url: a URL starting with redis:// or rediss://")
+        if self.redis_sentinels and self.redis_cluster:
+            raise ValueError(
+                "redis_sentinels and redis_cluster exclude each other: Sentinel watches one "
+                "master and its replicas, a Redis Cluster fails over by itself"
+            )
+        if self.redis_cluster and redis_url_database(self.redis_url) != 0:
+            raise ValueError("redis_url: a Redis Cluster has only database 0")
+        if not self.redis_sentinels and (
+            self.redis_sentinel_password is not None or self.redis_sentinel_tls
+        ):
+            raise ValueError(
+                "redis_sentinel_password and redis_sentinel_tls apply to Sentinels: "
+                "list them in redis_sentinels"
+            )
+
+    def redis_mode(self) -> Literal["single", "sentinel", "cluster"]:
+        """How the Redis adapter reaches Redis."""
+        if self.redis_sentinels:
+            return "sentinel"
+        return "cluster" if self.redis_cluster else "single"
+
     def default_secret_apps(self) -> list[str]:
         """Ids of the apps whose secret is the well-known default one."""
         return [app.id for app in self.apps if app.secret == DEFAULT_SECRET]
@@ -319,6 +387,13 @@ class Settings(BaseSettings):
     def warnings(self) -> list[str]:
         """Settings that are valid but cannot do what they seem to ask for."""
         found = []
+        if self.adapter == "redis" and self.redis_mode() != "single":
+            # Removed when the Redis adapter builds its clients with cluster/redis_connect.py.
+            found.append(
+                f"redis_{'sentinels' if self.redis_mode() == 'sentinel' else 'cluster'} is "
+                "read but not yet used by the Redis adapter of this version: it connects to "
+                f"redis_url ({_mask_url(self.redis_url)}) directly (docs/scaling.md)"
+            )
         for app in self.apps:
             for target in app.webhooks:
                 if "subscription_count" in target.event_types and not app.subscription_count:
@@ -333,7 +408,7 @@ class Settings(BaseSettings):
         lines = [
             f"adapter={self.adapter}"
             + (
-                f" redis={_mask_url(self.redis_url)} prefix={self.redis_prefix}"
+                f" redis={self._describe_redis()} prefix={self.redis_prefix}"
                 if self.adapter == "redis"
                 else ""
             )
@@ -343,6 +418,41 @@ class Settings(BaseSettings):
         ]
         lines += [f"serving app {app.describe()}" for app in self.apps]
         return lines
+
+    def _describe_redis(self) -> str:
+        mode = self.redis_mode()
+        if mode == "sentinel":
+            tls = " tls" if self.redis_sentinel_tls else ""
+            return (
+                f"sentinel:{self.redis_sentinel_master}@{','.join(self.redis_sentinels)}{tls} "
+                f"({_mask_url(self.redis_url)})"
+            )
+        if mode == "cluster":
+            return f"cluster:{_mask_url(self.redis_url)}"
+        return _mask_url(self.redis_url)
+
+
+def sentinel_address(entry: str) -> tuple[str, int]:
+    """`host:port` or `[v6addr]:port` as a (host, port) pair; ValueError naming the entry."""
+    text = entry.strip()
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        sep = ""  # an IPv6 address without brackets: its colons are no port separator
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"sentinel {entry!r}: write host:port (a Sentinel listens on 26379 by default), "
+            "an IPv6 address as [addr]:port"
+        )
+    return host, int(port)
+
+
+def redis_url_database(url: str) -> int:
+    """The database number of a redis:// URL (0 when the path names none)."""
+    rest = url.partition("://")[2]
+    path = rest.partition("/")[2].partition("?")[0]
+    return int(path) if path.isdigit() else 0
 
 
 def _mask_url(url: str) -> str:

@@ -17,29 +17,13 @@ import asyncio
 import bisect
 import os
 import resource
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import fields
 
-if TYPE_CHECKING:
-    from pyserver.server.server import Server
-
-
-@dataclass(slots=True)
-class AppStats:
-    """Counters of one app, bumped by the transport and the registry."""
-
-    new_connections_total: int = 0
-    new_disconnections_total: int = 0
-    ws_messages_received_total: int = 0
-    ws_messages_sent_total: int = 0
-    socket_received_bytes: int = 0
-    socket_transmitted_bytes: int = 0
-    http_calls_received_total: int = 0
-    http_received_bytes: int = 0
-    http_transmitted_bytes: int = 0
-    broadcasts_total: int = 0
-    http_rate_limited_total: int = 0
-
+from pyserver.channels.app import App
+from pyserver.cluster.adapter import Adapter
+from pyserver.stats import AppStats
+from pyserver.webhooks.dispatcher import WebhookDispatcher
 
 _COUNTER_HELP = {
     "new_connections_total": "WebSocket connections opened",
@@ -75,9 +59,22 @@ class LatencyHistogram:
 
 
 class Metrics:
-    def __init__(self, server: Server, prefix: str) -> None:
-        self.server = server
+    """The Prometheus renderer. It is given what it reads, never the server."""
+
+    def __init__(
+        self,
+        prefix: str,
+        apps: Mapping[str, App],
+        adapter: Adapter,
+        started_at: float,
+        webhooks: Callable[[], WebhookDispatcher | None],
+    ) -> None:
         self.prefix = prefix
+        self.apps = apps
+        self.adapter = adapter
+        self.started_at = started_at
+        self.webhooks = webhooks
+        """The webhook dispatcher once started (it starts after the metrics exist)."""
         self.broadcast_latency = LatencyHistogram()
         """Seconds from an HTTP trigger's arrival to its frames being handed to the kernel."""
 
@@ -89,7 +86,7 @@ class Metrics:
             out.append(f"# HELP {p}{name} {help_text}")
             out.append(f"# TYPE {p}{name} {kind}")
 
-        apps = self.server.apps_by_id
+        apps = self.apps
         family("connected", "gauge", "WebSocket connections open now")
         for app_id, app in apps.items():
             out.append(f'{p}connected{{app_id="{_label(app_id)}"}} {len(app.clients)}')
@@ -117,7 +114,7 @@ class Metrics:
         out.append(f"{p}broadcast_latency_seconds_sum {histogram.sum:.6f}")
         out.append(f"{p}broadcast_latency_seconds_count {histogram.total}")
 
-        webhooks = self.server.webhooks
+        webhooks = self.webhooks()
         family("webhook_queue_depth", "gauge", "Webhook deliveries queued, in flight or waiting")
         out.append(f"{p}webhook_queue_depth {webhooks.sender.pending if webhooks else 0}")
         stats = webhooks.sender.stats if webhooks else None
@@ -131,14 +128,14 @@ class Metrics:
             out.append(f"{p}{name} {getattr(stats, attr) if stats else 0}")
 
         family("adapter_healthy", "gauge", "1 when the cluster adapter reaches its engine")
-        out.append(f"{p}adapter_healthy {int(self.server.adapter.healthy)}")
+        out.append(f"{p}adapter_healthy {int(self.adapter.healthy)}")
         family("process_resident_memory_bytes", "gauge", "Resident memory of this process")
         out.append(f"{p}process_resident_memory_bytes {resident_bytes()}")
         usage = resource.getrusage(resource.RUSAGE_SELF)
         family("process_cpu_seconds_total", "counter", "User and system CPU time")
         out.append(f"{p}process_cpu_seconds_total {usage.ru_utime + usage.ru_stime:.3f}")
         family("process_start_time_seconds", "gauge", "Start time of the process (unix)")
-        out.append(f"{p}process_start_time_seconds {self.server.started_at:.3f}")
+        out.append(f"{p}process_start_time_seconds {self.started_at:.3f}")
         return ("\n".join(out) + "\n").encode()
 
     async def serve(self, host: str, port: int) -> asyncio.Server:

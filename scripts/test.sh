@@ -24,6 +24,8 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt_install nodejs npm
 fi
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server   # the cluster tests
+# Sentinels run as `redis-server --sentinel`; redis-cli forms the test Redis Cluster.
+command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
 command -v chromium >/dev/null 2>&1 || apt_install chromium           # the console test
 # The app store tests start their own PostgreSQL and MariaDB (tests/dbproc.py); Debian keeps
 # PostgreSQL's programs in /usr/lib/postgresql/N/bin. No service is started by us.

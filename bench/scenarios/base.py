@@ -63,6 +63,9 @@ class WorkerContext:
         self.url = protocol.ws_url(cfg.connect_host, cfg.port, cfg.key)
         self.gate = Gate()
         """Closed (from the command thread) when the run stops: incoming data is dropped."""
+        self._next_source = index
+        self.per_source: dict[str, int] = {}
+        """Connections established from each source address (--sources)."""
 
     @property
     def t0_ns(self) -> int:
@@ -78,8 +81,16 @@ class WorkerContext:
         return self.stop.is_set()
 
     def new_client(self, on_frame: FrameHandler | None = None) -> PusherClient:
-        """A client whose closing is counted (as `disconnects` when not stopping)."""
-        return PusherClient(self.url, on_frame=on_frame, on_close=self._closed, gate=self.gate)
+        """A client whose closing is counted (as `disconnects` when not stopping). With
+        --sources, clients take the source addresses in turn, interleaved across workers."""
+        source = None
+        sources = self.cfg.sources
+        if sources:
+            source = sources[self._next_source % len(sources)]
+            self._next_source += self.nproc
+        return PusherClient(
+            self.url, on_frame=on_frame, on_close=self._closed, gate=self.gate, source=source
+        )
 
     def _closed(self, client: PusherClient) -> None:
         if not client.counted:
@@ -124,6 +135,8 @@ class WorkerContext:
                     raise
                 client.counted = True
                 self.live += 1
+                if client.source is not None:
+                    self.per_source[client.source] = self.per_source.get(client.source, 0) + 1
                 if client.closed.is_set():  # closed between prepare and now
                     self._closed(client)
                 clients.append(client)

@@ -20,16 +20,21 @@ import math
 import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from pyserver.api.triggers import (
+    SOCKET_ID,
+    Trigger,
+    check_channel,
+    info_fields,
+    json_object,
+    parse_trigger,
+)
 from pyserver.auth.protected import REFUSAL as PROTECTED_MODE_REFUSAL
 from pyserver.auth.protected import from_this_machine
 from pyserver.auth.requests import verify_request
 from pyserver.channels.app import App
-from pyserver.channels.ratelimit import TokenBucket
+from pyserver.http import EMPTY_OK, Request, Response, error_response, json_response
 from pyserver.protocol.errors import (
     ApiError,
     BadRequest,
@@ -39,31 +44,16 @@ from pyserver.protocol.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from pyserver.protocol.jsontext import event_data
 from pyserver.protocol.names import (
     MAX_USER_ID,
-    channel_name_problem,
     channel_type,
-    event_name_problem,
     user_id_problem,
 )
-from pyserver.server.http import EMPTY_OK, Request, Response, error_response, json_response
+from pyserver.ratelimit import TokenBucket
 
 HandlerResult = Response | Coroutine[Any, Any, Response]
 
-_SOCKET_ID = re.compile(r"\d+\.\d+")
 _APP_ROUTE = re.compile(r"/apps/([^/]+)(/.*)?")
-
-
-@dataclass(frozen=True, slots=True)
-class Trigger:
-    """One validated event to publish."""
-
-    name: str
-    channels: list[str]
-    data: str
-    socket_id: str | None
-    info: frozenset[str]
 
 
 class Api:
@@ -166,45 +156,28 @@ class Api:
         method = request.method
         if method == "GET":
             self._spend(app, "reads", app.config.max_read_requests_per_second, 1)
-        if rest == "/events":
-            _require(method, "POST")
-            return self._events(app, request)
-        if rest == "/batch_events":
-            _require(method, "POST")
-            return self._batch_events(app, request)
-        if rest == "/channels":
-            _require(method, "GET")
-            return self._channels(app, request)
-        parts = rest.split("/")
-        if len(parts) >= 3 and parts[1] == "channels":
-            channel = parts[2]
-            tail = parts[3:]
-            if not tail:
-                _require(method, "GET")
-                return self._channel(app, request, channel)
-            if tail == ["users"]:
-                _require(method, "GET")
-                return self._users(app, channel)
-            if tail == ["events"]:
-                _require(method, "POST")
-                return self._legacy_channel_event(app, request, channel)
-            if tail == ["stats"]:
-                _require(method, "GET")
-                return self._legacy_channel_stats(app, channel)
-            if tail == ["unsubscribe"]:
-                _require(method, "POST")
-                return self._kick(app, request, channel)
-        if len(parts) == 4 and parts[1] == "users" and parts[3] == "terminate_connections":
-            _require(method, "POST")
-            return self._terminate(app, request, parts[2])
-        raise NotFound(f"No route for {method} /apps/{app.id}{rest[:200]}")
+        route = _STATIC_ROUTES.get(rest)
+        args: tuple[str, ...] = ()
+        if route is None:
+            segments = rest.split("/")[1:]
+            for pattern, candidate in _PATTERN_ROUTES:
+                captured = _match(pattern, segments)
+                if captured is not None:
+                    route, args = candidate, captured
+                    break
+        if route is None:
+            raise NotFound(f"No route for {method} /apps/{app.id}{rest[:200]}")
+        expected, handler = route
+        if method != expected:
+            raise MethodNotAllowed(f"Use {expected} for this route, not {method}")
+        return handler(self, app, request, *args)
 
     # --- triggers --------------------------------------------------------------------------
 
     def _events(self, app: App, request: Request) -> HandlerResult:
         started = time.perf_counter()
-        body = _json_object(request.body)
-        trigger = self._trigger(app, body, multi_channel=True)
+        body = json_object(request.body)
+        trigger = parse_trigger(app.config, body, multi_channel=True)
         self._spend(app, "events", app.config.max_backend_events_per_second, len(trigger.channels))
         app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
         if self.on_trigger is not None:
@@ -217,7 +190,7 @@ class Api:
         return json_response({"channels": await self._infos(app, trigger)})
 
     def _batch_events(self, app: App, request: Request) -> HandlerResult:
-        body = _json_object(request.body)
+        body = json_object(request.body)
         batch = body.get("batch")
         if not isinstance(batch, list) or not batch:
             raise BadRequest("'batch' must be a non-empty list of events")
@@ -230,7 +203,7 @@ class Api:
             if not isinstance(item, dict):
                 raise BadRequest(f"batch[{index}] must be an object")
             try:
-                triggers.append(self._trigger(app, item, multi_channel=False))
+                triggers.append(parse_trigger(app.config, item, multi_channel=False))
             except ApiError as exc:
                 exc.message = f"batch[{index}]: {exc.message}"
                 raise
@@ -247,37 +220,6 @@ class Api:
             infos = await self._infos(app, t) if t.info else {}
             results.append(infos.get(t.channels[0], {}))
         return json_response({"batch": results})
-
-    def _trigger(self, app: App, body: dict[str, Any], multi_channel: bool) -> Trigger:
-        name = body.get("name")
-        problem = event_name_problem(name)
-        if problem is not None:
-            raise BadRequest(f"'name': {problem}")
-        assert isinstance(name, str)
-        if "channels" in body and multi_channel:
-            channels = body["channels"]
-            if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-                raise BadRequest("'channels' must be a list of channel names")
-        elif "channel" in body:
-            channels = [body["channel"]]
-        else:
-            raise BadRequest("'channels' (a list) or 'channel' is required")
-        limit = app.config.max_channels_per_event
-        if not 1 <= len(channels) <= limit:
-            raise BadRequest(f"An event goes to 1 to {limit} channels, not {len(channels)}")
-        for channel in channels:
-            _check_channel(channel)
-        data = body.get("data")
-        if data is None:
-            raise BadRequest("'data' is required")
-        data = event_data(data, app.config.max_event_payload_bytes)
-        socket_id = body.get("socket_id")
-        if socket_id is not None and (
-            not isinstance(socket_id, str) or _SOCKET_ID.fullmatch(socket_id) is None
-        ):
-            raise BadRequest("'socket_id' must look like '1234.5678'")
-        info = _info_fields(body.get("info"), {"user_count", "subscription_count"})
-        return Trigger(name, channels, data, socket_id, info)
 
     async def _infos(self, app: App, trigger: Trigger) -> dict[str, dict[str, int]]:
         infos: dict[str, dict[str, int]] = {}
@@ -300,7 +242,7 @@ class Api:
             "data": request.body.decode(errors="replace"),
             "socket_id": request.query.get("socket_id"),
         }
-        trigger = self._trigger(app, body, multi_channel=False)
+        trigger = parse_trigger(app.config, body, multi_channel=False)
         self._spend(app, "events", app.config.max_backend_events_per_second, 1)
         app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
         return Response(202, b"{}")
@@ -309,7 +251,7 @@ class Api:
 
     async def _channels(self, app: App, request: Request) -> Response:
         prefix = request.query.get("filter_by_prefix", "")
-        info = _info_fields(request.query.get("info"), {"user_count"})
+        info = info_fields(request.query.get("info"), {"user_count"})
         if "user_count" in info and not prefix.startswith("presence-"):
             raise BadRequest("info=user_count requires filter_by_prefix=presence-")
         occupied = await app.adapter.occupied_channels(app.id, prefix)
@@ -320,11 +262,9 @@ class Api:
         return json_response({"channels": channels})
 
     async def _channel(self, app: App, request: Request, channel: str) -> Response:
-        _check_channel(channel)
+        check_channel(channel)
         ctype = channel_type(channel)
-        info = _info_fields(
-            request.query.get("info"), {"user_count", "subscription_count", "cache"}
-        )
+        info = info_fields(request.query.get("info"), {"user_count", "subscription_count", "cache"})
         if "user_count" in info and not ctype.is_presence:
             raise BadRequest("info=user_count is only available for presence channels")
         if "subscription_count" in info and ctype.is_presence:
@@ -344,10 +284,10 @@ class Api:
             )
         return json_response(result)
 
-    async def _legacy_channel_stats(self, app: App, channel: str) -> Response:
+    async def _legacy_channel_stats(self, app: App, request: Request, channel: str) -> Response:
         """Deprecated `GET /apps/{id}/channels/{channel}/stats` (§11): occupancy, the number of
         subscribed connections, and distinct users on presence channels."""
-        _check_channel(channel)
+        check_channel(channel)
         counts = await app.adapter.channel_counts(app.id, channel)
         result: dict[str, Any] = {"occupied": counts.subscription_count > 0}
         if channel_type(channel).is_presence:
@@ -355,7 +295,7 @@ class Api:
         result["connection_count"] = counts.subscription_count
         return json_response(result)
 
-    async def _users(self, app: App, channel: str) -> Response:
+    async def _users(self, app: App, request: Request, channel: str) -> Response:
         if not channel_type(channel).is_presence:
             raise BadRequest("Users can only be listed for presence channels")
         members = await app.adapter.presence_members(app.id, channel)
@@ -364,8 +304,8 @@ class Api:
     def _kick(self, app: App, request: Request, channel: str) -> Response:
         """Extension: `POST /apps/{id}/channels/{name}/unsubscribe` with `{"user_id": ...}` or
         `{"socket_id": ...}` removes those subscriptions. Answers `{}`."""
-        _check_channel(channel)
-        body = _json_object(request.body)
+        check_channel(channel)
+        body = json_object(request.body)
         user_id, socket_id = body.get("user_id"), body.get("socket_id")
         if (user_id is None) == (socket_id is None):
             raise BadRequest("Give exactly one of 'user_id' or 'socket_id'")
@@ -374,7 +314,7 @@ class Api:
                 raise BadRequest("'user_id' and 'socket_id' must be non-empty strings")
         if user_id is not None and len(user_id) > MAX_USER_ID:
             raise BadRequest(f"'user_id' is longer than {MAX_USER_ID} characters")
-        if socket_id is not None and _SOCKET_ID.fullmatch(socket_id) is None:
+        if socket_id is not None and SOCKET_ID.fullmatch(socket_id) is None:
             raise BadRequest(f"Invalid socket_id '{socket_id[:64]}': expected digits.digits")
         app.kick(channel, user_id, socket_id)
         return EMPTY_OK
@@ -393,37 +333,35 @@ def _count(app: App, request: Request) -> None:
     app.stats.http_received_bytes += len(request.body)
 
 
-def _require(method: str, expected: str) -> None:
-    if method != expected:
-        raise MethodNotAllowed(f"Use {expected} for this route, not {method}")
+Handler = Callable[..., HandlerResult]
+"""`handler(api, app, request, *captured path segments)`."""
+
+_STATIC_ROUTES: dict[str, tuple[str, Handler]] = {
+    "/events": ("POST", Api._events),
+    "/batch_events": ("POST", Api._batch_events),
+    "/channels": ("GET", Api._channels),
+}
+"""Routes under `/apps/{app_id}` without a variable segment: path → (method, handler)."""
+
+_PATTERN_ROUTES: tuple[tuple[tuple[str, ...], tuple[str, Handler]], ...] = (
+    (("channels", "*"), ("GET", Api._channel)),
+    (("channels", "*", "users"), ("GET", Api._users)),
+    (("channels", "*", "events"), ("POST", Api._legacy_channel_event)),
+    (("channels", "*", "stats"), ("GET", Api._legacy_channel_stats)),
+    (("channels", "*", "unsubscribe"), ("POST", Api._kick)),
+    (("users", "*", "terminate_connections"), ("POST", Api._terminate)),
+)
+"""Routes under `/apps/{app_id}` with variable segments (`*`), matched in order."""
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("The body must be a JSON object") from None
-    if not isinstance(value, dict):
-        raise BadRequest("The body must be a JSON object")
-    return value
-
-
-def _info_fields(value: object, allowed: set[str]) -> frozenset[str]:
-    if value is None or value == "":
-        return frozenset()
-    if not isinstance(value, str):
-        raise BadRequest("'info' must be a comma-separated string")
-    fields = frozenset(f.strip() for f in value.split(",") if f.strip())
-    unknown = fields - allowed
-    if unknown:
-        raise BadRequest(
-            f"Unknown info attribute(s) {', '.join(sorted(unknown))}; "
-            f"allowed: {', '.join(sorted(allowed))}"
-        )
-    return fields
-
-
-def _check_channel(channel: object) -> None:
-    problem = channel_name_problem(channel)
-    if problem is not None:
-        raise BadRequest(f"Invalid channel '{str(channel)[:200]}': {problem}")
+def _match(pattern: tuple[str, ...], segments: list[str]) -> tuple[str, ...] | None:
+    """The segments `*` captured when `segments` fit `pattern`, else None."""
+    if len(pattern) != len(segments):
+        return None
+    captured = []
+    for expected, segment in zip(pattern, segments, strict=True):
+        if expected == "*":
+            captured.append(segment)
+        elif expected != segment:
+            return None
+    return tuple(captured)

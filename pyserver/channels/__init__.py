@@ -1,1 +1,3 @@
-"""channels layer of pyserver (see design.md)."""
+"""One app at run time on this node: its behaviour (`app`), the local fan-out table
+(`registry`) and the observers that webhooks and the console hang on (`observer`).
+Floor 3: above the cluster engines, below webhooks, the API and the server."""

@@ -4,14 +4,18 @@ triggers do (`spec/protocol.md` §4-§9), over the local registry and the cluste
 Handlers take a parsed command and the client it came from. They raise `PusherError`s and
 never build error frames; they build every message with `pyserver.protocol.frames`.
 A handler returns None when it is done, or a coroutine when it needs the Adapter; the
-transport runs that coroutine before the client's next message (`channels.tasks`).
+transport runs that coroutine before the client's next message (`pyserver.tasks`).
+Per-connection protocol state (socket id, subscriptions, user, sign-in deadline, client-event
+allowance) belongs to the client's `PusherSession` (`protocol.session`); the app changes it
+only through the session's methods.
 
 Invariants:
 - A subscribe always gets an answer: `subscription_succeeded` or a `SubscriptionError`, and
   `subscription_succeeded` goes out only once the cluster counts the subscription.
-- `client.channels` maps each subscribed channel to the presence user id it joined as
+- `session.channels` maps each subscribed channel to the presence user id it joined as
   (None for other channels), from the subscribe until the leave; the client is in the
-  registry (receives the channel's events) only once `subscription_succeeded` is sent.
+  registry (receives the channel's events) only once `subscription_succeeded` is sent
+  (`session.joined`; until then the channel is pending).
 - `member_added` / `member_removed` frames go out once per user, not per connection; the
   first `user_info` is kept. Webhook-worthy transitions come from the Adapter, which decides
   them once per cluster.
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, Protocol
 
 from pyserver.auth.signatures import auth_problem, channel_string_to_sign, user_string_to_sign
@@ -30,7 +34,7 @@ from pyserver.channels.observer import AppObserver
 from pyserver.channels.registry import ChannelRegistry
 from pyserver.cluster.adapter import Adapter, CachedEvent, CountChange, Transition
 from pyserver.config import AppConfig
-from pyserver.metrics import AppStats
+from pyserver.logs import SocketLog
 from pyserver.protocol import frames
 from pyserver.protocol.commands import ClientEvent, Signin, Subscribe, Unsubscribe
 from pyserver.protocol.errors import (
@@ -59,7 +63,9 @@ from pyserver.protocol.names import (
     channel_name_problem,
     channel_type,
 )
+from pyserver.protocol.session import PusherSession
 from pyserver.protocol.websocket import text_frame
+from pyserver.stats import AppStats
 
 Handled = Coroutine[Any, Any, None] | None
 
@@ -68,14 +74,18 @@ COUNT_THROTTLE_SECONDS = 5.0
 
 
 class Client(Protocol):
-    """What the app needs of one WebSocket connection."""
+    """What the app needs of one WebSocket connection: its session and a way to write."""
 
     socket_id: str
-    channels: dict[str, str | None]
-    user: SignedInUser | None
-    auth_deadline: float
-    """Monotonic time by which the connection must sign in or join a private or presence
-    channel (authorized connections, §8.6); 0 when it need not or already did."""
+    """The session's socket id (copied onto the connection for the fan-out loop)."""
+
+    @property
+    def session(self) -> PusherSession:
+        """The connection's protocol state; changed only through its methods."""
+
+    @property
+    def log(self) -> SocketLog | None:
+        """The connection's debug logger, None unless debug logging is on."""
 
     def send(self, frame: bytes) -> None:
         """Queue one complete WebSocket frame."""
@@ -85,9 +95,6 @@ class Client(Protocol):
 
     def report(self, error: PusherError) -> None:
         """Tell the client about `error` (and close if the error closes)."""
-
-    def take_client_event_token(self, per_second: int) -> bool:
-        """Spend one of the client's client-event allowance; False when over the limit."""
 
     def run_when_idle(self, action: Callable[[], Handled]) -> None:
         """Run `action` (and the coroutine it may return) as if it were the client's next
@@ -123,16 +130,14 @@ class App:
     def connected(self, client: Client) -> None:
         self.clients[client.socket_id] = client
         self.stats.new_connections_total += 1
-        timeout = self.config.authorized_connections_timeout
-        if timeout:
-            client.auth_deadline = time.monotonic() + timeout
 
     def disconnected(self, client: Client) -> Handled:
         """Forget a closed client: leave every channel with the usual presence semantics."""
         self.clients.pop(client.socket_id, None)
         self.stats.new_disconnections_total += 1
-        work = [self._leave(client, name) for name in list(client.channels)]
-        user = client.user
+        session = client.session
+        work = [self._leave(client, name) for name in list(session.channels)]
+        user = session.user
         if user is not None:
             work.append(self._sign_out(client, user))
         return _in_order(work)
@@ -144,14 +149,15 @@ class App:
         problem = channel_name_problem(name)
         if problem is not None:
             raise SubscriptionError(name, f"Invalid channel name '{name[:200]}': {problem}")
-        if name in client.channels:
+        session = client.session
+        if name in session.channels:
             raise SubscriptionError(name, f"Existing subscription to {name}")
         local = self.registry.channels.get(name)
         if local is not None:  # one string per channel, not one per subscriber (~60 B each)
             name = local.name
         kind = channel_type(name).kind
         if kind is ChannelKind.SERVER_TO_USER:
-            user = client.user
+            user = session.user
             if user is None or name[len(SERVER_TO_USER_PREFIX) :] != user.user_id:
                 raise SubscriptionAuthError(
                     name, f"{name} can only be subscribed by a connection signed in as that user"
@@ -161,15 +167,18 @@ class App:
             problem = auth_problem(self.config.key, self.config.secret, signed, command.auth)
             if problem is not None:
                 raise SubscriptionAuthError(name, problem)
-            client.auth_deadline = 0.0
+            session.authorized()
         if kind is ChannelKind.PRESENCE:
             return self._join_presence(client, name, self._member(client, name, command))
-        client.channels[name] = None
+        session.subscribing(name, None)
         return self._subscribed(client, name)
 
     async def _subscribed(self, client: Client, name: str) -> None:
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
+        client.session.joined(name)
         self.registry.add(name, client)
+        if client.log is not None:
+            client.log.debug("subscribed to %s", name)
         client.send_message(frames.subscription_succeeded(name))
         await self._send_cached(client, name)
         self._count_changed(name, change)
@@ -177,13 +186,14 @@ class App:
     def _member(self, client: Client, name: str, command: Subscribe) -> Member:
         if command.channel_data is None:
             # pusher-js >= 7.4 joins as the signed-in user when the auth has no channel_data.
-            if client.user is None:
+            user = client.session.user
+            if user is None:
                 raise SubscriptionError(name, "Presence channels need channel_data or a signin")
             try:
-                check_user_info(client.user.user_info, self.config.max_presence_user_info_bytes)
+                check_user_info(user.user_info, self.config.max_presence_user_info_bytes)
             except MemberDataError as exc:
                 raise SubscriptionError(name, f"Signed-in user_data: {exc}") from None
-            return Member(client.user.user_id, client.user.user_info)
+            return Member(user.user_id, user.user_info)
         try:
             return parse_channel_data(
                 command.channel_data, self.config.max_presence_user_info_bytes
@@ -200,12 +210,15 @@ class App:
                     name,
                     f"Presence channel {name} is full ({self.config.max_presence_members} members)",
                 )
-        client.channels[name] = member.user_id
+        client.session.subscribing(name, member.user_id)
         join = await self.adapter.presence_join(
             self.id, name, client.socket_id, member.user_id, member.user_info
         )
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
+        client.session.joined(name)
         self.registry.add(name, client)
+        if client.log is not None:
+            client.log.debug("joined %s as user %s", name, member.user_id)
         client.send_message(frames.presence_subscription_succeeded(name, join.members))
         await self._send_cached(client, name)
         self._count_changed(name, change)
@@ -216,13 +229,15 @@ class App:
             self.observer.member_added(self.id, name, member.user_id)
 
     def unsubscribe(self, client: Client, command: Unsubscribe) -> Handled:
-        if command.channel not in client.channels:
+        if command.channel not in client.session.channels:
             return None  # hosted Pusher ignores it; pusher-js may unsubscribe twice
         return self._leave(client, command.channel)
 
     def _leave(self, client: Client, name: str) -> Coroutine[Any, Any, None]:
-        user_id = client.channels.pop(name)
+        user_id = client.session.leave(name)
         self.registry.remove(name, client)
+        if client.log is not None:
+            client.log.debug("left %s", name)
         return self._left(client.socket_id, name, user_id)
 
     async def _left(self, socket_id: str, name: str, user_id: str | None) -> None:
@@ -283,7 +298,8 @@ class App:
             user, cut = parse_user_data(command.user_data, self.config.max_watchlist)
         except MemberDataError as exc:
             raise SigninFailed(f"Invalid user_data: {exc}") from None
-        previous = client.user
+        session = client.session
+        previous = session.user
         if previous is not None and previous.user_id != user.user_id:
             raise SigninFailed(
                 f"Connection is already signed in as user {previous.user_id}; "
@@ -291,8 +307,9 @@ class App:
             )
         if previous is not None:
             self._unwatch(client, previous)
-        client.user = user
-        client.auth_deadline = 0.0
+        session.signed_in(user)
+        if client.log is not None:
+            client.log.debug("signed in as user %s", user.user_id)
         self.users.setdefault(user.user_id, {})[client] = None
         return self._signed_in(client, user, cut, first=previous is None)
 
@@ -376,6 +393,22 @@ class App:
             client.report(UserTerminated())
         return len(clients)
 
+    # --- cluster: this node's own state, read by a distributed Adapter (AppPeer) ---------
+    # A rebuild after an outage writes back exactly this; no Adapter keeps its own copy.
+
+    def local_presence(self) -> Iterator[tuple[str, str, str]]:
+        """(channel, socket id, user id) of every presence membership on this node."""
+        for client in self.clients.values():
+            for name, user_id in client.session.channels.items():
+                if user_id is not None:
+                    yield name, client.socket_id, user_id
+
+    def local_users(self) -> Iterator[tuple[str, str]]:
+        """(user id, socket id) of every signed-in connection on this node."""
+        for user_id, clients in self.users.items():
+            for client in clients:
+                yield user_id, client.socket_id
+
     # --- kick (extension) ----------------------------------------------------------------
 
     def kick(self, name: str, user_id: str | None, socket_id: str | None) -> None:
@@ -387,14 +420,14 @@ class App:
             found = self.clients.get(socket_id)
             targets = [found] if found is not None else []
         else:  # all connections, not just the registry's: a subscribe may still be under way
-            targets = [c for c in self.clients.values() if _is_user(c, name, user_id)]
+            targets = [c for c in self.clients.values() if c.session.member_of(name, user_id)]
         for client in targets:
             # Queued like a message of that client, so a kick never overtakes a subscribe
             # still waiting for the adapter (which would then complete after it).
             client.run_when_idle(functools.partial(self._kick_now, client, name))
 
     def _kick_now(self, client: Client, name: str) -> Handled:
-        if name not in client.channels:
+        if name not in client.session.channels:
             return None
         client.send_message(frames.kicked(name, "You were removed from this channel by the app"))
         return self._leave(client, name)
@@ -407,7 +440,9 @@ class App:
             raise ClientEventRejected("Client events are not enabled for this app")
         if len(command.event) > MAX_EVENT_NAME:
             raise ClientEventRejected(f"Event name is longer than {MAX_EVENT_NAME} characters")
-        if name not in client.channels:
+        session = client.session
+        channels = session.channels
+        if name not in channels:
             raise ClientEventRejected(f"Client event rejected: not subscribed to {name[:200]}")
         if not channel_type(name).allows_client_events:
             raise ClientEventRejected(
@@ -418,9 +453,10 @@ class App:
             raise ClientEventRejected(
                 f"Client event data is larger than {self.config.max_event_payload_bytes} bytes"
             )
-        if not client.take_client_event_token(self.config.max_client_events_per_second):
+        per_second = self.config.max_client_events_per_second
+        if per_second and not session.take_client_event_token(per_second, time.monotonic()):
             raise ClientEventRateLimited()
-        user_id = client.channels[name]
+        user_id = channels[name]
         payload = frames.channel_event(command.event, name, command.data, user_id)
         self.publish(name, payload, client.socket_id)
         self.observer.client_event(
@@ -455,17 +491,6 @@ class App:
         else:
             client.send_message(frames.cache_miss(name))
             self.observer.cache_miss(self.id, name)
-
-
-def _is_user(client: Client, channel: str, user_id: str | None) -> bool:
-    """Whether `client` is in `channel` as `user_id`: its presence member id there, else
-    the user it signed in as."""
-    if channel not in client.channels:
-        return False
-    member = client.channels.get(channel)
-    if member is not None:
-        return member == user_id
-    return client.user is not None and client.user.user_id == user_id
 
 
 def _in_order(work: list[Coroutine[Any, Any, None]]) -> Handled:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pyserver.metrics import AppStats
 from pyserver.protocol.names import ChannelType, channel_type
+from pyserver.stats import AppStats
 
 
 class Socket(Protocol):

@@ -9,10 +9,10 @@ Transitions are decided atomically by the Adapter, so that exactly one node in t
 sees each one and webhooks go out once:
 - a channel's count going 0 → 1 is `ARRIVED` (occupied), 1 → 0 is `LEFT` (vacated); a
   presence member's and a signed-in user's first and last connection likewise;
-- a leave (vacated, member removed, user offline) leaves a *pending-leave marker* that lives
-  `leave_delay` seconds; a return while the marker lives takes it and reports `RETURNED`
-  instead of a new arrival, and `take_pending_leave` at the end of the delay tells the
-  webhook dispatcher whether the leave still stands. A page reload sends nothing.
+- a leave (vacated, member removed, user offline) leaves a *pending-leave marker*; a return
+  while the marker lives takes it and reports `RETURNED` instead of a new arrival, and
+  `take_pending_leave` at the end of the delay tells the webhook dispatcher whether the
+  leave still stands. A page reload sends nothing (the whole machine: `leaves.py`).
 
 Calling contract:
 - `publish`, `terminate_user`, `kick` and `announce_user` return at once; a distributed
@@ -29,11 +29,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pyserver.channels.registry import ChannelRegistry
+from pyserver.cluster.leaves import LeaveKey
 
-LeaveKey = tuple[str, ...]
-"""What a pending leave is about: ("channel", app, channel), ("member", app, channel, user),
-("user", app, user)."""
+__all__ = [
+    "Adapter",
+    "AppPeer",
+    "CachedEvent",
+    "ChannelCounts",
+    "CountChange",
+    "LeaveKey",
+    "LocalFanout",
+    "PresenceJoin",
+    "Transition",
+]
 
 
 class Transition(enum.Enum):
@@ -81,6 +89,24 @@ class ChannelCounts:
     user_count: int
 
 
+class LocalFanout(Protocol):
+    """What an Adapter needs of an app's node-local fan-out table (`ChannelRegistry`
+    satisfies it): write a frame to local subscribers, and count them."""
+
+    @property
+    def channels(self) -> Mapping[str, object]:
+        """Every channel with at least one local subscriber, by name."""
+        ...
+
+    def count(self, name: str) -> int:
+        """Local subscribers of `name`."""
+        ...
+
+    def broadcast(self, name: str, frame: bytes, except_socket_id: str | None = None) -> int:
+        """Write `frame` to every local subscriber of `name` but the excluded one."""
+        ...
+
+
 class AppPeer(Protocol):
     """What an Adapter calls back on the local app when another node asks for it."""
 
@@ -101,6 +127,16 @@ class AppPeer(Protocol):
         """WebSocket connections the app has on this node."""
         ...
 
+    # What this node holds, read by a distributed driver to rebuild its share after an
+    # outage (the app owns it; a driver keeps no copy).
+    def local_presence(self) -> Iterable[tuple[str, str, str]]:
+        """(channel, socket id, user id) of every presence membership on this node."""
+        ...
+
+    def local_users(self) -> Iterable[tuple[str, str]]:
+        """(user id, socket id) of every signed-in connection on this node."""
+        ...
+
 
 class Adapter(ABC):
     completes_synchronously: bool = False
@@ -108,7 +144,7 @@ class Adapter(ABC):
     """False while the distributed engine is unreachable (the node serves its own clients)."""
 
     @abstractmethod
-    def attach(self, app_id: str, registry: ChannelRegistry, peer: AppPeer) -> None:
+    def attach(self, app_id: str, registry: LocalFanout, peer: AppPeer) -> None:
         """Register an app's local fan-out table and its callbacks."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook, nothing to do locally

@@ -8,7 +8,7 @@ Invariants:
 - Signed-in users are kept as (app, user) → socket ids; cache channels' last events with
   their expiry. Expired events are purged whenever the cache has doubled since the last
   purge, so channels triggered once and never read cannot grow memory without bound.
-- Pending-leave markers live `leave_delay + LEAVE_MARGIN` seconds (see `adapter.py`).
+- Pending-leave markers live `local_marker_ttl(leave_delay)` seconds (see `leaves.py`).
 - Every coroutine completes without suspending (`completes_synchronously`).
 """
 
@@ -18,42 +18,25 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pyserver.channels.registry import ChannelRegistry
 from pyserver.cluster.adapter import (
     Adapter,
     AppPeer,
     CachedEvent,
     ChannelCounts,
     CountChange,
-    LeaveKey,
+    LocalFanout,
     PresenceJoin,
     Transition,
 )
+from pyserver.cluster.leaves import (
+    LeaveKey,
+    LocalLeaveMarkers,
+    PurgeSchedule,
+    local_marker_ttl,
+)
 
-LEAVE_MARGIN = 2.0
-"""Seconds a pending-leave marker outlives the webhook delay, so the timer finds it."""
 CACHE_PURGE_MIN = 1_024
 """Cached events kept before the first purge of expired ones (amortised O(1) per put)."""
-PURGE_MIN = 10_000
-"""Pending-leave markers kept before the first purge of expired ones (amortised O(1))."""
-
-
-class PurgeSchedule:
-    """When to sweep a dict of expiring entries: once it has doubled since the last sweep,
-    so each insert costs O(1) amortised however many expire unread (purging on every insert
-    above a fixed size made a mass disconnect quadratic: 40,000 leaves took 10 s)."""
-
-    __slots__ = ("above", "floor")
-
-    def __init__(self, floor: int) -> None:
-        self.floor = floor
-        self.above = floor
-
-    def due(self, size: int) -> bool:
-        return size > self.above
-
-    def swept(self, size: int) -> None:
-        self.above = max(self.floor, 2 * size)
 
 
 class _Member:
@@ -64,44 +47,20 @@ class _Member:
         self.sockets: set[str] = set()
 
 
-class PendingLeaves:
-    """Pending-leave markers with an expiry (the local form of the Redis keys)."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._expiry: dict[LeaveKey, float] = {}
-        self._purge = PurgeSchedule(PURGE_MIN)
-
-    def mark(self, key: LeaveKey) -> None:
-        now = time.monotonic()
-        self._expiry[key] = now + self.ttl
-        if self._purge.due(len(self._expiry)):
-            self._expiry = {k: t for k, t in self._expiry.items() if t > now}
-            self._purge.swept(len(self._expiry))
-
-    def take(self, key: LeaveKey) -> bool:
-        expiry = self._expiry.pop(key, None)
-        return expiry is not None and expiry > time.monotonic()
-
-    def arrival(self, key: LeaveKey) -> Transition:
-        """ARRIVED for a new arrival, RETURNED when it cancels a pending leave."""
-        return Transition.RETURNED if self.take(key) else Transition.ARRIVED
-
-
 class LocalAdapter(Adapter):
     completes_synchronously = True
 
     def __init__(self, leave_delay: float = 3.0) -> None:
-        self._registries: dict[str, ChannelRegistry] = {}
+        self._registries: dict[str, LocalFanout] = {}
         self._peers: dict[str, AppPeer] = {}
         self._counts: dict[tuple[str, str], int] = {}
         self._members: dict[tuple[str, str], dict[str, _Member]] = {}
         self._users: dict[tuple[str, str], set[str]] = {}
         self._cache: dict[tuple[str, str], tuple[CachedEvent, float]] = {}
         self._cache_purge = PurgeSchedule(CACHE_PURGE_MIN)
-        self.pending = PendingLeaves(leave_delay + LEAVE_MARGIN)
+        self.pending = LocalLeaveMarkers(local_marker_ttl(leave_delay))
 
-    def attach(self, app_id: str, registry: ChannelRegistry, peer: AppPeer) -> None:
+    def attach(self, app_id: str, registry: LocalFanout, peer: AppPeer) -> None:
         self._registries[app_id] = registry
         self._peers[app_id] = peer
 
@@ -128,7 +87,7 @@ class LocalAdapter(Adapter):
         count = self._counts[key] = self._counts.get(key, 0) + 1
         if count != 1:
             return CountChange(count, Transition.NONE)
-        return CountChange(count, self.pending.arrival(("channel", app_id, channel)))
+        return CountChange(count, self._arrival(LeaveKey.for_channel(app_id, channel)))
 
     async def unsubscribe(self, app_id: str, channel: str, socket_id: str) -> CountChange:
         key = (app_id, channel)
@@ -137,7 +96,7 @@ class LocalAdapter(Adapter):
             self._counts[key] = count
             return CountChange(count, Transition.NONE)
         self._counts.pop(key, None)
-        self.pending.mark(("channel", app_id, channel))
+        self.pending.mark(LeaveKey.for_channel(app_id, channel))
         return CountChange(0, Transition.LEFT)
 
     async def presence_join(
@@ -148,7 +107,7 @@ class LocalAdapter(Adapter):
         transition = Transition.NONE
         if member is None:
             member = members[user_id] = _Member(user_info)
-            transition = self.pending.arrival(("member", app_id, channel, user_id))
+            transition = self._arrival(LeaveKey.for_member(app_id, channel, user_id))
         member.sockets.add(socket_id)
         return PresenceJoin(
             transition is not Transition.NONE,
@@ -167,7 +126,7 @@ class LocalAdapter(Adapter):
         del members[user_id]
         if not members:
             del self._members[(app_id, channel)]
-        self.pending.mark(("member", app_id, channel, user_id))
+        self.pending.mark(LeaveKey.for_member(app_id, channel, user_id))
         return True
 
     async def user_join(self, app_id: str, user_id: str, socket_id: str) -> Transition:
@@ -175,7 +134,7 @@ class LocalAdapter(Adapter):
         sockets.add(socket_id)
         if len(sockets) > 1:
             return Transition.NONE
-        return self.pending.arrival(("user", app_id, user_id))
+        return self._arrival(LeaveKey.for_user(app_id, user_id))
 
     async def user_leave(self, app_id: str, user_id: str, socket_id: str) -> bool:
         sockets = self._users.get((app_id, user_id))
@@ -185,11 +144,15 @@ class LocalAdapter(Adapter):
         if sockets:
             return False
         del self._users[(app_id, user_id)]
-        self.pending.mark(("user", app_id, user_id))
+        self.pending.mark(LeaveKey.for_user(app_id, user_id))
         return True
 
     async def take_pending_leave(self, key: LeaveKey) -> bool:
-        return self.pending.take(key)
+        return self.pending.take_now(key)
+
+    def _arrival(self, key: LeaveKey) -> Transition:
+        """ARRIVED for a new arrival, RETURNED when it cancels a pending leave."""
+        return Transition.RETURNED if self.pending.returned(key) else Transition.ARRIVED
 
     def cache_put(self, app_id: str, channel: str, event: CachedEvent) -> None:
         now = time.monotonic()

@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import base64
 import hmac
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 import orjson
 
+from pyserver.api.triggers import json_object, parse_trigger
 from pyserver.channels.app import App
 from pyserver.console.feed import EventFeed
 from pyserver.console.page import PAGE, PAGE_HEADERS
 from pyserver.console.sampler import StatsSampler
+from pyserver.http import Request, Response
 from pyserver.protocol.errors import (
     ApiError,
     BadRequest,
@@ -41,14 +44,6 @@ from pyserver.protocol.errors import (
     NotFound,
     Unauthorized,
 )
-from pyserver.protocol.jsontext import event_data
-from pyserver.protocol.names import channel_name_problem, event_name_problem
-from pyserver.server.http import Request, Response
-
-if TYPE_CHECKING:
-    from collections.abc import Coroutine
-
-    from pyserver.server.server import Server
 
 MAX_CHANNELS = 200
 """Channels listed per poll (sorted by name); `channel_total` says how many matched."""
@@ -64,10 +59,13 @@ def _json(value: Any, status: int = 200) -> Response:
 
 
 class Console(EventFeed):
-    def __init__(self, server: Server) -> None:
+    def __init__(self, apps: Mapping[str, App], token: str | None, started_at: float) -> None:
         super().__init__()
-        self.server = server
-        self.dashboard = StatsSampler(server.apps_by_id)
+        self.apps = apps
+        self.token = token
+        """The `console_token` setting: a Bearer login with it opens every app ("" = none)."""
+        self.started_at = started_at
+        self.dashboard = StatsSampler(apps)
 
     def handle(self, request: Request) -> Response | Coroutine[Any, Any, Response]:
         if request.path in ("/console", "/console/"):
@@ -99,16 +97,16 @@ class Console(EventFeed):
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
-        token = self.server.settings.console_token
+        token = self.token
         if scheme == "bearer":
             if token and hmac.compare_digest(value.strip().encode(), token.encode()):
-                return list(self.server.apps_by_id.values())
+                return list(self.apps.values())
         elif scheme == "basic":
             try:
                 app_id, _, secret = base64.b64decode(value.strip()).decode().partition(":")
             except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
                 raise Unauthorized("Malformed Basic credentials") from None
-            app = self.server.apps_by_id.get(app_id)
+            app = self.apps.get(app_id)
             expected = app.config.secret if app is not None else "\x00 no such app"
             # Compared even for an unknown app, so timing does not tell which ids exist.
             if hmac.compare_digest(secret.encode(), expected.encode()) and app is not None:
@@ -156,7 +154,7 @@ class Console(EventFeed):
                 "channels": channels,
                 "events": self.since(app.id, since),
                 "last_seq": self.last_seq,
-                "started": self.server.started_at,
+                "started": self.started_at,
             }
         )
 
@@ -165,18 +163,11 @@ class Console(EventFeed):
         self.dashboard.webhook_attempt(app_id, outcome)
 
     def _trigger(self, apps: list[App], request: Request) -> Response:
-        try:
-            body = orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            raise BadRequest("The body must be a JSON object") from None
-        if not isinstance(body, dict):
-            raise BadRequest("The body must be a JSON object")
+        """Publish like `POST /apps/{id}/events`, validated by the same code."""
+        body = json_object(request.body)
         app = self._pick(apps, body.get("app"))
-        channel, event, data = body.get("channel"), body.get("event"), body.get("data", "")
-        problem = channel_name_problem(channel) or event_name_problem(event)
-        if problem is not None:
-            raise BadRequest(problem)
-        data = event_data(data, app.config.max_event_payload_bytes)
-        assert isinstance(channel, str) and isinstance(event, str)
-        app.trigger(event, [channel], data, None)
+        fields = {"name": body.get("event"), "channel": body.get("channel")}
+        fields["data"] = body.get("data", "")
+        trigger = parse_trigger(app.config, fields, multi_channel=False, name_field="event")
+        app.trigger(trigger.name, trigger.channels, trigger.data, None)
         return _json({"ok": True})

@@ -1,8 +1,11 @@
 """The one error taxonomy of pyserver: every fault a client or an API caller can cause.
 
 Invariants:
-- One class per documented Pusher code (4000-4302, `spec/protocol.md` §10), plus the few
-  code-less errors hosted Pusher sends (`code: null`, e.g. a bad subscription signature).
+- One class per Pusher code pyserver sends (from the 4000-4302 of `spec/protocol.md` §10),
+  plus the few code-less errors hosted Pusher sends (`code: null`, e.g. a bad subscription
+  signature). Codes nothing raises have no class (4000 SSL only, 4200 generic reconnect,
+  4202 closed after inactivity): a class is added with its first raiser. (`OverCapacity` is
+  kept for the descriptor-limit work that raises it at the handshake.)
 - Each class says, once, whether the fault is answered with a `pusher:error` frame while the
   connection stays open (`closes = False`) or ends the connection with its close code
   (`closes = True`). Handlers raise; they never build error frames themselves. The transport
@@ -40,11 +43,6 @@ class ClosingError(PusherError):
 
 
 # --- 4000-4099: the connection must not be retried as is -------------------------------------
-
-
-class SSLRequired(ClosingError):
-    code = 4000
-    default_message = "Application only accepts SSL connections, reconnect using wss://"
 
 
 class AppNotFound(ClosingError):
@@ -119,11 +117,6 @@ class SlowConsumer(ClosingError):
 # --- 4200-4299: reconnect immediately ---------------------------------------------------------
 
 
-class ReconnectNow(ClosingError):
-    code = 4200
-    default_message = "Generic reconnect immediately"
-
-
 class ServerShuttingDown(ClosingError):
     code = 4200
     default_message = "Server is shutting down, reconnect"
@@ -132,11 +125,6 @@ class ServerShuttingDown(ClosingError):
 class PongNotReceived(ClosingError):
     code = 4201
     default_message = "Pong reply not received"
-
-
-class ClosedAfterInactivity(ClosingError):
-    code = 4202
-    default_message = "Closed after inactivity"
 
 
 # --- 4300-4399: reported without closing (a 43xx close makes pusher-js give up) -------------

@@ -27,7 +27,6 @@ SUBSCRIBE = "pusher:subscribe"
 UNSUBSCRIBE = "pusher:unsubscribe"
 SIGNIN = "pusher:signin"
 CLIENT_EVENT_PREFIX = "client-"
-RESERVED_PREFIXES = ("pusher:", "pusher_internal:")
 
 _dumps = orjson.dumps
 

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import math
 import os
-import random
 import resource
 import socket
 import ssl
@@ -28,14 +27,16 @@ from pyserver.cluster.adapter import Adapter
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import Settings
 from pyserver.console.console import Console
+from pyserver.http import Response, json_response
 from pyserver.metrics import Metrics, resident_bytes
 from pyserver.protocol.errors import ServerShuttingDown
-from pyserver.protocol.websocket import Deflater
 from pyserver.server.capacity import Admission, Budget, open_descriptors
-from pyserver.server.connection import Connection
-from pyserver.server.http import Response, json_response
+from pyserver.server.flow import WriteBatcher
+from pyserver.server.http_connection import HttpConnection
 from pyserver.server.listener import Acceptor, bound_socket, inherited
+from pyserver.server.state import ServerState
 from pyserver.webhooks.dispatcher import WebhookDispatcher
+from pyserver.webhooks.queues import make_queue
 from pyserver.webhooks.sender import WebhookSender
 
 log = logging.getLogger("pyserver")
@@ -44,29 +45,6 @@ TLS_HINT_EVERY = 60.0
 """Seconds between two warnings about TLS clients on a plain port (one per burst of them)."""
 OVER_CAPACITY_GRACE = 5.0
 """Seconds a connection accepted over capacity may take to upgrade and read its 4100."""
-
-
-class WriteBatcher:
-    """Flushes every connection that queued frames, once per loop iteration."""
-
-    __slots__ = ("loop", "pending", "scheduled")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.pending: list[Connection] = []
-        self.scheduled = False
-
-    def add(self, connection: Connection) -> None:
-        self.pending.append(connection)
-        if not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self.scheduled = False
-        pending, self.pending = self.pending, []
-        for connection in pending:
-            connection.flush()
 
 
 class Server:
@@ -81,8 +59,15 @@ class Server:
             app = App(config, self.adapter, self.observers)
             self.apps_by_id[config.id] = app
             self.apps_by_key[config.key] = app
-        self.metrics = Metrics(self, settings.metrics_prefix)
-        self.console = Console(self)
+        self.started_at = time.time()
+        self.metrics = Metrics(
+            settings.metrics_prefix,
+            self.apps_by_id,
+            self.adapter,
+            self.started_at,
+            lambda: self.webhooks,
+        )
+        self.console = Console(self.apps_by_id, settings.console_token, self.started_at)
         if settings.console:
             self.observers.add(self.console)
         self.api = Api(
@@ -94,21 +79,14 @@ class Server:
             on_trigger=self.metrics.broadcast_latency.observe,
             protected=settings.protected_mode and bool(settings.default_secret_apps()),
         )
-        self.connections: dict[Connection, None] = {}
-        self.admission = Admission(capacity=1 << 30, overflow=0)
-        """Replaced by the descriptor budget in `start` (see `server.capacity`)."""
-        self.over_capacity: dict[Connection, float] = {}
-        """Connections accepted beyond capacity, with when: told 4100 at their upgrade."""
-        self.acceptor: Acceptor | None = None
-        self._over_capacity_logged = -math.inf
-        self.draining = False
-        self.started_at = time.time()
+        self.state = ServerState(
+            settings, self.apps_by_key, self.api.handle, self.adapter, self.hint_tls_on_plain_port
+        )
+        """All a connection sees of the server (and where admission counts connections)."""
         self._tls_hint_at = -math.inf
         self._servers: list[asyncio.Server] = []
         self._metrics_server: asyncio.Server | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
-        self.batcher: WriteBatcher
-        self.deflater = Deflater()
         liveness = min(settings.activity_timeout, settings.pong_timeout) / 3
         authz = [a.authorized_connections_timeout / 2 for a in settings.apps]
         self.tick_seconds = min(5.0, max(0.25, min([liveness, *filter(None, authz)])))
@@ -123,7 +101,7 @@ class Server:
     async def start(self, sockets: Iterable[socket.socket] | None = None) -> list[str]:
         """Listen (on `sockets` if given, else host:port); return the addresses listened on."""
         loop = asyncio.get_running_loop()
-        self.batcher = WriteBatcher(loop)
+        self.state.batcher = WriteBatcher(loop)
         await self.adapter.start()
         if any(app.webhooks for app in self.settings.apps):
             self._start_webhooks()
@@ -132,7 +110,7 @@ class Server:
             for sock in sockets:
                 self._servers.append(
                     await loop.create_server(
-                        lambda: Connection(self), sock=sock, backlog=4096, ssl=tls
+                        self.protocol_factory, sock=sock, backlog=4096, ssl=tls
                     )
                 )
         else:
@@ -150,19 +128,27 @@ class Server:
                 if any(app.webhooks for app in self.settings.apps)
                 else 0,
             )
-            self.admission = Admission.for_budget(budget, board)
+            self.state.admission = Admission.for_budget(budget, board)
             log.info(budget.describe(1))
-            self.acceptor = Acceptor(bound, lambda: Connection(self), self.admission, tls)
-            self.acceptor.start()
+            self.state.acceptor = Acceptor(bound, self.protocol_factory, self.state.admission, tls)
+            self.state.acceptor.start()
         if self.settings.metrics:
             await self._start_metrics()
         if self.settings.console:
             self.console.dashboard.start()
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
         served = [sock for server in self._servers for sock in server.sockets]
-        if self.acceptor is not None:
-            served += self.acceptor.sockets
+        if self.state.acceptor is not None:
+            served += self.state.acceptor.sockets
         return [_format_address(sock.getsockname()) for sock in served]
+
+    def protocol_factory(self) -> HttpConnection:
+        """A new TCP connection starts as HTTP (it may upgrade to WebSocket)."""
+        return HttpConnection(self.state)
+
+    @property
+    def draining(self) -> bool:
+        return self.state.draining
 
     def hint_tls_on_plain_port(self) -> None:
         """A client spoke TLS to this plain port: say why it fails (once a minute at most)."""
@@ -206,6 +192,10 @@ class Server:
             timeout=settings.webhook_timeout,
             retry_window=settings.webhook_retry_window,
             retry_base=settings.webhook_retry_base,
+            # Where deliveries wait: in memory, or in Redis with the Redis adapter, so that a
+            # node killed meanwhile loses none (webhooks/queue.py). The sender's close()
+            # (via the dispatcher's, at shutdown) closes the queue and its Redis client.
+            queue=make_queue(settings),
         )
         sender.start()
         if settings.console:
@@ -218,27 +208,27 @@ class Server:
 
     @property
     def port(self) -> int:
-        if self.acceptor is not None:
-            return int(self.acceptor.sockets[0].getsockname()[1])
+        if self.state.acceptor is not None:
+            return int(self.state.acceptor.sockets[0].getsockname()[1])
         return int(self._servers[0].sockets[0].getsockname()[1])
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, ask every client to reconnect elsewhere (4200), close the rest."""
-        self.draining = True
+        self.state.draining = True
         for server in self._servers:
             server.close()
-        if self.acceptor is not None:
-            self.acceptor.close()
+        if self.state.acceptor is not None:
+            self.state.acceptor.close()
         if self._metrics_server is not None:
             self._metrics_server.close()
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
         self.console.dashboard.stop()
         grace = self.settings.shutdown_grace if grace is None else grace
-        for connection in list(self.connections):
-            if connection.reader is None:
-                connection.close_http()
-        clients = [c for c in self.connections if c.app is not None]
+        state = self.state
+        for http in list(state.http_connections):
+            http.close_idle()
+        clients = [c for c in state.websocket_connections if c.app is not None]
         # Pace the closes so thousands of clients do not reconnect in the same millisecond.
         batch = max(1, math.ceil(len(clients) / max(1.0, grace * 10)))
         for start in range(0, len(clients), batch):
@@ -247,48 +237,19 @@ class Server:
             if start + batch < len(clients):
                 await asyncio.sleep(0.05)
         deadline = time.monotonic() + max(0.5, grace)
-        while self.connections and time.monotonic() < deadline:
+        while (state.http_connections or state.websocket_connections) and (
+            time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.05)
-        for connection in list(self.connections):
-            if connection.transport is not None:
-                connection.transport.abort()
+        for http in list(state.http_connections):
+            http.abort()
+        for websocket in list(state.websocket_connections):
+            websocket.abort()
         await asyncio.sleep(0)  # their connection_lost: the last leaves start
         await tasks.settle(max(1.0, grace))  # leaves asking the Adapter reach the webhooks
         if self.webhooks is not None:
             await self.webhooks.close(max(1.0, grace))
         await self.adapter.close()
-
-    # --- connections -----------------------------------------------------------------------
-
-    def connection_opened(self, connection: Connection) -> None:
-        self.connections[connection] = None
-        if self.acceptor is not None:
-            self.acceptor.made()
-        if not self.admission.opened():
-            now = time.monotonic()
-            self.over_capacity[connection] = now
-            if now - self._over_capacity_logged > TLS_HINT_EVERY:
-                self._over_capacity_logged = now
-                log.warning(
-                    "at capacity (%d connections, see the descriptors line at start-up): "
-                    "extra connections are told 4100 (over capacity) and closed",
-                    self.admission.capacity,
-                )
-
-    def connection_closed(self, connection: Connection) -> None:
-        if connection not in self.connections:
-            return
-        del self.connections[connection]
-        self.over_capacity.pop(connection, None)
-        self.admission.closed()
-        if self.acceptor is not None:
-            self.acceptor.connection_closed()
-
-    def new_socket_id(self, app: App) -> str:
-        while True:
-            socket_id = f"{random.randrange(10**9)}.{random.randrange(10**9)}"
-            if socket_id not in app.clients:
-                return socket_id
 
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -296,23 +257,21 @@ class Server:
         ping_after, close_after = self._ping_after, self._close_after
         now = time.monotonic()
         http_close_after = self._http_close_after
-        for connection in list(self.connections):
-            if connection.reader is not None:
-                connection.tick(ping_after, close_after, now)
-            elif connection.http is not None:
-                connection.http_tick(http_close_after)
+        for websocket in list(self.state.websocket_connections):
+            websocket.tick(ping_after, close_after, now)
+        for http in list(self.state.http_connections):
+            http.http_tick(http_close_after)
         for app in self.apps_by_id.values():
             app.tick()
-        if self.over_capacity:
+        if self.state.over_capacity:
             self._close_over_capacity(now)
 
     def _close_over_capacity(self, now: float) -> None:
         """Close what was accepted over capacity and did not upgrade (a WebSocket that did
         was told 4100 and is closing): the descriptors are for the next ones."""
-        for connection, since in list(self.over_capacity.items()):
-            if now - since > OVER_CAPACITY_GRACE and connection.transport is not None:
-                connection.closing = True
-                connection.transport.close()
+        for http, since in list(self.state.over_capacity.items()):
+            if now - since > OVER_CAPACITY_GRACE:
+                http.close()
 
     # --- health ----------------------------------------------------------------------------
 

@@ -7,12 +7,14 @@ Invariants:
 - `channel_vacated`, `member_removed` and `user_offline` wait `delay` seconds and are sent
   only if the Adapter's pending-leave marker is still there: a return within the delay takes
   the marker (and is not reported as an arrival), so a page reload sends nothing, on one
-  node or across a cluster.
+  node or across a cluster. The timers and the theory: `pyserver.cluster.leaves`.
 - `cache_miss` is sent at most once per channel per `delay` window.
 - Each target gets only its `event_types` and, when set, channels under its `channel_prefix`.
 - With `webhook_batch_ms`, events of one app for one target are collected for that long (or
   until `webhook_batch_max`) into one request; apps never share a request.
 - `time_ms` is the creation time of the (first) event and survives retries.
+- Time comes from one `Clock` (the event loop and the system clock unless a test passes a
+  fake one), so the dispatcher runs without sockets or real waiting in tests.
 """
 
 from __future__ import annotations
@@ -21,15 +23,27 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 
-from pyserver import tasks
 from pyserver.channels.observer import AppObserver
-from pyserver.cluster.adapter import Adapter, LeaveKey
+from pyserver.cluster.adapter import Adapter
+from pyserver.cluster.leaves import Cancellable, LeaveDebouncer, LeaveKey
 from pyserver.config import AppConfig, WebhookTarget
 from pyserver.webhooks import payloads
 from pyserver.webhooks.payloads import WebhookEvent
 from pyserver.webhooks.sender import Delivery, WebhookSender
 
-_PendingLeave = tuple[asyncio.TimerHandle, Callable[[], None]]
+
+class Clock:
+    """The dispatcher's time: timers on the running event loop, readings of the system."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+    def time(self) -> float:
+        """Wall-clock seconds (webhook `time_ms`)."""
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 class _Batch:
@@ -38,7 +52,7 @@ class _Batch:
     def __init__(self, time_ms: int) -> None:
         self.time_ms = time_ms
         self.events: list[WebhookEvent] = []
-        self.handle: asyncio.TimerHandle | None = None
+        self.handle: Cancellable | None = None
 
 
 class WebhookDispatcher(AppObserver):
@@ -48,18 +62,23 @@ class WebhookDispatcher(AppObserver):
         sender: WebhookSender,
         delay: float,
         adapter: Adapter,
+        clock: Clock | None = None,
     ) -> None:
         self.apps = {app_id: app for app_id, app in apps.items() if app.webhooks}
         self.sender = sender
         self.delay = delay
         self.adapter = adapter
-        self._pending_leaves: dict[LeaveKey, tuple[asyncio.TimerHandle, Callable[[], None]]] = {}
+        self.clock = clock or Clock()
+        self.leaves = LeaveDebouncer(
+            delay,
+            adapter.take_pending_leave,
+            adapter.completes_synchronously,
+            self.clock.call_later,
+        )
         self._cache_misses: dict[tuple[str, str], float] = {}
         self._batches: dict[tuple[str, int], _Batch] = {}
         self._closing = False
         """Set by `close`: leaves and batches are sent at once, no timer would fire any more."""
-        self._asking = 0
-        """Leaves waiting for the Adapter to say whether they still stand."""
 
     # --- AppObserver ---------------------------------------------------------------------
 
@@ -68,14 +87,14 @@ class WebhookDispatcher(AppObserver):
 
     def channel_vacated(self, app_id: str, channel: str) -> None:
         event = payloads.channel_event("channel_vacated", channel)
-        self._leave_later(("channel", app_id, channel), app_id, channel, event)
+        self._leave_later(LeaveKey.for_channel(app_id, channel), app_id, channel, event)
 
     def member_added(self, app_id: str, channel: str, user_id: str) -> None:
         self._emit(app_id, channel, payloads.member_event("member_added", channel, user_id))
 
     def member_removed(self, app_id: str, channel: str, user_id: str) -> None:
         event = payloads.member_event("member_removed", channel, user_id)
-        self._leave_later(("member", app_id, channel, user_id), app_id, channel, event)
+        self._leave_later(LeaveKey.for_member(app_id, channel, user_id), app_id, channel, event)
 
     def client_event(
         self,
@@ -94,7 +113,7 @@ class WebhookDispatcher(AppObserver):
     def cache_miss(self, app_id: str, channel: str) -> None:
         if app_id not in self.apps:
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self._cache_misses.get((app_id, channel), -1e9) < max(self.delay, 1.0):
             return
         self._cache_misses[(app_id, channel)] = now
@@ -111,7 +130,7 @@ class WebhookDispatcher(AppObserver):
 
     def user_offline(self, app_id: str, user_id: str) -> None:
         event = payloads.user_event("user_offline", user_id)
-        self._leave_later(("user", app_id, user_id), app_id, None, event)
+        self._leave_later(LeaveKey.for_user(app_id, user_id), app_id, None, event)
 
     # --- debounce ------------------------------------------------------------------------
 
@@ -120,30 +139,13 @@ class WebhookDispatcher(AppObserver):
     ) -> None:
         if app_id not in self.apps:
             return
-        created = _now_ms()
-
-        async def send_if_still_gone() -> None:
-            try:
-                if await self.adapter.take_pending_leave(key):
-                    self._emit(app_id, channel, event, created)
-            finally:
-                self._asking -= 1
-
-        def fire() -> None:
-            self._pending_leaves.pop(key, None)
-            self._asking += 1
-            tasks.run(send_if_still_gone(), self.adapter.completes_synchronously)
-
-        previous = self._pending_leaves.pop(key, None)
-        if previous is not None:
-            previous[0].cancel()
-        if self._closing:
-            fire()
-            return
-        handle = asyncio.get_running_loop().call_later(self.delay, fire)
-        self._pending_leaves[key] = (handle, fire)
+        created = self._now_ms()
+        self.leaves.leave(key, lambda: self._emit(app_id, channel, event, created))
 
     # --- delivery ------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self.clock.time() * 1000)
 
     def _emit(
         self, app_id: str, channel: str | None, event: WebhookEvent, time_ms: int | None = None
@@ -151,7 +153,7 @@ class WebhookDispatcher(AppObserver):
         app = self.apps.get(app_id)
         if app is None:
             return
-        created = time_ms if time_ms is not None else _now_ms()
+        created = time_ms if time_ms is not None else self._now_ms()
         for index, target in enumerate(app.webhooks):
             if not _wants(target, event["name"], channel):
                 continue
@@ -168,8 +170,8 @@ class WebhookDispatcher(AppObserver):
         batch = self._batches.get(key)
         if batch is None:
             batch = self._batches[key] = _Batch(now)
-            batch.handle = asyncio.get_running_loop().call_later(
-                app.webhook_batch_ms / 1000, self._flush_batch, key
+            batch.handle = self.clock.call_later(
+                app.webhook_batch_ms / 1000, lambda: self._flush_batch(key)
             )
         batch.events.append(event)
         if len(batch.events) >= app.webhook_batch_max:
@@ -197,11 +199,7 @@ class WebhookDispatcher(AppObserver):
         From here on every event is sent at once (`_closing`)."""
         deadline = time.monotonic() + grace
         self._closing = True
-        for handle, fire in list(self._pending_leaves.values()):
-            handle.cancel()
-            fire()
-        while self._asking and time.monotonic() < deadline:  # the Adapter answers each leave
-            await asyncio.sleep(0.01)
+        await self.leaves.flush(grace)  # the Adapter answers each leave
         for key in list(self._batches):
             self._flush_batch(key)
         await self.sender.close(max(0.0, deadline - time.monotonic()))
@@ -212,7 +210,3 @@ def _wants(target: WebhookTarget, name: str, channel: str | None) -> bool:
         return False
     prefix = target.channel_prefix
     return not prefix or (channel is not None and channel.startswith(prefix))
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

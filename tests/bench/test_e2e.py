@@ -1,83 +1,17 @@
-"""End to end: a short `fanout` run of `python -m bench` against a real pyserver on loopback.
-
-The server is started as `python -m pyserver --host 127.0.0.1 --port 0`; its port is read
-from its `listening on 127.0.0.1:PORT` log line, and it is stopped with SIGTERM by PID.
-"""
+"""End to end: a short `fanout` run of `python -m bench` against a real pyserver on loopback
+(the `server` fixture of conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import queue
-import re
-import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
-START_TIMEOUT = 15.0
-
-
-def _drain(stream: Any, lines: queue.Queue[str]) -> None:
-    for line in stream:
-        lines.put(line)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[int, int]]:
-    """(port, pid) of a pyserver started for these tests."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyserver", "--host", "127.0.0.1", "--port", "0"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_drain, args=(proc.stdout, lines), daemon=True).start()
-    seen: list[str] = []
-    port = None
-    deadline = time.monotonic() + START_TIMEOUT
-    try:
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            seen.append(line)
-            match = LISTENING.search(line)
-            if match:
-                port = int(match.group(1))
-        if port is None:
-            pytest.fail("pyserver did not start:\n" + "".join(seen[-30:]))
-        yield port, proc.pid
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-
-
-def run_bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args, "--no-progress"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.bench.pyserverproc import run_bench
 
 
 @pytest.fixture(scope="module")

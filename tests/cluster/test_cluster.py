@@ -377,3 +377,30 @@ def test_a_leave_still_in_the_debounce_of_a_killed_node_is_sent_by_its_reaper(
     finally:
         doomed.stop(signal.SIGKILL)
         survivor.stop()
+
+
+def test_debug_logging_shows_the_bus_and_transitions(redis, uid) -> None:
+    env = _env(redis, f"debug-{uid}")
+    a = ServerProcess(APP, env=env, args=["--log-level", "debug"])
+    b = ServerProcess(APP, env=env, args=["--log-level", "debug"])
+    quiet = ServerProcess(APP, env=env)  # the default level, info
+    try:
+        channel = f"logged-{uid}"
+        listener = PusherSocket(b.port)
+        listener.subscribe(channel)
+        sdk(a.port).trigger(channel, "ev", {"n": 1})
+        listener.recv_event("ev")
+        sdk(quiet.port).trigger(channel, "ev", {"n": 2})
+        listener.recv_event("ev")
+        listener.close()
+        deadline = time.monotonic() + 5
+        while f"channel {MAIN.id}/{channel}: left" not in b.output():
+            assert time.monotonic() < deadline, b.output()
+            time.sleep(0.05)
+        assert f"pyserver.cluster.state: channel {MAIN.id}/{channel}: arrived" in b.output()
+        assert f"pyserver.cluster.bus: sent broadcast {MAIN.id}/{channel}" in a.output()
+        assert f"received broadcast {MAIN.id}/{channel} from" in b.output()
+        assert "DEBUG" not in quiet.output()
+    finally:
+        for node in (a, b, quiet):
+            node.stop()

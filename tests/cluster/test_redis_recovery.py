@@ -13,6 +13,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pyserver.channels.registry import ChannelRegistry
+from pyserver.cluster.leaves import LeaveKey
 from pyserver.cluster.redis import RedisAdapter
 from tests.redisproc import RedisProcess
 
@@ -21,10 +22,21 @@ _prefixes = itertools.count()
 
 
 class Peer:
-    """Records what the adapter reports to the app."""
+    """Records what the adapter reports to the app, and holds what an app holds: its
+    presence memberships and signed-in users (the adapter reads them to rebuild)."""
 
     def __init__(self) -> None:
         self.reported: list[tuple[str, ...]] = []
+        self.presence: dict[tuple[str, str], str] = {}
+        """(channel, socket id) → user id."""
+        self.users: dict[str, str] = {}
+        """socket id → user id."""
+
+    def local_presence(self) -> list[tuple[str, str, str]]:
+        return [(c, s, u) for (c, s), u in self.presence.items()]
+
+    def local_users(self) -> list[tuple[str, str]]:
+        return [(u, s) for s, u in self.users.items()]
 
     def terminate_local(self, user_id: str) -> int:
         return 0
@@ -122,7 +134,9 @@ def test_redis_rebuild_removes_what_left_during_the_outage(redis) -> None:
         registry.add("presence-room", goes)
         await adapter.subscribe(APP, "presence-room", goes.socket_id)
         for sock, user in ((stays, "u1"), (goes, "u2")):
+            peer.presence[("presence-room", sock.socket_id)] = user
             await adapter.presence_join(APP, "presence-room", sock.socket_id, user, {"n": user})
+            peer.users[sock.socket_id] = user
             await adapter.user_join(APP, user, sock.socket_id)
 
         _outage(adapter)
@@ -130,11 +144,14 @@ def test_redis_rebuild_removes_what_left_during_the_outage(redis) -> None:
         for channel in ("gone", "presence-room"):
             registry.remove(channel, goes)
             await adapter.unsubscribe(APP, channel, goes.socket_id)
+        del peer.presence[("presence-room", goes.socket_id)]
         assert await adapter.presence_leave(APP, "presence-room", goes.socket_id, "u2")
+        del peer.users[goes.socket_id]
         assert await adapter.user_leave(APP, "u2", goes.socket_id)
         assert peer.reported == []
         # their webhooks wait for the rebuild, which reports them (once) below
-        assert not await adapter.take_pending_leave(("member", APP, "presence-room", "u2"))
+        member = LeaveKey.for_member(APP, "presence-room", "u2")
+        assert not await adapter.take_pending_leave(member)
         try:
             assert await _until_healthy(adapter)
             occupied = await adapter.occupied_channels(APP, "")

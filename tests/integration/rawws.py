@@ -16,6 +16,8 @@ import struct
 import time
 from typing import Any
 
+from tests.wsframes import client_frame
+
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
 
@@ -61,25 +63,7 @@ class RawWebSocket:
     @staticmethod
     def frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True) -> bytes:
         """One client frame, as bytes (to send many in one write)."""
-        first = (0x80 if fin else 0) | opcode
-        n = len(payload)
-        bit = 0x80 if mask else 0
-        if n < 126:
-            header = bytes((first, bit | n))
-        elif n < 65536:
-            header = struct.pack("!BBH", first, bit | 126, n)
-        else:
-            header = struct.pack("!BBQ", first, bit | 127, n)
-        if mask:
-            key = os.urandom(4)
-            n4 = (key * (n // 4 + 1))[:n]
-            payload = (
-                (int.from_bytes(payload, "big") ^ int.from_bytes(n4, "big")).to_bytes(n, "big")
-                if n
-                else b""
-            )
-            header += key
-        return header + payload
+        return client_frame(opcode, payload, fin, mask)
 
     def send_text(self, text: str | bytes) -> None:
         self.send_frame(OP_TEXT, text.encode() if isinstance(text, str) else text)

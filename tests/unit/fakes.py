@@ -5,15 +5,18 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from pyserver.protocol.members import SignedInUser
+from pyserver.protocol.session import PusherSession
+
 
 class FakeClient:
     """A connection that records what it was sent."""
 
     def __init__(self, socket_id: str) -> None:
         self.socket_id = socket_id
-        self.channels: dict[str, str | None] = {}
-        self.user = None
-        self.auth_deadline = 0.0
+        self.session = PusherSession()
+        self.session.open(socket_id, 120, now=0.0, auth_timeout=0.0)
+        self.log = None
         self.sent: list[bytes] = []
         self.busy = False
         self.queued: list[Any] = []
@@ -27,8 +30,13 @@ class FakeClient:
     def report(self, error: object) -> None:
         raise AssertionError(error)
 
-    def take_client_event_token(self, per_second: int) -> bool:
-        return True
+    @property
+    def channels(self) -> dict[str, str | None]:
+        return self.session.channels
+
+    @property
+    def user(self) -> SignedInUser | None:
+        return self.session.user
 
     def run_when_idle(self, action: Any) -> None:
         if self.busy:  # like a Connection whose handler is still running

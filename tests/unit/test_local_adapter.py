@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from pyserver.cluster import local
+from pyserver.cluster import leaves, local
 from pyserver.cluster.adapter import CachedEvent
+from pyserver.cluster.leaves import LeaveKey
 from pyserver.cluster.local import CACHE_PURGE_MIN, LocalAdapter
 
 
@@ -24,6 +25,7 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
     monkeypatch.setattr(local.time, "monotonic", fake)
+    monkeypatch.setattr(leaves.time, "monotonic", fake)
     return fake
 
 
@@ -53,12 +55,12 @@ def test_channels_triggered_once_and_never_read_do_not_grow_memory(clock: Clock)
 
 def test_many_leaves_at_once_stay_cheap(clock: Clock) -> None:
     # a mass disconnect: every mark used to rescan all markers once above 10,000
-    pending = local.PendingLeaves(ttl=5.0)
+    pending = leaves.LocalLeaveMarkers(ttl=5.0)
     started = time.perf_counter()
     for i in range(60_000):
-        pending.mark(("channel", "a", f"c-{i}"))
+        pending.mark(LeaveKey.for_channel("a", f"c-{i}"))
     assert time.perf_counter() - started < 1.0
-    assert pending.take(("channel", "a", "c-59999"))
+    assert pending.take_now(LeaveKey.for_channel("a", "c-59999"))
     clock.now += 6
-    pending.mark(("channel", "a", "late"))
-    assert not pending.take(("channel", "a", "c-1"))
+    pending.mark(LeaveKey.for_channel("a", "late"))
+    assert not pending.take_now(LeaveKey.for_channel("a", "c-1"))

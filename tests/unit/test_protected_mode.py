@@ -17,7 +17,7 @@ from pyserver.auth.signatures import md5_hex, request_string_to_sign, sign
 from pyserver.channels.app import App
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import DEFAULT_SECRET, AppConfig, Settings
-from pyserver.server.http import Request, Response
+from pyserver.http import Request, Response
 from pyserver.server.server import Server
 
 REMOTE = "203.0.113.7"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyserver.channels.ratelimit import TokenBucket
+from pyserver.ratelimit import TokenBucket
 
 
 def test_a_full_second_of_budget_then_refills_with_time() -> None:

@@ -14,8 +14,8 @@ from pyserver.auth.signatures import (
     user_string_to_sign,
     webhook_signature,
 )
+from pyserver.http import Request
 from pyserver.protocol.errors import Unauthorized
-from pyserver.server.http import Request
 
 KEY = "278d425bdf160c739803"
 SECRET = "7ad3773142a6692b25b8"

@@ -39,9 +39,10 @@ def test_a_full_queue_drops_logs_and_counts(caplog: pytest.LogCaptureFixture) ->
 def test_an_expired_delivery_is_dropped_not_retried(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> WebhookSender:
         sender = _sender()
-        delivery = Delivery("http://127.0.0.1:9/x", b"{}", {}, "a", time.time() + 0.5)
-        delivery.attempts = 1
-        sender._retry_later(delivery, "HTTP 500")
+        sender.submit(Delivery("http://127.0.0.1:9/x", b"{}", {}, "a", time.time() + 0.5))
+        claim = await sender.queue.take()
+        claim.delivery.attempts = 1
+        await sender._retry_later(claim, "HTTP 500")
         return sender
 
     with caplog.at_level(logging.ERROR, logger="pyserver.webhooks"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import struct
 
 import pytest
 
@@ -18,22 +17,7 @@ from pyserver.protocol.websocket import (
     encode_frame,
     parse_close,
 )
-
-
-def client_frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) -> bytes:
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    mask_bit = 0x80 if masked else 0
-    if n < 126:
-        header = bytes((first, mask_bit | n))
-    elif n < 65536:
-        header = struct.pack("!BBH", first, mask_bit | 126, n)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, n)
-    if not masked:
-        return header + payload
-    mask = os.urandom(4)
-    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+from tests.wsframes import client_frame
 
 
 def test_accept_key_rfc_example() -> None:

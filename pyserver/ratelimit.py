@@ -1,7 +1,9 @@
 """A token bucket: at most `rate` units per second on average, bursts up to `rate`.
 
 Sans-I/O: the caller passes the current monotonic time. Used per app for the HTTP API's
-`max_backend_events_per_second` and `max_read_requests_per_second` (on each node).
+`max_backend_events_per_second` and `max_read_requests_per_second` (on each node), and per
+connection for `max_client_events_per_second` (`protocol.session`). It sits on the bottom
+floor with `protocol/` and `auth/` and imports nothing.
 """
 
 from __future__ import annotations

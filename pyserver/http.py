@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from pyserver.metrics import AppStats
+from pyserver.stats import AppStats
 
 
 @dataclass(slots=True)
@@ -36,6 +36,8 @@ class Request:
     """The app's counters, once the API knows which app the request is for."""
     prefix: str = ""
     """The configured `path_prefix` when the target began with it (already cut off)."""
+    too_large: bool = False
+    """The body was over `max_request_bytes` (not kept): the answer is 413."""
 
     def __post_init__(self) -> None:
         self.path = unquote(self.raw_path) if "%" in self.raw_path else self.raw_path

@@ -1,24 +1,38 @@
-"""The Lua scripts that make each cluster transition atomic in Redis.
+"""The Lua scripts that make each cluster transition atomic in Redis, and how to call them.
 
-Data model (every key starts with the configured prefix `P`):
+Data model (every key starts with the configured prefix `P`; names are made in `keys.py`).
+Braces are literal: they are Redis Cluster hash tags, so all keys of an app (`{a}`) share
+a hash slot, and so do all keys of a node (`{n}`); `c` is a channel, `u` a user id.
 
-- `P:subs:{app}:{channel}` (hash): node id → that node's subscriptions to the channel.
-- `P:channels:{app}` (set): occupied channels, whose total subscriptions are above 0.
-- `P:pconns:{app}:{channel}` (hash): `{node}|{socket}` → user id, per presence connection.
-- `P:pmembers:{app}:{channel}` (hash): user id → `user_info` JSON, the first one kept.
-- `P:users:{app}:{user}` (hash): `{node}|{socket}` → "1", per signed-in connection.
-- `P:pending:{kind}:{app}:...` (string with a TTL): a pending leave (see `adapter.py`).
-- `P:cache:{app}:{channel}` (string with a TTL): a cache channel's last event.
-- `P:nodes` (set), `P:alive:{node}` (string with a TTL), `P:index:{node}` (set): cluster
-  membership, heartbeats, and the keys each node has fields in (for reaping).
+- `P:subs:{a}:c` (hash): node id → that node's subscriptions to the channel.
+- `P:channels:{a}` (set): occupied channels, whose total subscriptions are above 0.
+- `P:pconns:{a}:c` (hash): `node|socket` → user id, per presence connection.
+- `P:pmembers:{a}:c` (hash): user id → `user_info` JSON, the first one kept.
+- `P:users:{a}:u` (hash): `node|socket` → "1", per signed-in connection.
+- `P:pending:channel:{a}:c`, `P:pending:member:{a}:c:u`, `P:pending:user:{a}:u` (strings
+  with a TTL): pending leaves (`pyserver.cluster.leaves`).
+- `P:cache:{a}:c` (string with a TTL): a cache channel's last event.
+- `P:index:{a}:n` (set): the keys of app `a` that node `n` has fields in, as JSON entries
+  `[kind, app, channel or user]`; `P:apps:{n}` (set): the apps node `n` has an index for.
+- `P:nodes` (set), `P:alive:{n}` (string with a TTL), `P:conns:{n}`, `P:leaving:{n}`,
+  `P:reaping:{n}`: cluster membership, heartbeats, connection counts, the leaves a node's
+  timers hold, and the claim of whoever is removing `n`'s state.
 
-Every script that adds a node's field also records the key in that node's index; reaping a
-dead node replays its index through the `reap_*` scripts, and so does a node rebuilding its
-own state after an outage (then writing its local state back in the same transaction).
-`P:reaping:{node}` (string with a TTL) is held by whoever is removing `node`'s state.
+Every script that adds a node's field also records the key in that node's index of the app
+(same slot); reaping a dead node replays its indexes through the `REAP_*` scripts, and so
+does a node rebuilding its own state after an outage (then writing its local state back in
+the same transaction).
+
+Invariant: a script touches only keys it is given in KEYS (never a name built from ARGV or
+read from data), as Redis Cluster requires.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 COUNT = """
 -- KEYS: subs, channels, pending, index; ARGV: node, channel, delta, pending_ttl_ms, entry
@@ -105,7 +119,13 @@ return 1
 """
 
 REAP_PRESENCE = """
--- KEYS: pconns, pmembers; ARGV: node_prefix ('{node}|'), pending_key_prefix, pending_ttl_ms
+-- KEYS: pconns, pmembers, pending of user 1..n; ARGV: node_prefix ('{node}|'),
+-- pending_ttl_ms, user 1..n. The users are those the caller read in the node's fields just
+-- before (the node is dead, or it is this node rebuilding with its calls held), so every
+-- user removed here has its pending key in KEYS; one that has not is returned but not
+-- marked, and the caller marks it.
+local pending = {}
+for i = 3, #ARGV do pending[ARGV[i]] = KEYS[i] end
 local gone = {}
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
@@ -118,7 +138,7 @@ for _, u in ipairs(redis.call('HVALS', KEYS[1])) do gone[u] = nil end
 local removed = {}
 for u, _ in pairs(gone) do
   redis.call('HDEL', KEYS[2], u)
-  redis.call('SET', ARGV[2] .. u, '1', 'PX', ARGV[3])
+  if pending[u] then redis.call('SET', pending[u], '1', 'PX', ARGV[2]) end
   table.insert(removed, u)
 end
 return removed
@@ -146,3 +166,37 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 """
+
+
+NAMES = (
+    "COUNT",
+    "SET_COUNT",
+    "PRESENCE_JOIN",
+    "PRESENCE_LEAVE",
+    "USER_JOIN",
+    "USER_LEAVE",
+    "REAP_COUNT",
+    "REAP_PRESENCE",
+    "REAP_USER",
+    "CLAIM_DEAD",
+)
+
+
+class Scripts:
+    """The scripts registered on one client: `await scripts.call(name, keys, args)`, or
+    `scripts.queue(pipe, ...)` inside a pipeline."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._registered: dict[str, AsyncScript] = {
+            name: client.register_script(globals()[name]) for name in NAMES
+        }
+
+    async def call(self, name: str, keys: list[Any], args: list[Any]) -> Any:
+        return await self._registered[name](keys=keys, args=args)
+
+    def queue(self, pipe: Any, name: str, keys: list[Any], args: list[Any]) -> None:
+        """Queue a call on a pipeline. redis-py loads a pipeline's missing scripts before it
+        runs when they are in `pipe.scripts` (a Redis restarted meanwhile has none)."""
+        registered = self._registered[name]
+        pipe.scripts.add(registered)
+        pipe.evalsha(registered.sha, len(keys), *keys, *args)

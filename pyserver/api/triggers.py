@@ -1,0 +1,104 @@
+"""Reading and validating a published event (`spec/protocol.md` §11.2), for the HTTP API and
+the console's trigger form alike.
+
+Invariants:
+- A trigger is validated whole before anything is published; every fault is a `BadRequest`
+  saying which field is wrong and why.
+- Names, channel lists, data size and socket ids follow the app's limits (`AppConfig`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pyserver.config import AppConfig
+from pyserver.protocol.errors import BadRequest
+from pyserver.protocol.jsontext import event_data
+from pyserver.protocol.names import channel_name_problem, event_name_problem
+
+SOCKET_ID = re.compile(r"\d+\.\d+")
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One validated event to publish."""
+
+    name: str
+    channels: list[str]
+    data: str
+    socket_id: str | None
+    info: frozenset[str]
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or `BadRequest`."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("The body must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise BadRequest("The body must be a JSON object")
+    return value
+
+
+def parse_trigger(
+    config: AppConfig, body: dict[str, Any], multi_channel: bool, name_field: str = "name"
+) -> Trigger:
+    """Validate one event: `name`, `channels` (when `multi_channel`) or `channel`, `data`,
+    and the optional `socket_id` and `info`. `name_field` is what the caller calls the
+    event name (in error messages)."""
+    name = body.get("name")
+    problem = event_name_problem(name)
+    if problem is not None:
+        raise BadRequest(f"'{name_field}': {problem}")
+    assert isinstance(name, str)
+    if "channels" in body and multi_channel:
+        channels = body["channels"]
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            raise BadRequest("'channels' must be a list of channel names")
+    elif "channel" in body:
+        channels = [body["channel"]]
+    else:
+        raise BadRequest("'channels' (a list) or 'channel' is required")
+    limit = config.max_channels_per_event
+    if not 1 <= len(channels) <= limit:
+        raise BadRequest(f"An event goes to 1 to {limit} channels, not {len(channels)}")
+    for channel in channels:
+        check_channel(channel)
+    data = body.get("data")
+    if data is None:
+        raise BadRequest("'data' is required")
+    data = event_data(data, config.max_event_payload_bytes)
+    socket_id = body.get("socket_id")
+    if socket_id is not None and (
+        not isinstance(socket_id, str) or SOCKET_ID.fullmatch(socket_id) is None
+    ):
+        raise BadRequest("'socket_id' must look like '1234.5678'")
+    info = info_fields(body.get("info"), {"user_count", "subscription_count"})
+    return Trigger(name, channels, data, socket_id, info)
+
+
+def info_fields(value: object, allowed: set[str]) -> frozenset[str]:
+    """The `info` attributes asked for (comma-separated), each one of `allowed`."""
+    if value is None or value == "":
+        return frozenset()
+    if not isinstance(value, str):
+        raise BadRequest("'info' must be a comma-separated string")
+    fields = frozenset(f.strip() for f in value.split(",") if f.strip())
+    unknown = fields - allowed
+    if unknown:
+        raise BadRequest(
+            f"Unknown info attribute(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+    return fields
+
+
+def check_channel(channel: object) -> None:
+    problem = channel_name_problem(channel)
+    if problem is not None:
+        raise BadRequest(f"Invalid channel '{str(channel)[:200]}': {problem}")
