@@ -21,6 +21,7 @@ from pyserver import __version__
 from pyserver.auth.protected import exposure_warning
 from pyserver.config import ConfigError, Settings, load_settings, unknown_environment
 from pyserver.logs import configure
+from pyserver.server.capacity import raise_descriptor_limit
 
 log = logging.getLogger("pyserver")
 
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     configure(settings.log_level, settings.log_format)
+    before, after = raise_descriptor_limit()  # one descriptor per connection: use them all
+    if after != before and "PYSERVER_WORKER_INDEX" not in os.environ:
+        log.info("descriptor limit raised from %d to %d (the hard limit)", before, after)
     if "PYSERVER_WORKER_INDEX" not in os.environ:  # the supervisor has warned already
         for warning in [*unknown_environment(os.environ), *settings.warnings()]:
             log.warning(warning)

@@ -223,9 +223,9 @@ class Settings(BaseSettings):
     node_id: str | None = None
     """This node's name in the cluster (default: host, process id and a random suffix)."""
     workers: int = Field(default=1, ge=1, le=256)
-    """Processes sharing the port (SO_REUSEPORT); more than one needs adapter = "redis"."""
+    """Processes sharing one listening socket; more than one needs adapter = "redis"."""
     reuse_port: bool = False
-    """Bind with SO_REUSEPORT (set for each worker by `--workers`)."""
+    """Bind with SO_REUSEPORT, to run separately started processes on one port."""
 
     path_prefix: str = ""
     """A path the server is also reachable under, e.g. `/pusher`: `/pusher/app/{key}` for
@@ -499,7 +499,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
 
 
 ENV_PREFIX = "PYSERVER_"
-INTERNAL_ENV = frozenset({"PYSERVER_WORKER_INDEX"})
+INTERNAL_ENV = frozenset({"PYSERVER_WORKER_INDEX", "PYSERVER_LISTEN_FD", "PYSERVER_CAPACITY_BOARD"})
 """Variables `--workers` sets for its own processes; not options."""
 
 

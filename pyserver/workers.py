@@ -1,12 +1,15 @@
 """`pyserver --workers N`: N server processes sharing one port, supervised by this one.
 
-Each worker is an ordinary `pyserver` process started with `PYSERVER_WORKERS=1` and
-`PYSERVER_REUSE_PORT=true`, so the kernel spreads new connections over them (SO_REUSEPORT).
-They share state through the configured adapter (Redis), as nodes of a cluster do.
+Each worker is an ordinary `pyserver` process started with `PYSERVER_WORKERS=1` that
+inherits the supervisor's listening socket (`PYSERVER_LISTEN_FD`, the pre-fork model) and a
+shared capacity board (`PYSERVER_CAPACITY_BOARD`, see `server.capacity`): every worker
+accepts from the same queue, and one that is full stops accepting while the others have
+room. They share state through the configured adapter (Redis), as nodes of a cluster do.
 
 Invariants:
-- The supervisor binds the port first (with SO_REUSEPORT, never listening on it), so
-  `--port 0` gives every worker the same port and start-up errors show before any worker.
+- The supervisor binds and listens first, so `--port 0` gives every worker the same port,
+  start-up errors show before any worker, and connections wait in the queue (rather than
+  being refused) while a worker restarts.
 - A worker that dies is restarted (at most once per second); SIGTERM/SIGINT are passed to
   every worker and the supervisor exits when they have; a second signal kills them.
 """
@@ -15,35 +18,48 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 from pyserver.config import Settings
+from pyserver.server.capacity import Board, Budget, open_descriptors
+from pyserver.server.listener import BOARD_FD_ENV, LISTEN_FD_ENV, shared_socket
 
 log = logging.getLogger("pyserver.workers")
 
 
 def supervise(settings: Settings, argv: list[str]) -> int:
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    holder = socket.socket(family, socket.SOCK_STREAM)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        holder.bind((settings.host, settings.port))
+        holder = shared_socket(settings.host, settings.port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         return 1
+    board = Board.create(settings.workers)
     port = holder.getsockname()[1]
     command = [sys.executable, "-m", "pyserver", *_without_port(argv), "--port", str(port)]
-    env = {**os.environ, "PYSERVER_WORKERS": "1", "PYSERVER_REUSE_PORT": "true"}
+    env = {
+        **os.environ,
+        "PYSERVER_WORKERS": "1",
+        LISTEN_FD_ENV: str(holder.fileno()),
+        BOARD_FD_ENV: str(board.fd),
+    }
+    env.pop("PYSERVER_REUSE_PORT", None)
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    estimate = Budget.compute(limit, open_descriptors() + 8)
+    log.info("supervisor: about %s", estimate.describe(settings.workers).split(": ", 1)[1])
     workers: dict[int, subprocess.Popen[bytes]] = {}
     started: dict[int, float] = {}
 
     def spawn(index: int) -> None:
-        workers[index] = subprocess.Popen(command, env={**env, "PYSERVER_WORKER_INDEX": str(index)})
+        board.clear(index)
+        workers[index] = subprocess.Popen(
+            command,
+            env={**env, "PYSERVER_WORKER_INDEX": str(index)},
+            pass_fds=(holder.fileno(), board.fd),
+        )
         started[index] = time.monotonic()
 
     for index in range(settings.workers):
@@ -85,6 +101,8 @@ def supervise(settings: Settings, argv: list[str]) -> int:
                     spawn(index)
     finally:
         holder.close()
+        board.close()
+        os.close(board.fd)
 
 
 def _without_port(argv: list[str]) -> list[str]:

@@ -152,6 +152,9 @@ class App:
         session = client.session
         if name in session.channels:
             raise SubscriptionError(name, f"Existing subscription to {name}")
+        local = self.registry.channels.get(name)
+        if local is not None:  # one string per channel, not one per subscriber (~60 B each)
+            name = local.name
         kind = channel_type(name).kind
         if kind is ChannelKind.SERVER_TO_USER:
             user = session.user

@@ -316,6 +316,12 @@ class HttpConnection(asyncio.Protocol):
             self.closing = True
             self.transport.close()
 
+    def close(self) -> None:
+        """End this connection now (one accepted over capacity that did not upgrade)."""
+        if self.transport is not None:
+            self.closing = True
+            self.transport.close()
+
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
@@ -357,6 +363,10 @@ class HttpConnection(asyncio.Protocol):
         # both now instead of the cyclic GC later.
         self.closing = True
         del self.parser
+        self.peer = ""  # only HTTP requests read it; ~65 B a connection while this lingers
+        # Accepted beyond this process's descriptor budget (`server.capacity`): upgraded only
+        # to be told 4100, so pusher-js retries after a while.
+        over_capacity = self in self.state.over_capacity
         websocket = WebSocketConnection(
             self.state, transport, FrameReader(settings.max_message_bytes, deflate), deflate
         )
@@ -365,6 +375,8 @@ class HttpConnection(asyncio.Protocol):
         # Any other path is still upgraded, so that pusher-js reads 4005 and stops retrying
         # instead of retrying a failed handshake for ever (a wrong `wsPath`).
         app_key = request.path[5:] if request.path.startswith("/app/") else None
-        websocket.open(app_key, request.raw_path, request.query, headers.get("origin"))
+        websocket.open(
+            app_key, request.raw_path, request.query, headers.get("origin"), over_capacity
+        )
         if rest and not websocket.closing:
             websocket.data_received(rest)

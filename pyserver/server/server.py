@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 import os
+import resource
 import socket
 import ssl
 import time
@@ -29,8 +30,10 @@ from pyserver.console.console import Console
 from pyserver.http import Response, json_response
 from pyserver.metrics import Metrics, resident_bytes
 from pyserver.protocol.errors import ServerShuttingDown
+from pyserver.server.capacity import Admission, Budget, open_descriptors
 from pyserver.server.flow import WriteBatcher
 from pyserver.server.http_connection import HttpConnection
+from pyserver.server.listener import Acceptor, bound_socket, inherited
 from pyserver.server.state import ServerState
 from pyserver.webhooks.dispatcher import WebhookDispatcher
 from pyserver.webhooks.queues import make_queue
@@ -40,6 +43,8 @@ log = logging.getLogger("pyserver")
 
 TLS_HINT_EVERY = 60.0
 """Seconds between two warnings about TLS clients on a plain port (one per burst of them)."""
+OVER_CAPACITY_GRACE = 5.0
+"""Seconds a connection accepted over capacity may take to upgrade and read its 4100."""
 
 
 class Server:
@@ -85,7 +90,7 @@ class Server:
         self.state = ServerState(
             settings, self.apps_by_key, self.api.handle, self.adapter, self.hint_tls_on_plain_port
         )
-        """All a connection sees of the server."""
+        """All a connection sees of the server (and where admission counts connections)."""
         self._tls_hint_at = -math.inf
         self._servers: list[asyncio.Server] = []
         self._metrics_server: asyncio.Server | None = None
@@ -117,27 +122,33 @@ class Server:
                     )
                 )
         else:
-            self._servers.append(
-                await loop.create_server(
-                    self.protocol_factory,
-                    host=self.settings.host,
-                    port=self.settings.port,
-                    backlog=4096,
-                    reuse_address=True,
-                    reuse_port=self.settings.reuse_port or None,
-                    ssl=tls,
+            listening, board = inherited()
+            if listening is not None:
+                bound = [listening]
+            else:
+                bound = bound_socket(
+                    self.settings.host, self.settings.port, self.settings.reuse_port
                 )
+            budget = Budget.compute(
+                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                open_descriptors(),
+                self.settings.webhook_concurrency
+                if any(app.webhooks for app in self.settings.apps)
+                else 0,
             )
+            self.state.admission = Admission.for_budget(budget, board)
+            log.info(budget.describe(1))
+            self.state.acceptor = Acceptor(bound, self.protocol_factory, self.state.admission, tls)
+            self.state.acceptor.start()
         if self.settings.metrics:
             await self._start_metrics()
         if self.settings.console:
             self.console.start()  # stats sampling, and with redis the cluster's stats and feed
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
-        return [
-            _format_address(sock.getsockname())
-            for server in self._servers
-            for sock in server.sockets
-        ]
+        served = [sock for server in self._servers for sock in server.sockets]
+        if self.state.acceptor is not None:
+            served += self.state.acceptor.sockets
+        return [_format_address(sock.getsockname()) for sock in served]
 
     def protocol_factory(self) -> HttpConnection:
         """A new TCP connection starts as HTTP (it may upgrade to WebSocket)."""
@@ -205,6 +216,8 @@ class Server:
 
     @property
     def port(self) -> int:
+        if self.state.acceptor is not None:
+            return int(self.state.acceptor.sockets[0].getsockname()[1])
         return int(self._servers[0].sockets[0].getsockname()[1])
 
     async def shutdown(self, grace: float | None = None) -> None:
@@ -212,6 +225,8 @@ class Server:
         self.state.draining = True
         for server in self._servers:
             server.close()
+        if self.state.acceptor is not None:
+            self.state.acceptor.close()
         if self._metrics_server is not None:
             self._metrics_server.close()
         if self._sweep_handle is not None:
@@ -244,8 +259,6 @@ class Server:
             await self.webhooks.close(max(1.0, grace))
         await self.adapter.close()
 
-    # --- connections -----------------------------------------------------------------------
-
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
@@ -258,6 +271,15 @@ class Server:
             http.http_tick(http_close_after)
         for app in self.apps_by_id.values():
             app.tick()
+        if self.state.over_capacity:
+            self._close_over_capacity(now)
+
+    def _close_over_capacity(self, now: float) -> None:
+        """Close what was accepted over capacity and did not upgrade (a WebSocket that did
+        was told 4100 and is closing): the descriptors are for the next ones."""
+        for http, since in list(self.state.over_capacity.items()):
+            if now - since > OVER_CAPACITY_GRACE:
+                http.close()
 
     # --- health ----------------------------------------------------------------------------
 

@@ -12,11 +12,17 @@ Invariants:
   from `accepted` to `http_lost` or `websocket_lost`; `upgraded` moves it from the first
   to the second. These methods are the whole accept path: per-connection accounting
   (limits, admission) goes there, counted once per TCP connection, not per protocol object.
+- `admission` counts every TCP connection from `accepted` to its `*_lost`; one accepted over
+  capacity is in `over_capacity` (keyed by its HTTP object) until it upgrades, where it is
+  told 4100, or it is lost or closed by the server's sweep.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import random
+import time
 from collections.abc import Callable, Container, Coroutine, Mapping
 from typing import Any, Protocol
 
@@ -26,7 +32,14 @@ from pyserver.config import Settings
 from pyserver.http import Request, Response, StreamingResponse
 from pyserver.protocol.errors import PusherError
 from pyserver.protocol.websocket import Deflater
+from pyserver.server.capacity import Admission
 from pyserver.server.flow import WriteBatcher
+from pyserver.server.listener import Acceptor
+
+log = logging.getLogger("pyserver")
+
+OVER_CAPACITY_LOG_EVERY = 60.0
+"""Seconds between two warnings that connections are refused over capacity."""
 
 ApiHandler = Callable[[Request], Response | StreamingResponse | Coroutine[Any, Any, Response]]
 
@@ -37,6 +50,8 @@ class OpenHttp(Protocol):
     def http_tick(self, close_after: int) -> None: ...
 
     def close_idle(self) -> None: ...
+
+    def close(self) -> None: ...
 
     def abort(self) -> None: ...
 
@@ -56,7 +71,10 @@ class OpenWebSocket(Protocol):
 
 class ServerState:
     __slots__ = (
+        "_over_capacity_logged",
+        "acceptor",
         "adapter",
+        "admission",
         "apps_by_key",
         "batcher",
         "deflater",
@@ -64,6 +82,7 @@ class ServerState:
         "handle_api",
         "hint_tls",
         "http_connections",
+        "over_capacity",
         "settings",
         "websocket_connections",
     )
@@ -91,25 +110,59 @@ class ServerState:
         """The server is shutting down: answers close their connection."""
         self.http_connections: dict[OpenHttp, None] = {}
         self.websocket_connections: dict[OpenWebSocket, None] = {}
+        self.admission = Admission(capacity=1 << 30, overflow=0)
+        """Replaced by the descriptor budget when the server starts (see `server.capacity`)."""
+        self.acceptor: Acceptor | None = None
+        """The server's own accept loop (`server.listener`), when it listens on host:port."""
+        self.over_capacity: dict[OpenHttp, float] = {}
+        """Connections accepted beyond capacity, with when: told 4100 at their upgrade."""
+        self._over_capacity_logged = -math.inf
 
     # --- the accept path -------------------------------------------------------------------
 
     def accepted(self, connection: OpenHttp) -> None:
         """A TCP connection was accepted (it starts as HTTP)."""
         self.http_connections[connection] = None
+        if self.acceptor is not None:
+            self.acceptor.made()
+        if not self.admission.opened():
+            now = time.monotonic()
+            self.over_capacity[connection] = now
+            if now - self._over_capacity_logged > OVER_CAPACITY_LOG_EVERY:
+                self._over_capacity_logged = now
+                log.warning(
+                    "at capacity (%d connections, see the descriptors line at start-up): "
+                    "extra connections are told 4100 (over capacity) and closed",
+                    self.admission.capacity,
+                )
 
     def upgraded(self, http: OpenHttp, websocket: OpenWebSocket) -> None:
-        """The same TCP connection now speaks WebSocket: `websocket` owns the transport."""
+        """The same TCP connection now speaks WebSocket: `websocket` owns the transport.
+        Not a close: the connection stays counted (an over-capacity one is told 4100 by the
+        WebSocket, which the HTTP object checked before, and closes)."""
         self.http_connections.pop(http, None)
+        self.over_capacity.pop(http, None)
         self.websocket_connections[websocket] = None
 
     def http_lost(self, connection: OpenHttp) -> None:
         """A TCP connection that still spoke HTTP is gone."""
-        self.http_connections.pop(connection, None)
+        if connection not in self.http_connections:
+            return
+        del self.http_connections[connection]
+        self.over_capacity.pop(connection, None)
+        self._closed()
 
     def websocket_lost(self, connection: OpenWebSocket) -> None:
         """A TCP connection that had upgraded to WebSocket is gone."""
-        self.websocket_connections.pop(connection, None)
+        if connection not in self.websocket_connections:
+            return
+        del self.websocket_connections[connection]
+        self._closed()
+
+    def _closed(self) -> None:
+        self.admission.closed()
+        if self.acceptor is not None:
+            self.acceptor.connection_closed()
 
 
 def new_socket_id(taken: Container[str]) -> str:

@@ -41,7 +41,7 @@ from pyserver.protocol.commands import (
     Subscribe,
     Unsubscribe,
 )
-from pyserver.protocol.errors import BadMessage, PusherError, SlowConsumer
+from pyserver.protocol.errors import BadMessage, OverCapacity, PusherError, SlowConsumer
 from pyserver.protocol.session import PusherSession, State, Tick, handshake
 from pyserver.protocol.websocket import (
     CLOSE_NORMAL,
@@ -114,15 +114,27 @@ class WebSocketConnection(CorkedWriter):
 
     # --- the Pusher handshake --------------------------------------------------------------
 
-    def open(self, key: str | None, path: str, query: dict[str, str], origin: str | None) -> None:
-        """Check the Pusher handshake; send `connection_established` or close with the error."""
+    def open(
+        self,
+        key: str | None,
+        path: str,
+        query: dict[str, str],
+        origin: str | None,
+        over_capacity: bool = False,
+    ) -> None:
+        """Check the Pusher handshake; send `connection_established` or close with the error
+        (4100 first if the connection was accepted over this process's capacity)."""
         app = None if key is None else self.state.apps_by_key.get(key)
-        connections = 0
-        if app is not None and app.config.max_connections:
-            connections = len(app.clients) + app.adapter.connections_elsewhere(app.id)
-        refused = handshake(
-            key, path, query, origin, None if app is None else app.config, connections
-        )
+        refused: PusherError | None
+        if over_capacity:
+            refused = OverCapacity()
+        else:
+            connections = 0
+            if app is not None and app.config.max_connections:
+                connections = len(app.clients) + app.adapter.connections_elsewhere(app.id)
+            refused = handshake(
+                key, path, query, origin, None if app is None else app.config, connections
+            )
         if refused is not None:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
