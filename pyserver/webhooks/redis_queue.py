@@ -47,6 +47,7 @@ WRITE_CHUNK = 200
 POLL = 1.0
 """Seconds between two looks at the shared queue while nothing is due: how soon a node notices
 a delivery that another (dead) node left behind, once it is due."""
+_BACKOFF_MIN = 0.1
 _BACKOFF_MAX = 5.0
 _FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
 """What a failed Redis call raises."""
@@ -79,6 +80,8 @@ class RedisQueue(DeliveryQueue):
         self._unclaimed: list[Claim] = []
         """Claims that found no worker (it was cancelled): released at close."""
         self._down_since: float | None = None
+        self._backoff = _BACKOFF_MIN
+        """The wait before the next try while Redis is unreachable; both loops share it."""
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -100,7 +103,6 @@ class RedisQueue(DeliveryQueue):
         self._outbox_filled.set()
 
     async def _write(self) -> None:
-        backoff = 0.1
         while True:
             if not self._outbox:
                 self._outbox_filled.clear()
@@ -112,11 +114,8 @@ class RedisQueue(DeliveryQueue):
                     [(key, delivery.to_record()) for key, delivery in chunk], self.maxsize
                 )
             except _FAILURES as exc:
-                self._unreachable(exc)
-                await asyncio.sleep(backoff)
-                backoff = min(_BACKOFF_MAX, backoff * 2)
+                await self._unreachable(exc)
                 continue
-            backoff = 0.1
             self._reachable()
             for _ in chunk:
                 self._outbox.popleft()
@@ -141,7 +140,6 @@ class RedisQueue(DeliveryQueue):
             raise
 
     async def _claim(self) -> None:
-        backoff = 0.1
         while True:
             self._wake.clear()
             self._waiters = deque(f for f in self._waiters if not f.done())
@@ -152,11 +150,8 @@ class RedisQueue(DeliveryQueue):
             try:
                 result = await self.store.claim(wanted, self.lease)
             except _FAILURES as exc:
-                self._unreachable(exc)
-                await asyncio.sleep(backoff)
-                backoff = min(_BACKOFF_MAX, backoff * 2)
+                await self._unreachable(exc)
                 continue
-            backoff = 0.1
             self._reachable()
             self._depth = result.depth
             for stored in result.claims:
@@ -252,7 +247,8 @@ class RedisQueue(DeliveryQueue):
             await self.store.redis.aclose()
         return [delivery for _, delivery in self._outbox]
 
-    def _unreachable(self, exc: BaseException) -> None:
+    async def _unreachable(self, exc: BaseException) -> None:
+        """Log the outage once, then wait before the caller's next try (doubling, capped)."""
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.error(
@@ -260,8 +256,11 @@ class RedisQueue(DeliveryQueue):
                 "sending pauses until it is back",
                 exc,
             )
+        await asyncio.sleep(self._backoff)
+        self._backoff = min(_BACKOFF_MAX, self._backoff * 2)
 
     def _reachable(self) -> None:
+        self._backoff = _BACKOFF_MIN
         if self._down_since is not None:
             log.warning(
                 "webhook queue: Redis is back after %.1f s", time.monotonic() - self._down_since
