@@ -8,6 +8,7 @@ hot path stays free of scheduling; a coroutine that suspends there is a bug and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -58,6 +59,15 @@ _tasks: set[asyncio.Task[None]] = set()
 
 def _log(exc: BaseException) -> None:
     log.error("background work failed", exc_info=exc)
+
+
+async def stop(task: asyncio.Task[None] | None) -> None:
+    """Cancel a long-running Task (a loop that only ends when told) and wait until it has."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def settle(timeout: float) -> None:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
+from pyserver import tasks
 from pyserver.console import stream
 from pyserver.console.cluster_stats import redis_client
 
@@ -117,10 +118,7 @@ class ClusterFeed:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
         for audience in self.audiences.values():
             audience.close()
         await self.redis.aclose()

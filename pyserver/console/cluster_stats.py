@@ -42,6 +42,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from pyserver import tasks
 from pyserver.console.timeseries import (
     COUNTERS,
     DAY,
@@ -240,10 +241,7 @@ class ClusterStats:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
         with contextlib.suppress(RedisError, OSError):
             await self.flush()  # the last seconds' counts
         if self.redis is not None:

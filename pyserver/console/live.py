@@ -28,12 +28,12 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pyserver import tasks
 from pyserver.console import stream
 from pyserver.console.timeseries import MINUTE
 from pyserver.http import StreamingResponse, StreamSink
@@ -152,7 +152,8 @@ class LiveHub:
         if state is not None:
             sink.write(state)
         audience.add(sink)
-        self._spawn(self._first_stats(app_id, sink))
+        # a failed read costs one update, never the stream
+        tasks.run(self._first_stats(app_id, sink), False, on_error=_update_failed)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -186,15 +187,6 @@ class LiveHub:
     async def _first_stats(self, app_id: str, sink: StreamSink) -> None:
         report = await self.stats(app_id, None)
         sink.write(stream.event("stats", report))
-
-    def _spawn(self, work: Awaitable[None]) -> None:
-        async def guarded() -> None:
-            try:
-                await work
-            except Exception:  # a failed read costs one update, never the stream
-                log.exception("console stream: an update failed")
-
-        asyncio.get_running_loop().create_task(guarded())
 
     # --- the task ----------------------------------------------------------------------
 
@@ -267,7 +259,8 @@ class LiveHub:
         for audience in self.audiences.values():
             audience.close()
         self.audiences.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
+
+
+def _update_failed(exc: BaseException) -> None:
+    log.error("console stream: an update failed", exc_info=exc)
