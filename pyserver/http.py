@@ -71,18 +71,21 @@ def parse_target(target: str) -> tuple[str, dict[str, str]]:
     """Split a request target into its raw path and decoded query parameters."""
     raw_path, _, query_string = target.partition("?")
     query: dict[str, str] = {}
-    if query_string:
-        escaped = "%" in query_string or "+" in query_string
+    if not query_string:
+        return raw_path, query
+    if "%" in query_string or "+" in query_string:
         for pair in query_string.split("&"):
-            if not pair:
-                continue
+            if pair:
+                key, _, value = pair.partition("=")
+                key = unquote(key.replace("+", " ")).lower()
+                if key not in query:
+                    query[key] = unquote(value.replace("+", " "))
+        return raw_path, query
+    setdefault = query.setdefault  # the first value of a key wins
+    for pair in query_string.split("&"):
+        if pair:
             key, _, value = pair.partition("=")
-            if escaped:
-                key = unquote(key.replace("+", " "))
-                value = unquote(value.replace("+", " "))
-            key = key.lower()
-            if key not in query:
-                query[key] = value
+            setdefault(key.lower(), value)
     return raw_path, query
 
 

@@ -17,7 +17,6 @@ Invariants:
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -58,10 +57,10 @@ from pyserver.protocol.names import (
 )
 from pyserver.ratelimit import TokenBucket
 
+_HEALTH_PATHS = frozenset(("/", "/up", "/ready", "/health"))
+
 # StreamingResponse: only the console's event stream answers with one (issue 16 part 2).
 HandlerResult = Response | StreamingResponse | Coroutine[Any, Any, Response]
-
-_APP_ROUTE = re.compile(r"/apps/([^/]+)(/.*)?")
 
 
 class Api:
@@ -101,7 +100,8 @@ class Api:
             return error_response(exc.status, exc.message)
 
     def _spend(self, app: App, kind: str, per_second: int, cost: int) -> None:
-        """Take `cost` from the app's `kind` budget, or refuse the call with 429."""
+        """Take `cost` from the app's `kind` budget, or refuse the call with 429 (callers
+        skip the call when `per_second` is 0: no limit)."""
         if per_second <= 0:
             return
         now = time.monotonic()
@@ -119,7 +119,7 @@ class Api:
 
     def _route(self, request: Request) -> HandlerResult:
         path = request.path
-        if path in ("/", "/up", "/ready", "/health"):
+        if path in _HEALTH_PATHS:
             if self.health is not None and path != "/":
                 return self.health(path)
             return json_response({"ok": True})
@@ -127,14 +127,15 @@ class Api:
             raise Forbidden(PROTECTED_MODE_REFUSAL)
         if self.console is not None and (path == "/console" or path.startswith("/console/")):
             return self.console(request)
-        match = _APP_ROUTE.fullmatch(path)
-        if match is not None:
-            app = self.apps_by_id.get(match.group(1))
-            if app is None:
-                raise NotFound(f"Unknown app id '{match.group(1)[:100]}'")
-            _count(app, request)
-            self._authenticate(app, request)
-            return self._app_route(app, match.group(2) or "", request)
+        if path.startswith("/apps/"):  # /apps/{app_id}[/...]: one split, no regex
+            app_id, slash, tail = path[6:].partition("/")
+            if app_id:
+                app = self.apps_by_id.get(app_id)
+                if app is None:
+                    raise NotFound(f"Unknown app id '{app_id[:100]}'")
+                _count(app, request)
+                self._authenticate(app, request)
+                return self._app_route(app, slash + tail, request)
         parts = path.split("/")
         if len(parts) == 4 and parts[1] == "users" and parts[3] == "terminate_connections":
             # pusher-http-python posts here without the /apps/{id} prefix (§8.5).
@@ -162,7 +163,7 @@ class Api:
 
     def _app_route(self, app: App, rest: str, request: Request) -> HandlerResult:
         method = request.method
-        if method == "GET":
+        if method == "GET" and app.config.max_read_requests_per_second > 0:
             self._spend(app, "reads", app.config.max_read_requests_per_second, 1)
         route = _STATIC_ROUTES.get(rest)
         args: tuple[str, ...] = ()
@@ -185,8 +186,10 @@ class Api:
     def _events(self, app: App, request: Request) -> HandlerResult:
         started = time.perf_counter()
         body = json_object(request.body)
-        trigger = parse_trigger(app.config, body, multi_channel=True)
-        self._spend(app, "events", app.config.max_backend_events_per_second, len(trigger.channels))
+        config = app.config
+        trigger = parse_trigger(config, body, multi_channel=True)
+        if config.max_backend_events_per_second > 0:
+            self._spend(app, "events", config.max_backend_events_per_second, len(trigger.channels))
         app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
         if self.on_trigger is not None:
             self.on_trigger(time.perf_counter() - started)

@@ -6,6 +6,9 @@ Invariants (`spec/protocol.md` §7, §8.1, §11.1, §12.2):
 - Every comparison of secrets-derived values uses `hmac.compare_digest`.
 - Failure messages name the string that was expected to be signed (as hosted Pusher does),
   never the secret or the expected digest.
+- A secret's keyed HMAC state is computed once and copied per message (`_keyed`): the
+  same digest as a one-shot HMAC, without deriving the key pads again. At most
+  `MAX_KEYED` secrets are kept; past that the cache starts over.
 """
 
 from __future__ import annotations
@@ -13,12 +16,44 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import Protocol
+
+MAX_KEYED = 4096
+"""Secrets whose keyed HMAC state is kept (a few per app, with rotation)."""
+
+
+class _Keyed(Protocol):
+    def copy(self) -> _Keyed: ...
+
+    def update(self, data: bytes) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+_keyed: dict[str, _Keyed] = {}
+
+try:  # OpenSSL's HMAC object: copy, update and hexdigest without hmac.py's Python wrappers
+    from _hashlib import hmac_new as _hmac_new
+
+    def _new_keyed(secret: str) -> _Keyed:
+        return _hmac_new(secret.encode(), digestmod="sha256")
+
+except ImportError:  # a Python built without OpenSSL's HMAC
+
+    def _new_keyed(secret: str) -> _Keyed:
+        return hmac.new(secret.encode(), digestmod=hashlib.sha256)
 
 
 def sign(secret: str, message: str | bytes) -> str:
     """Lower-case hex HMAC-SHA256 of `message` keyed by `secret`."""
-    data = message.encode() if isinstance(message, str) else message
-    return hmac.digest(secret.encode(), data, "sha256").hex()
+    keyed = _keyed.get(secret)
+    if keyed is None:
+        if len(_keyed) >= MAX_KEYED:
+            _keyed.clear()
+        keyed = _keyed[secret] = _new_keyed(secret)
+    mac = keyed.copy()
+    mac.update(message.encode() if isinstance(message, str) else message)
+    return mac.hexdigest()
 
 
 def channel_string_to_sign(socket_id: str, channel: str, channel_data: str | None) -> str:
@@ -51,8 +86,13 @@ def auth_problem(app_key: str, secret: str, string_to_sign: str, auth: str | Non
 
 def request_string_to_sign(method: str, path: str, params: Mapping[str, str]) -> str:
     """`METHOD\\nPATH\\nk=v&...`: sorted params without `auth_signature`, values unescaped."""
-    query = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature")
-    return f"{method.upper()}\n{path}\n{query}"
+    return f"{method.upper()}\n{path}\n{signed_query(params)}"
+
+
+def signed_query(params: Mapping[str, str]) -> str:
+    """`k=v&...` of a request's string to sign: the params sorted by key (each key once),
+    without `auth_signature`."""
+    return "&".join([f"{k}={v}" for k, v in sorted(params.items()) if k != "auth_signature"])
 
 
 def md5_hex(body: bytes) -> str:

@@ -68,12 +68,25 @@ _KEPT_HEADERS = frozenset(
     )
 )
 """The request headers anything here reads; the others are not even decoded."""
+_HEADER_NAMES: dict[bytes, str | None] = {}
+"""Header names as clients spell them → the lower-case name when kept, else None (a cache:
+most clients send the same few spellings; at most `MAX_HEADER_NAMES` are remembered)."""
+MAX_HEADER_NAMES = 512
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
 
 _VERSION_REFUSED = Response(
     426,
     b'{"error":"Only WebSocket version 13 is supported","status":426}',
     extra_headers=(("Sec-WebSocket-Version", "13"),),
 )
+
+
+def _header_name(name: bytes) -> str | None:
+    key = name.lower()
+    text = key.decode("latin-1") if key in _KEPT_HEADERS else None
+    if len(_HEADER_NAMES) < MAX_HEADER_NAMES:
+        _HEADER_NAMES[name] = text
+    return text
 
 
 class HttpConnection(asyncio.Protocol):
@@ -193,13 +206,16 @@ class HttpConnection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.lower()
-        if key in _KEPT_HEADERS:
-            text = key.decode("latin-1")
-            if text in self.headers and text in FORWARDING_HEADERS:  # a chain of proxies
-                self.headers[text] += ", " + value.decode("latin-1")
+        try:
+            text = _HEADER_NAMES[name]
+        except KeyError:
+            text = _header_name(name)
+        if text is not None:
+            headers = self.headers
+            if text in headers and text in FORWARDING_HEADERS:  # a chain of proxies
+                headers[text] += ", " + value.decode("latin-1")
             else:
-                self.headers[text] = value.decode("latin-1")
+                headers[text] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -212,10 +228,13 @@ class HttpConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         settings = self.state.settings
         raw_path, query = parse_target(self.url.decode("latin-1"))
-        prefix, raw_path = strip_prefix(raw_path, settings.path_prefix)
+        prefix = ""
+        if settings.path_prefix:
+            prefix, raw_path = strip_prefix(raw_path, settings.path_prefix)
+        method = self.parser.get_method()
         self.backlog.append(
             Request(
-                method=self.parser.get_method().decode(),
+                method=_METHODS.get(method) or method.decode(),
                 raw_path=raw_path,
                 query=query,
                 headers=self.headers,
