@@ -68,12 +68,16 @@ _PUBLIC = ChannelType(ChannelKind.PUBLIC, False)
 
 
 _TYPED_STARTS = ("private-", "presence-", "cache-", "#")
+_PRIVATE_SUBTYPES = ("private-encrypted-", "private-cache-")
+_PRIVATE = ChannelType(ChannelKind.PRIVATE, False)
 
 
 def channel_type(name: str) -> ChannelType:
     """The type of a channel, from its prefix (§5.3)."""
     if not name.startswith(_TYPED_STARTS):  # most channels: one C call
         return _PUBLIC
+    if name.startswith("private-") and not name.startswith(_PRIVATE_SUBTYPES):
+        return _PRIVATE  # the usual typed channel: two more C calls
     for prefix, kind in _PREFIXES:
         if name.startswith(prefix):
             return kind

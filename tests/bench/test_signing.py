@@ -66,3 +66,13 @@ def test_presence_channel_auth_signs_channel_data() -> None:
     expected = signing.hmac_sha256_hex(SECRET, f"1234.1234:presence-foobar:{data}")
     assert auth == f"{KEY}:{expected}"
     assert auth != signing.channel_auth(KEY, SECRET, "1234.1234", "presence-foobar")
+
+
+def test_trigger_target_matches_signed_path() -> None:
+    from bench.httpclient import Trigger
+
+    for key in (KEY, "a key/with+odd&chars"):
+        trigger = Trigger("127.0.0.1", 1, "3", key, SECRET)
+        body = BODY.encode()
+        expected = signing.signed_path("POST", "/apps/3/events", key, SECRET, 1353088179, body)
+        assert trigger.target(body, 1353088179) == expected
