@@ -178,6 +178,25 @@ def _parse_response(buffer: bytearray, eof: bool) -> tuple[tuple[int, bytes, boo
         if eof:
             raise HTTPError("connection closed before a response")
         return None
+    head = bytes(buffer[:end]).lower()
+    if (
+        head.startswith(b"http/1.1 ")
+        and b"\r\ntransfer-encoding:" not in head
+        and head.count(b"\r\ncontent-length:") == 1
+        and head[9:12].isdigit()
+    ):  # the usual answer, read without splitting the head into headers
+        at = head.index(b"\r\ncontent-length:") + 17
+        line_end = head.find(b"\r\n", at)
+        length = int(head[at:] if line_end < 0 else head[at:line_end])
+        if length > MAX_RESPONSE_BYTES:
+            raise HTTPError(f"response body of {length} bytes")
+        start = end + 4
+        if len(buffer) - start < length:
+            if eof:
+                raise HTTPError("connection closed before the end of the body")
+            return None
+        keep = b"\r\nconnection: close" not in head
+        return (int(head[9:12]), bytes(buffer[start : start + length]), keep), start + length
     lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():

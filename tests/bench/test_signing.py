@@ -76,3 +76,18 @@ def test_trigger_target_matches_signed_path() -> None:
         body = BODY.encode()
         expected = signing.signed_path("POST", "/apps/3/events", key, SECRET, 1353088179, body)
         assert trigger.target(body, 1353088179) == expected
+
+
+def test_response_parsing() -> None:
+    from bench.httpclient import _parse_response
+
+    ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+    parsed = _parse_response(bytearray(ok + b"\r\n{}rest"), False)
+    assert parsed == ((200, b"{}", True), len(ok) + 4)
+    assert _parse_response(bytearray(ok + b"\r\n{"), False) is None
+    closing = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 3\r\nConnection: close\r\n\r\nabc"
+    assert _parse_response(bytearray(closing), False) == ((401, b"abc", False), len(closing))
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    assert _parse_response(bytearray(chunked), False) == ((200, b"{}", True), len(chunked))
+    old = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    assert _parse_response(bytearray(old), False) == ((200, b"{}", False), len(old))
