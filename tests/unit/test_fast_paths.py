@@ -1,0 +1,97 @@
+"""The hot paths' shortcuts agree with the checks they skip (issue 17).
+
+A trigger's validation, the query parsing and the signature each test the common case first
+and fall back to the full check; these tests compare both on arbitrary input, so a shortcut
+can never accept what the full check refuses."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyserver.api.triggers import _PLAIN_CHANNEL, check_channel, parse_trigger
+from pyserver.auth import signatures
+from pyserver.auth.signatures import sign
+from pyserver.config import AppConfig
+from pyserver.http import parse_target
+from pyserver.protocol.errors import ApiError, BadRequest
+from pyserver.protocol.names import channel_name_problem
+
+NAME_ALPHABET = st.sampled_from("aZ09_-=@,.;#:/ é\n")
+
+
+@given(st.text(NAME_ALPHABET, max_size=210) | st.text(max_size=30))
+def test_the_channel_shortcut_accepts_only_valid_names(name: str) -> None:
+    if _PLAIN_CHANNEL(name) is not None:
+        assert channel_name_problem(name) is None
+    try:
+        check_channel(name)
+    except BadRequest:
+        assert channel_name_problem(name) is not None
+    else:
+        assert channel_name_problem(name) is None
+
+
+def test_long_and_server_to_user_names_take_the_full_check() -> None:
+    check_channel("a" * 200)
+    check_channel("#server-to-user-42")
+    for bad in ("a" * 201, "#server-to-user-", "#x", "", "a b"):
+        with pytest.raises(BadRequest):
+            check_channel(bad)
+
+
+def test_data_over_the_limit_in_bytes_is_refused_though_short_in_characters() -> None:
+    config = AppConfig(id="1", key="k", secret="s", max_event_payload_bytes=100)
+    body = {"name": "e", "channel": "c", "data": "é" * 60}  # 60 characters, 120 bytes
+    with pytest.raises(ApiError) as refused:
+        parse_trigger(config, body, multi_channel=True)
+    assert refused.value.status == 413
+    assert parse_trigger(config, {**body, "data": "é" * 50}, multi_channel=True).data == "é" * 50
+    assert parse_trigger(config, {**body, "data": {"a": 1}}, multi_channel=True).data == '{"a":1}'
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "A", "b", "auth_key", "", "x%41", "y+z"]), st.text()),
+        max_size=6,
+    )
+)
+def test_query_parsing_keeps_the_first_value_of_each_lower_case_key(
+    pairs: list[tuple[str, str]],
+) -> None:
+    from urllib.parse import unquote
+
+    text = "&".join(f"{k}={v.replace('&', '').replace('#', '')}" for k, v in pairs)
+    _, query = parse_target("/p?" + text)
+    expected: dict[str, str] = {}
+    escaped = "%" in text or "+" in text
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if escaped:
+            key, value = unquote(key.replace("+", " ")), unquote(value.replace("+", " "))
+        expected.setdefault(key.lower(), value)
+    assert query == expected
+
+
+def test_sign_with_the_keyed_state_equals_a_one_shot_hmac() -> None:
+    for secret in ("s", "7ad3773142a6692b25b8", "é" * 100):
+        for message in ("", "POST\n/apps/1/events\nauth_key=k", "x" * 1000):
+            expected = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+            assert sign(secret, message) == expected
+            assert sign(secret, message.encode()) == expected
+
+
+def test_the_keyed_state_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signatures, "MAX_KEYED", 3)
+    for i in range(10):
+        assert (
+            sign(f"secret-{i}", "m")
+            == hmac.new(f"secret-{i}".encode(), b"m", hashlib.sha256).hexdigest()
+        )
+        assert len(signatures._keyed) <= 3
