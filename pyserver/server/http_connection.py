@@ -8,7 +8,8 @@ does) and drops out: a WebSocket connection carries no HTTP state.
 
 Invariants:
 - Requests on one connection are answered in order: while an answer is being computed
-  (`busy`), later requests wait in `backlog`.
+  (`busy`), later requests wait in `backlog`. Pipelined requests answered at once share one
+  `write` (`corked`), flushed before anything else is written or the connection closes.
 - A request line and headers over `MAX_HEAD_BYTES` get 431, a body over
   `max_request_bytes` gets 413 (the body is not kept beyond the limit).
 - A client that sends requests without reading the answers is paused (reading stops) until
@@ -97,6 +98,7 @@ class HttpConnection(asyncio.Protocol):
         "body_size",
         "busy",
         "closing",
+        "corked",
         "debug",
         "head_bytes",
         "headers",
@@ -121,6 +123,8 @@ class HttpConnection(asyncio.Protocol):
         self.body_size = 0
         self.backlog: deque[Request] = deque()
         self.busy = False
+        self.corked: list[bytes] | None = None
+        """While pipelined requests are served: their answers, written together after."""
         self.in_head = False
         """A request has begun and its headers are not complete yet."""
         self.head_bytes = 0
@@ -250,6 +254,17 @@ class HttpConnection(asyncio.Protocol):
 
     def _serve_backlog(self) -> None:
         backlog = self.backlog
+        if len(backlog) > 1:  # pipelined requests: the answers ready now share one write
+            self.corked = []
+            try:
+                self._serve()
+            finally:
+                self._uncork()
+        else:
+            self._serve()
+
+    def _serve(self) -> None:
+        backlog = self.backlog
         while backlog and not self.busy and not self.closing and self.stream_end is None:
             request = backlog.popleft()
             if request.too_large:
@@ -298,15 +313,29 @@ class HttpConnection(asyncio.Protocol):
                 api_log.debug(
                     "%s %s %s -> %d", self.peer, request.method, request.path[:200], response.status
                 )
-        transport.write(raw)
+        corked = self.corked
+        if corked is None:
+            transport.write(raw)
+        else:
+            corked.append(raw)
+            if keep_alive:
+                return
+            self._uncork()
         if not keep_alive:
             self.closing = True
             transport.close()
+
+    def _uncork(self) -> None:
+        """Write the answers held back while serving pipelined requests, in one write."""
+        corked, self.corked = self.corked, None
+        if corked and self.transport is not None:
+            self.transport.write(b"".join(corked))
 
     def _stream(self, transport: asyncio.Transport, response: StreamingResponse) -> None:
         """Hand this connection over to a streaming response (the console's event stream):
         write its head, stop serving HTTP (later bytes from the client are ignored, its EOF
         still ends the connection), and let the response write its body until either ends."""
+        self._uncork()
         self.backlog.clear()
         transport.write(response.head())
         sink = StreamSink(transport, response.limit, response.burst, response.slow_after)
