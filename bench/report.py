@@ -98,6 +98,8 @@ def build_result(outcome: Outcome, started_at: dt.datetime) -> dict[str, Any]:
             "rss_kb": rss,
             "connections_at_end": outcome.live_at_end,
             "rss_kb_per_connection": per_conn,
+            "cpu_s": outcome.server_cpu_s,
+            "cpu_us_per_op": _cpu_per_op(outcome.server_cpu_s, merged.counters),
         },
         "errors": outcome.errors,
         "error_samples": outcome.error_samples,
@@ -271,3 +273,14 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def _cpu_per_op(cpu_s: float | None, counters: dict[str, int]) -> float | None:
+    """The server's CPU microseconds per operation of the measured phase and drain: per
+    accepted trigger (trigger-based scenarios) or per delivered client event. On a shared
+    machine this compares servers more steadily than their rates: a server that waits for a
+    core it shares is slower but does not use more CPU per operation."""
+    ops = counters.get("accepted") or counters.get("delivered")
+    if cpu_s is None or not ops:
+        return None
+    return round(cpu_s * 1e6 / ops, 2)

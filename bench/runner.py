@@ -22,7 +22,7 @@ from bench.clock import NS_PER_S, now_ns
 from bench.config import BenchConfig
 from bench.metrics import Merged, Recorder, merge
 from bench.progress import Progress
-from bench.rss import read_rss_kb
+from bench.rss import read_cpu_s, read_rss_kb
 from bench.scenarios import SCENARIOS
 from bench.scenarios.base import Driver, ParentContext
 from bench.worker import worker_main
@@ -68,6 +68,9 @@ class Outcome:
     errors: dict[str, int]
     error_samples: list[str]
     workers: list[dict[str, Any]]
+    server_cpu_s: float | None = None
+    """The server's CPU seconds (user + system) from the start of the measured phase to the
+    end of the drain; None without `--server-pid`."""
 
 
 class Runner:
@@ -142,6 +145,7 @@ class Runner:
         begin = now_ns()
         pctx: ParentContext | None = None
         setup_s = measured_s = drain_s = 0.0
+        cpu_start = cpu_end = None
         live_at_end = 0
         abort_reason: str | None = None
         try:
@@ -156,6 +160,7 @@ class Runner:
                 self.recorder.start(t0)
                 readies = [s.ready or {} for s in self.workers]
                 payload = self.driver.start_payload(readies)
+                cpu_start = read_cpu_s(cfg.server_pid)
                 for q in commands:
                     q.put(("start", t0, payload))
                 pctx = ParentContext(cfg, self.recorder, t0, end)
@@ -166,6 +171,7 @@ class Runner:
                 if abort_reason is None:
                     await self._drain(reports)
                 drain_s = (now_ns() - drain_begin) / NS_PER_S
+                cpu_end = read_cpu_s(cfg.server_pid)
             self._pump(reports)
             live_at_end = self.totals()[1]
             rss["end"] = read_rss_kb(cfg.server_pid)
@@ -180,7 +186,10 @@ class Runner:
             self.progress.finish()
         if abort_reason is None and self.interrupted:
             abort_reason = self.interrupted
-        return self._outcome(pctx, abort_reason, setup_s, measured_s, drain_s, live_at_end, rss)
+        outcome = self._outcome(pctx, abort_reason, setup_s, measured_s, drain_s, live_at_end, rss)
+        if cpu_start is not None and cpu_end is not None:
+            outcome.server_cpu_s = cpu_end - cpu_start
+        return outcome
 
     def _interrupt(self) -> None:
         self.interrupted = "interrupted (Ctrl-C)"

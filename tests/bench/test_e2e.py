@@ -52,6 +52,10 @@ def test_fanout_delivers_everything_and_writes_json(
     assert delivery["count"] == summary["delivered"]
     assert 0 <= delivery["p50"] <= delivery["p99"] <= delivery["p999"] <= delivery["max"]
     assert result["server"]["rss_kb"]["start"] > 0
+    # the server's CPU over the measured phase and drain, per accepted trigger
+    assert result["server"]["cpu_s"] > 0
+    per_op = result["server"]["cpu_s"] * 1e6 / summary["triggers_accepted"]
+    assert result["server"]["cpu_us_per_op"] == pytest.approx(per_op, rel=0.01)
     assert "app-secret" not in files[0].read_text()
     assert "ratio" in done.stdout and str(files[0]) in done.stdout
 
