@@ -100,8 +100,7 @@ class Api:
             return error_response(exc.status, exc.message)
 
     def _spend(self, app: App, kind: str, per_second: int, cost: int) -> None:
-        """Take `cost` from the app's `kind` budget, or refuse the call with 429 (callers
-        skip the call when `per_second` is 0: no limit)."""
+        """Take `cost` from the app's `kind` budget, or refuse the call with 429."""
         if per_second <= 0:
             return
         now = time.monotonic()
@@ -186,10 +185,8 @@ class Api:
     def _events(self, app: App, request: Request) -> HandlerResult:
         started = time.perf_counter()
         body = json_object(request.body)
-        config = app.config
-        trigger = parse_trigger(config, body, multi_channel=True)
-        if config.max_backend_events_per_second > 0:
-            self._spend(app, "events", config.max_backend_events_per_second, len(trigger.channels))
+        trigger = parse_trigger(app.config, body, multi_channel=True)
+        self._spend(app, "events", app.config.max_backend_events_per_second, len(trigger.channels))
         app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
         if self.on_trigger is not None:
             self.on_trigger(time.perf_counter() - started)
