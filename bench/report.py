@@ -277,9 +277,8 @@ def _has(module: str) -> bool:
 
 def _cpu_per_op(cpu_s: float | None, counters: dict[str, int]) -> float | None:
     """The server's CPU microseconds per operation of the measured phase and drain: per
-    accepted trigger (trigger-based scenarios) or per delivered client event. On a shared
-    machine this compares servers more steadily than their rates: a server that waits for a
-    core it shares is slower but does not use more CPU per operation."""
+    accepted trigger (trigger-based scenarios) or per delivered client event. Unlike the
+    rates, it leaves out the time the server waited for a core it shares."""
     ops = counters.get("accepted") or counters.get("delivered")
     if cpu_s is None or not ops:
         return None
