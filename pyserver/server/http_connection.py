@@ -254,17 +254,14 @@ class HttpConnection(asyncio.Protocol):
 
     def _serve_backlog(self) -> None:
         backlog = self.backlog
-        if len(backlog) > 1:  # pipelined requests: the answers ready now share one write
+        if len(backlog) > 1 and self.corked is None:
+            # Pipelined requests: the answers ready now share one write.
             self.corked = []
             try:
-                self._serve()
+                self._serve_backlog()
             finally:
                 self._uncork()
-        else:
-            self._serve()
-
-    def _serve(self) -> None:
-        backlog = self.backlog
+            return
         while backlog and not self.busy and not self.closing and self.stream_end is None:
             request = backlog.popleft()
             if request.too_large:
