@@ -12,8 +12,13 @@ Invariants:
   that `REAP_PRESENCE` is given each pending-leave key it may set in KEYS. Nobody writes
   those fields meanwhile: the node is dead, or it is this node rebuilding, whose calls are
   held by `Recovery` until the rebuild is sent.
-- The rebuild removes and re-writes this node's share in one MULTI transaction, holding the
-  claim `P:reaping:{node}` so that no reaper works on it at the same time.
+- The rebuild removes and re-writes this node's share in one MULTI transaction per app
+  (all of an app's keys share its hash slot, and Redis Cluster runs a transaction in one
+  slot only; on a single server too, so that both behave alike), holding the claim
+  `P:reaping:{node}` so that no reaper works on it at the same time. The node's calls wait
+  until every app's transaction is sent (`Recovery.rebuilding`).
+- Reads of keys of several nodes (the connection counts) are split by slot on a cluster
+  (`redis_connect.mget`).
 """
 
 from __future__ import annotations
@@ -25,18 +30,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from pyserver import tasks
 from pyserver.cluster.adapter import AppPeer, LocalFanout
 from pyserver.cluster.leaves import LeaveKey
 from pyserver.cluster.recovery import Busy, NodeState, Recovery, read_node_state, report_leaves
-from pyserver.cluster.redis.connection import text
+from pyserver.cluster.redis.connection import Client, text
 from pyserver.cluster.redis.keys import RedisKeys, field
 from pyserver.cluster.redis.leaves import RedisLeaveMarkers
 from pyserver.cluster.redis.scripts import Scripts
 from pyserver.cluster.redis.state import RedisState, entry
 from pyserver.cluster.redis.transport import RedisTransport
+from pyserver.cluster.redis_connect import mget
 
 log = logging.getLogger("pyserver.cluster.reaping")
 
@@ -52,7 +57,7 @@ class RedisShare:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         keys: RedisKeys,
         scripts: Scripts,
         node: str,
@@ -87,7 +92,7 @@ class RedisShare:
         await self.redis.set(self.keys.conns(self.node), orjson.dumps(mine), px=self.dead_after_ms)
         totals: dict[str, int] = {}
         if others:
-            for raw in await self.redis.mget([self.keys.conns(n) for n in others]):
+            for raw in await mget(self.redis, [self.keys.conns(n) for n in others]):
                 for app_id, count in (orjson.loads(raw) if raw else {}).items():
                     totals[app_id] = totals.get(app_id, 0) + count
         return totals
@@ -155,13 +160,22 @@ class RedisShare:
             if holder is not None and text(holder) != self.node:
                 raise Busy(text(holder))
         apps, entries, users = await self._read_share(self.node)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self._queue_reap(pipe, self.node, apps, entries, users)
-            # From reading the state to the end of the transaction, calls wait.
-            state = read_node_state(self.fanouts, self.peers)
-            self._queue_republish(pipe, state)
-            with self.recovery.rebuilding():
-                results = await pipe.execute()
+        # From reading the state to the end of the transactions, calls wait.
+        state = read_node_state(self.fanouts, self.peers)
+        apps = sorted(
+            {*apps, *(app for app, _ in state.counts)}
+            | {app for app, _ in state.presence}
+            | {app for app, _ in state.users}
+        )
+        by_app: dict[str, list[_Entry]] = {app: [] for app in apps}
+        for e in entries:
+            by_app.setdefault(e[1], []).append(e)
+        with self.recovery.rebuilding():
+            replies = await asyncio.gather(
+                *(self._rebuild_app(app, by_app[app], users, state) for app in by_app)
+            )
+        entries = [e for app in by_app for e in by_app[app]]
+        results = [r for reply in replies for r in reply]
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "rebuilt node %s: %d channels, %d presence channels, %d users",
@@ -174,9 +188,23 @@ class RedisShare:
         with contextlib.suppress(*self.recovery.failures):
             await self.redis.delete(lock)
 
-    def _queue_republish(self, pipe: Any, state: NodeState) -> None:
+    async def _rebuild_app(
+        self, app: str, entries: list[_Entry], users: dict[_Entry, list[str]], state: NodeState
+    ) -> list[Any]:
+        """One app's share removed and written back in one transaction (one hash slot); the
+        reap scripts' results, one per entry."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self._queue_reap(pipe, self.node, [app], entries, users)
+            self._queue_republish(pipe, state, app)
+            results: list[Any] = await pipe.execute()
+        return results[: len(entries)]
+
+    def _queue_republish(self, pipe: Any, state: NodeState, app: str) -> None:
+        """Queue writing back this node's state of `app`."""
         keys, node = self.keys, self.node
         for (app_id, name), count in state.counts.items():
+            if app_id != app:
+                continue
             self.scripts.queue(
                 pipe,
                 "SET_COUNT",
@@ -184,6 +212,8 @@ class RedisShare:
                 [self.node, name, count, entry("count", app_id, name)],
             )
         for (app_id, name), conns in state.presence.items():
+            if app_id != app:
+                continue
             pipe.sadd(keys.index(app_id, node), entry("presence", app_id, name))
             for socket_id, user_id in conns.items():
                 pipe.hset(keys.pconns(app_id, name), field(self.node, socket_id), user_id)
@@ -191,6 +221,8 @@ class RedisShare:
                     keys.pmembers(app_id, name), user_id, self.state.info_of(app_id, name, user_id)
                 )
         for (app_id, user_id), sockets in state.users.items():
+            if app_id != app:
+                continue
             pipe.sadd(keys.index(app_id, node), entry("user", app_id, user_id))
             for socket_id in sockets:
                 pipe.hset(keys.user(app_id, user_id), field(self.node, socket_id), b"1")
