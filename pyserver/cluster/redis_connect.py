@@ -282,8 +282,8 @@ class RedisLink:
     def describe(self) -> str:
         if self.mode == "sentinel" and self._sentinel_pool is not None:
             address = self._sentinel_pool.master_address
-            where = f"{address[0]}:{address[1]}" if address else "not yet asked"
-            return f"sentinel master {self._sentinel_pool.service_name} at {where}"
+            where = f" at {address[0]}:{address[1]}" if address else ""
+            return f"Sentinel master {self._sentinel_pool.service_name}{where}"
         return self.mode
 
     # --- the bus ------------------------------------------------------------------------

@@ -85,7 +85,8 @@ class RedisAdapter(Adapter):
         """`client`, the link to Redis (`connection.connect(settings)`), replaces the one
         made from `url` (a single server); the adapter closes it in `close`."""
         self.link: RedisLink = client or connect(UrlSettings(url))
-        self.url = url if client is None else self.link.describe()
+        self.url = url if self.link.mode != "sentinel" else self.link.describe()
+        """Where Redis is, for log lines (with Sentinel, the master's name)."""
         self.node = node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.redis = self.link.client
         self.keys = RedisKeys(prefix)
@@ -157,7 +158,10 @@ class RedisAdapter(Adapter):
             self.recovery.lost(exc)
         else:
             log.info(
-                "redis adapter: node %s joined the cluster at %s", self.node, self.link.describe()
+                "redis adapter: node %s joined the cluster at %s (%s)",
+                self.node,
+                self.url,
+                self.link.describe(),
             )
 
     async def close(self) -> None:
