@@ -81,6 +81,9 @@ log = logging.getLogger("pyserver.redis")
 Mode = Literal["single", "sentinel", "cluster"]
 Client = aioredis.Redis | RedisCluster
 """A command client of any topology (`RedisLink.client`)."""
+FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+"""What a failed Redis call may raise: a cluster's own errors (`RedisClusterException`) are
+not `RedisError`s, so every place that handles an outage catches all three."""
 Handler = Callable[[bytes, bytes], None]
 """Called with (channel, data) for each bus message; must not block."""
 

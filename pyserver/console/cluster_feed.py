@@ -40,8 +40,9 @@ import orjson
 from redis.asyncio.cluster import RedisCluster
 
 from pyserver import tasks
+from pyserver.cluster.redis_connect import FAILURES
 from pyserver.console import stream
-from pyserver.console.cluster_stats import FAILURES, redis_client
+from pyserver.console.cluster_stats import redis_client
 
 if TYPE_CHECKING:
     from pyserver.cluster.redis_connect import Client

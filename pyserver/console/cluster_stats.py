@@ -42,10 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisClusterException, RedisError
 
 from pyserver import tasks
-from pyserver.cluster.redis_connect import Client, queue_script
+from pyserver.cluster.redis_connect import FAILURES, Client, queue_script
 from pyserver.console.timeseries import (
     COUNTERS,
     DAY,
@@ -59,8 +58,6 @@ from pyserver.console.timeseries import (
 
 log = logging.getLogger("pyserver.console")
 
-FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
-"""What a failed Redis call raises (a cluster's own errors are not `RedisError`s)."""
 
 FLUSH_EVERY = 2.0
 """Seconds between two writes of this node's counts."""

@@ -35,8 +35,8 @@ from collections.abc import Awaitable
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
 
+from pyserver.cluster.redis_connect import FAILURES
 from pyserver.webhooks.delivery import Delivery
 from pyserver.webhooks.queue import Claim, DeliveryQueue
 from pyserver.webhooks.redis_store import RedisDeliveryStore
@@ -50,8 +50,8 @@ POLL = 1.0
 a delivery that another (dead) node left behind, once it is due."""
 _BACKOFF_MIN = 0.1
 _BACKOFF_MAX = 5.0
-_FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
-"""What a failed Redis call raises (a cluster's own errors are not `RedisError`s)."""
+_FAILURES = FAILURES
+"""What a failed Redis call raises (`redis_connect.FAILURES`)."""
 
 
 class RedisQueue(DeliveryQueue):

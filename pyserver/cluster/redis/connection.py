@@ -29,12 +29,12 @@ from redis.exceptions import (
     ClusterDownError,
     MaxConnectionsError,
     RedisClusterException,
-    RedisError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyserver.cluster.redis_connect import (
+    FAILURES,
     POOL_SIZE,
     POOL_WAIT,
     Client,
@@ -55,9 +55,6 @@ __all__ = [
     "is_outage",
     "text",
 ]
-
-FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
-"""What a failed Redis call raises."""
 
 
 @dataclass(frozen=True, slots=True)
