@@ -90,6 +90,11 @@ Handler = Callable[[bytes, bytes], None]
 POOL_SIZE = 64
 """Connections to Redis per node (per cluster node on a cluster): the adapter, the webhook
 queue and the console share them; a caller finding them all busy waits for one."""
+CLUSTER_POOL_SIZE = 2 * POOL_SIZE
+"""Connections per cluster node. redis-py's cluster client never waits for a free connection
+(it raises `MaxConnectionsError` at once), so its ceiling lies above what a node's callers
+can hold at the same time: the adapter's `POOL_SIZE - 8` state calls, the bus writer,
+heartbeats, the webhook queue's claimer, writer and reports, and the console."""
 POOL_WAIT = 30.0
 """Seconds a caller waits for a free connection (commands themselves time out after 5)."""
 BUS_SHARDS = 16
@@ -593,7 +598,7 @@ def connect(settings: LinkSettings) -> RedisLink:
     if mode == "cluster":
         cluster = RedisCluster.from_url(
             settings.redis_url,
-            max_connections=POOL_SIZE,
+            max_connections=CLUSTER_POOL_SIZE,
             socket_timeout=5,
             socket_connect_timeout=2,
         )
