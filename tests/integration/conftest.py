@@ -150,30 +150,8 @@ def deploy(config: str, kind: str, env: dict[str, str] | None = None) -> Deploym
 
 
 KINDS = ["local", "redis", "sentinel", "cluster"]
-"""Every deployment the shared scenarios run on."""
-TOPOLOGY_MODULES = {"test_channels.py", "test_http_api.py", "test_webhooks.py"}
-"""The modules whose scenarios also run on `sentinel` and `cluster` (the others run on
-`local` and `redis`); PYSERVER_TEST_ALL_TOPOLOGIES=1 runs every one on all four. The set
-covers what the topology changes: presence, counts and channel queries across nodes,
-the bus both ways, cache channels, and webhooks through the durable queue."""
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("PYSERVER_TEST_ALL_TOPOLOGIES") == "1":
-        return
-    kept, skipped = [], []
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        kind = None
-        if callspec is not None:
-            kind = callspec.params.get("server", callspec.params.get("hook_server"))
-        if kind in ("sentinel", "cluster") and item.path.name not in TOPOLOGY_MODULES:
-            skipped.append(item)
-        else:
-            kept.append(item)
-    if skipped:
-        config.hook.pytest_deselected(items=skipped)
-        items[:] = kept
+"""Every deployment the shared scenarios run on: all of them on all four (the two HA
+topologies add about 70 s to the suite)."""
 
 
 _redis_process: RedisProcess | None = None
