@@ -23,7 +23,9 @@ from pyserver.webhooks.redis_store import RedisDeliveryStore
 
 _CALL = re.compile(r"redis\.call\('([A-Z]+)'(?:,\s*([^,)]+))?")
 _BOUND = re.compile(r"local\s+([\w,\s]+?)\s*=\s*(KEYS\[\d+\](?:\s*,\s*KEYS\[\d+\])*)")
-_KEYLESS = {"TIME"}
+_KEYLESS = {"TIME", "PUBLISH"}
+"""Calls whose first argument is no key: a classic pub/sub channel is not bound to a slot
+(SPUBLISH's channel is, and is checked like a key)."""
 
 
 def _scripts() -> dict[str, str]:
