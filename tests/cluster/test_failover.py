@@ -292,3 +292,88 @@ def test_cluster_triggers_cross_nodes_on_every_shard(
         assert "CROSSSLOT" not in stats, stats
     output = deployment.output()
     assert "CROSSSLOT" not in output and "Traceback" not in output, output[-3000:]
+
+
+def test_cluster_master_killed_under_two_nodes(receiver: WebhookReceiver, uid: str) -> None:
+    """Three masters with a replica each; the master holding the app's keys and the bus
+    channel of the watched channel is SIGKILLed. Triggers on node B reach node A again
+    within the cluster's own failover plus 5 s, and presence is whole afterwards."""
+    setup = ClusterSetup(replicas=1)
+    deployment = None
+    listener = None
+    try:
+        env = {"PYSERVER_REDIS_URL": setup.url, "PYSERVER_REDIS_CLUSTER": "true"}
+        deployment = deploy(_config(receiver), "redis", env=env)
+        a, b = deployment.nodes
+        prefix = next(
+            line.split("prefix=")[1].split()[0]
+            for line in deployment.output().splitlines()
+            if "prefix=" in line
+        )
+        link = connect(UrlSettings(setup.url, cluster=True))  # only names bus channels
+        victim = setup.owner(key_slot(f"{prefix}:channels:{{{MAIN.id}}}".encode()))
+        channel = next(
+            name
+            for name in (f"ticks-{uid}-{n}" for n in range(1000))
+            if setup.owner(key_slot(link.bus_channel(prefix, MAIN.id, name))) == victim
+        )
+        presence = f"presence-cl-{uid}"
+        listener = Listener(a.port)
+        listener.sock.subscribe(channel)
+        listener.start()
+        member_a, member_b = PusherSocket(a.port), PusherSocket(b.port)
+        member_a.signed_subscribe(presence, "stay-a", {})
+        member_b.signed_subscribe(presence, "stay-b", {})
+        api = sdk(b.port)
+        api.trigger(channel, "tick", {"n": 0})
+        _wait(lambda: listener.events("tick"), 5, "a first trigger across nodes")
+        slot = key_slot(link.bus_channel(prefix, MAIN.id, channel))
+        started = time.monotonic()
+        setup.node(victim).kill()
+        promoted: list[float] = []
+
+        def watch() -> None:
+            def moved() -> bool:
+                try:
+                    return setup.owner(slot) != victim and setup.ok()
+                except LookupError:
+                    return False
+
+            _wait(moved, 30, "the cluster to promote a replica")
+            promoted.append(time.monotonic() - started)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        sent: dict[int, float] = {}
+        seq = 0
+        while time.monotonic() - started < 45:
+            seq += 1
+            sent[seq] = time.monotonic()
+            api.trigger(channel, "tick", {"n": seq})
+            time.sleep(0.25)
+            if promoted and time.monotonic() - started > promoted[0] + SLACK + 3:
+                break
+        time.sleep(1.0)
+        watcher.join(30)
+        assert promoted, "the cluster never promoted a replica"
+        got = {e["n"] for e in listener.events("tick")}
+        missing = [n for n in sent if n not in got]
+        recovered = sent[max(missing) + 1] - started if missing else 0.0
+        print(
+            f"\ncluster master killed: replica promoted after {promoted[0]:.2f} s, triggers "
+            f"crossed again after {recovered:.2f} s ({len(missing)} of {len(sent)} missed)"
+        )
+        assert max(missing, default=0) < seq, "the last triggers never crossed"
+        assert recovered <= promoted[0] + SLACK
+        _wait(lambda: _ready(a.port) and _ready(b.port), 15, "both nodes ready")
+        for port in (a.port, b.port):
+            users = sdk(port).users_info(presence)["users"]
+            assert sorted(u["id"] for u in users) == ["stay-a", "stay-b"]
+        member_a.close()
+        member_b.close()
+    finally:
+        if listener is not None:
+            listener.close()
+        if deployment is not None:
+            deployment.stop()
+        setup.stop()
