@@ -12,11 +12,11 @@ Invariants:
   that `REAP_PRESENCE` is given each pending-leave key it may set in KEYS. Nobody writes
   those fields meanwhile: the node is dead, or it is this node rebuilding, whose calls are
   held by `Recovery` until the rebuild is sent.
-- The rebuild removes and re-writes this node's share in one MULTI transaction per app
-  (all of an app's keys share its hash slot, and Redis Cluster runs a transaction in one
-  slot only; on a single server too, so that both behave alike), holding the claim
+- The rebuild removes and re-writes this node's share in one MULTI transaction on a single
+  server, and in one per hash slot of apps on a Redis Cluster (all of an app's keys share
+  its slot, and a cluster runs a transaction in one slot only), holding the claim
   `P:reaping:{node}` so that no reaper works on it at the same time. The node's calls wait
-  until every app's transaction is sent (`Recovery.rebuilding`).
+  until every transaction is sent (`Recovery.rebuilding`).
 - Reads of keys of several nodes (the connection counts) are split by slot on a cluster
   (`redis_connect.mget`).
 """
@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from pyserver import tasks
 from pyserver.cluster.adapter import AppPeer, LocalFanout
@@ -170,11 +172,12 @@ class RedisShare:
         by_app: dict[str, list[_Entry]] = {app: [] for app in apps}
         for e in entries:
             by_app.setdefault(e[1], []).append(e)
+        groups = self._same_slot(list(by_app))
         with self.recovery.rebuilding():
             replies = await asyncio.gather(
-                *(self._rebuild_app(app, by_app[app], users, state) for app in by_app)
+                *(self._rebuild_apps(group, by_app, users, state) for group in groups)
             )
-        entries = [e for app in by_app for e in by_app[app]]
+        entries = [e for group in groups for app in group for e in by_app[app]]
         results = [r for reply in replies for r in reply]
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -188,16 +191,37 @@ class RedisShare:
         with contextlib.suppress(*self.recovery.failures):
             await self.redis.delete(lock)
 
-    async def _rebuild_app(
-        self, app: str, entries: list[_Entry], users: dict[_Entry, list[str]], state: NodeState
+    def _same_slot(self, apps: list[str]) -> list[list[str]]:
+        """The apps in groups whose keys one transaction may touch: all of them on one
+        server, those of one hash slot on a cluster."""
+        if not isinstance(self.redis, RedisCluster):
+            return [apps] if apps else []
+        groups: dict[int, list[str]] = {}
+        for app in apps:
+            groups.setdefault(key_slot(self.keys.channels(app).encode()), []).append(app)
+        return list(groups.values())
+
+    async def _rebuild_apps(
+        self,
+        apps: list[str],
+        by_app: dict[str, list[_Entry]],
+        users: dict[_Entry, list[str]],
+        state: NodeState,
     ) -> list[Any]:
-        """One app's share removed and written back in one transaction (one hash slot); the
-        reap scripts' results, one per entry."""
+        """These apps' shares removed and written back in one transaction; the reap
+        scripts' results, one per entry, app after app."""
+        results: list[Any] = []
         async with self.redis.pipeline(transaction=True) as pipe:
-            self._queue_reap(pipe, self.node, [app], entries, users)
-            self._queue_republish(pipe, state, app)
-            results: list[Any] = await pipe.execute()
-        return results[: len(entries)]
+            counts = []
+            for app in apps:
+                before = len(pipe)
+                self._queue_reap(pipe, self.node, [app], by_app[app], users)
+                self._queue_republish(pipe, state, app)
+                counts.append((before, len(by_app[app])))
+            replies: list[Any] = await pipe.execute()
+        for start, count in counts:
+            results += replies[start : start + count]
+        return results
 
     def _queue_republish(self, pipe: Any, state: NodeState, app: str) -> None:
         """Queue writing back this node's state of `app`."""
