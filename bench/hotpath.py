@@ -29,16 +29,20 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import logging
 import pstats
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench import protocol, signing
 from bench.wsframes import OP_TEXT, encode_frame
 
 APP_ID, KEY, SECRET = "app-id", "app-key", "app-secret"
+PARITY_CONFIG = Path(__file__).parent / "servers" / "pyserver-parity.toml"
+"""pyserver configured as in `python -m bench compare` (see that file)."""
 DISTINCT = 100
 """Distinct requests (or frames) per case, sent in turn: the setup costs the same for any
 `-n`, so two runs under `valgrind --tool=callgrind` differ by the operations alone."""
@@ -109,7 +113,7 @@ def _server() -> tuple[Any, Batcher]:
     from pyserver.config import load_settings
     from pyserver.server.server import Server
 
-    settings = load_settings("bench/servers/pyserver-parity.toml", log_level="warning")
+    settings = load_settings(PARITY_CONFIG, log_level="warning")
     server = Server(settings)
     batcher = Batcher()
     server.state.batcher = batcher  # type: ignore[assignment]
@@ -241,12 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="cProfile one repeat of each case")
     p.add_argument("--top", type=int, default=25, help="functions listed with --profile")
     args = p.parse_args(argv)
-    import logging
-
-    logging.disable(logging.WARNING)
     unknown = set(args.cases) - CASES.keys()
     if unknown:
         p.error(f"unknown case(s) {', '.join(sorted(unknown))}")
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # the server's start-up warnings (default secret)
+    try:
+        _run(args)
+    finally:
+        logging.disable(previous)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
     for name in args.cases or list(CASES):
         if args.profile:
             run = CASES[name](args.n)
@@ -267,7 +278,6 @@ def main(argv: list[str] | None = None) -> int:
             run()
             best = min(best, time.perf_counter() - started)
         print(f"{name:16} {best / args.n * 1e6:7.2f} µs per operation (best of {args.repeats})")
-    return 0
 
 
 if __name__ == "__main__":
