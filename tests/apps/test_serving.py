@@ -348,6 +348,7 @@ def test_the_nodes_keep_serving_while_the_database_is_away(pair: Pair, js: JsDri
     app = pair.new_app()
     server = database_server(pair.kind)
     assert health(pair.a)[0] == 200
+    late: ServerProcess | None = None
     server.stop()
     try:
         for node in pair.nodes:
@@ -360,10 +361,17 @@ def test_the_nodes_keep_serving_while_the_database_is_away(pair: Pair, js: JsDri
         sdk(pair.b.port, app).trigger("during-outage", "still", {"ok": True})
         js.wait(f"{pair.kind}-outage", type="channel", event="still")
         assert refused(pair.a, AppCreds("0", "no-such-key", "x")) == 4001
+        # A node started meanwhile starts too, serving nothing yet, not ready.
+        late = ServerProcess(env=pair.env)
+        status, state = health(late)
+        assert status == 503 and state["app_store"]["apps"] == 0
     finally:
         server.start()
-    for node in pair.nodes:
+    assert late is not None
+    for node in [*pair.nodes, late]:
         wait_for(lambda n=node: health(n)[0] == 200, 2 * REFRESH + 5, "/ready 200 again")
+    established(late, app).close()
+    late.stop()
     later = pair.new_app()  # changes flow again
     wait_for(lambda: trigger_status(pair.b.port, later) == 200, AT_ONCE, "a new app after")
     js.call("disconnect", client=f"{pair.kind}-outage")
