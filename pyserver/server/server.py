@@ -91,6 +91,8 @@ class Server:
             self.started_at,
             lambda: self.webhooks,
         )
+        if self.from_store:
+            self.metrics.app_store = self.directory
         shared = settings.adapter == "redis" and settings.console  # the cluster's stats, feed
         self.console = Console(
             self.apps_by_id,

@@ -355,6 +355,9 @@ def test_the_nodes_keep_serving_while_the_database_is_away(pair: Pair, js: JsDri
             wait_for(lambda n=node: health(n)[0] == 503, REFRESH + 3, "/ready 503")
         _, state = health(pair.b)
         assert "app store" in state["reason"] and state["app_store"]["healthy"] is False
+        metrics_url = f"http://127.0.0.1:{pair.b.metrics_port()}/metrics"
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            assert "app_store_healthy 0\n" in response.read().decode()
         # Serving goes on with the apps known: connections, subscriptions, triggers.
         js.connect(f"{pair.kind}-outage", pair.a.port, app.key, app.secret, app.id)
         assert js.subscribe(f"{pair.kind}-outage", "during-outage")["succeeded"]
