@@ -152,6 +152,8 @@ class AppDirectory:
                 pass  # logged by refresh_now; served from memory meanwhile
             except AppStoreError as exc:  # e.g. a newer pyserver migrated the schema
                 self._unhealthy(exc)
+            except Exception:  # a bug applying a change: keep refreshing, say it loudly
+                log.exception("app store: applying a change failed")
 
     def refresh_soon(self) -> None:
         """Refresh now, in the background (an announcement from another node)."""
@@ -272,6 +274,9 @@ class AppDirectory:
                 return
             except AppStoreError as exc:
                 log.warning("app store: lookup of an unknown app %s failed: %s", kind, exc)
+                continue
+            except Exception:
+                log.exception("app store: lookup of an unknown app %s failed", kind)
                 continue
             if found is not None and found.id not in self.apps:
                 log.info("app store: app %s found on a first connection or call", found.id)
