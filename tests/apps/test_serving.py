@@ -38,8 +38,9 @@ from tests.redisproc import RedisProcess
 
 REFRESH = 5.0
 """The nodes' app_store_refresh (the default)."""
-AT_ONCE = 1.5
-"""Seconds after `pyserver apps` returns within which both nodes apply its change."""
+AT_ONCE = 3.0
+"""Seconds after `pyserver apps` returns within which both nodes apply its change (well
+within REFRESH: slack for a loaded machine; the announcement takes milliseconds)."""
 WS_QUERY = "?protocol=7&client=js&version=8.4.0&flash=false"
 
 _ids = itertools.count(5001)
@@ -205,13 +206,15 @@ def test_an_app_added_with_the_cli_works_at_once_on_both_nodes(pair: Pair, js: J
         assert js.subscribe(name, channel)["succeeded"]
     within = time.monotonic() - added
     assert within < AT_ONCE, f"the nodes served the new app {within:.2f} s after the CLI"
-    # Node SDK on node B, Python SDK on node A and on node B: every client gets all three.
-    js.sdk("trigger", channel, "hello", {"from": "node"}, port=pair.b.port, **_node(app))
+    # The Node and the Python SDK, each on node A and on node B: every client gets all four.
+    js.sdk("trigger", channel, "hello", {"from": "node-a"}, port=pair.a.port, **_node(app))
+    js.sdk("trigger", channel, "hello", {"from": "node-b"}, port=pair.b.port, **_node(app))
     sdk(pair.a.port, app).trigger(channel, "hello", {"from": "python-a"})
     sdk(pair.b.port, app).trigger(channel, "hello", {"from": "python-b"})
     for index in range(2):
-        got = js.wait(f"{pair.kind}-fresh-{index}", type="channel", event="hello", count=3)
-        assert sorted(e["data"]["from"] for e in got) == ["node", "python-a", "python-b"]
+        got = js.wait(f"{pair.kind}-fresh-{index}", type="channel", event="hello", count=4)
+        senders = sorted(e["data"]["from"] for e in got)
+        assert senders == ["node-a", "node-b", "python-a", "python-b"]
         js.call("disconnect", client=f"{pair.kind}-fresh-{index}")
 
 
