@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pusher
@@ -382,3 +383,32 @@ def test_the_nodes_keep_serving_while_the_database_is_away(pair: Pair, js: JsDri
     wait_for(lambda: trigger_status(pair.b.port, later) == 200, AT_ONCE, "a new app after")
     js.call("disconnect", client=f"{pair.kind}-outage")
     assert "reachable again" in pair.a.output()
+
+
+# --- the announcement alone ----------------------------------------------------------------
+
+
+def test_the_redis_announcement_alone_brings_a_change(tmp_path: Path) -> None:
+    """Nodes that would refresh only hourly still apply `pyserver apps` changes at once: the
+    announcement on Redis, not the refresh, brings them (and the first connection works, so
+    it is not the unknown-key lookup either)."""
+    redis = shared_redis()
+    env = {
+        "PYSERVER_APP_STORE": f"sqlite:///{tmp_path / 'apps.db'}",
+        "PYSERVER_APP_STORE_REFRESH": "3600",
+        "PYSERVER_ADAPTER": "redis",
+        "PYSERVER_REDIS_URL": redis.url,
+        "PYSERVER_REDIS_PREFIX": f"announce{os.getpid()}",
+    }
+    hourly = Pair("sqlite", env["PYSERVER_APP_STORE"], env)
+    hourly.nodes = [ServerProcess(env=env) for _ in range(2)]
+    try:
+        app = hourly.new_app()
+        for node in hourly.nodes:
+            established(node, app).close()
+        open_b = established(hourly.b, app)
+        hourly.apps("disable", app.id)
+        assert open_b.expect_close(timeout=AT_ONCE).code == 4003
+    finally:
+        for node in hourly.nodes:
+            node.stop()
