@@ -18,7 +18,6 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from pyserver import tasks
 from pyserver.api.routes import Api
@@ -27,6 +26,7 @@ from pyserver.apps.factory import seed_apps, store_for
 from pyserver.channels.app import App
 from pyserver.channels.observer import Observers
 from pyserver.cluster.adapter import Adapter
+from pyserver.cluster.app_changes import ChangeListener
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import Settings
 from pyserver.console.console import Console
@@ -75,12 +75,10 @@ class Server:
         """The app store and this node's copy of it (docs/apps.md): `directory.store` to read
         or change apps, then `await directory.changed()` to apply a change here at once and
         announce it to the other nodes."""
-        self.app_changes: Any = None
+        self.app_changes: ChangeListener | None = None
         """With a database store and the Redis adapter, the announcements of app changes
         (`cluster.app_changes.ChangeListener`)."""
         if self.from_store and settings.adapter == "redis":
-            from pyserver.cluster.app_changes import ChangeListener
-
             self.app_changes = ChangeListener(settings, self.directory.refresh_soon)
             self.directory.announce = self.app_changes.announce
         self.started_at = time.time()
@@ -118,8 +116,8 @@ class Server:
         self.state = ServerState(
             settings, self.apps_by_key, self.api.handle, self.adapter, self.hint_tls_on_plain_port
         )
-        self.state.missed_key = self.directory.missed_key
         """All a connection sees of the server (and where admission counts connections)."""
+        self.state.missed_key = self.directory.missed_key
         self._tls_hint_at = -math.inf
         self._servers: list[asyncio.Server] = []
         self._metrics_server: asyncio.Server | None = None
