@@ -10,6 +10,8 @@ announcement, not the refresh.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import json
 import os
@@ -35,6 +37,7 @@ from tests.integration.httpapi import signed_post
 from tests.integration.jsdriver import JsDriver, js_deps_installed
 from tests.integration.rawws import RawWebSocket
 from tests.integration.serverproc import ROOT, ServerProcess
+from tests.integration.webhook_receiver import WebhookReceiver
 from tests.redisproc import RedisProcess
 
 REFRESH = 5.0
@@ -412,3 +415,34 @@ def test_the_redis_announcement_alone_brings_a_change(tmp_path: Path) -> None:
     finally:
         for node in hourly.nodes:
             node.stop()
+
+
+# --- webhooks of an app from the store -----------------------------------------------------
+
+
+def test_webhooks_of_a_new_app_are_signed_with_the_current_secret(pair: Pair) -> None:
+    receiver = WebhookReceiver()
+    try:
+        hooks = json.dumps([{"url": receiver.url("/hooks"), "event_types": ["channel_occupied"]}])
+        app = pair.new_app(webhooks=hooks)
+        first = established(pair.a, app)
+        first.send_json({"event": "pusher:subscribe", "data": {"channel": "hooked-1"}})
+        first.recv()
+        delivery, _ = receiver.wait_for(lambda e: e["channel"] == "hooked-1")
+        assert delivery.headers["x-pusher-signature"] == _hmac(app.secret, delivery.body)
+
+        pair.apps("rotate-secret", app.id, "--secret", "after-rotation")
+        time.sleep(0.5)
+        second = established(pair.b, app)
+        second.send_json({"event": "pusher:subscribe", "data": {"channel": "hooked-2"}})
+        second.recv()
+        delivery, _ = receiver.wait_for(lambda e: e["channel"] == "hooked-2")
+        assert delivery.headers["x-pusher-signature"] == _hmac("after-rotation", delivery.body)
+        first.close()
+        second.close()
+    finally:
+        receiver.close()
+
+
+def _hmac(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
