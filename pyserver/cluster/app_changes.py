@@ -11,7 +11,8 @@ Invariants:
 - One channel per `redis_prefix`, outside the Pusher bus (`{prefix}:bus`); the payload is the
   store's cursor as ASCII digits, informative only.
 - Built on `redis_connect`: works with a single Redis, Sentinel and a Redis Cluster (sharded
-  pub/sub) alike.
+  pub/sub) alike. A node shares the Redis adapter's link (its own subscriber connection,
+  the adapter's command pool); `pyserver apps` makes a link of its own for one publish.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from redis.exceptions import RedisError
-
-from pyserver.cluster.redis_connect import BusSubscriber, RedisLink, connect
+from pyserver.cluster.redis_connect import FAILURES, BusSubscriber, RedisLink, connect
 from pyserver.config import Settings
 
 log = logging.getLogger("pyserver.apps")
@@ -44,17 +43,22 @@ async def announce(settings: Settings, cursor: int) -> None:
             link.publish(channel(settings.redis_prefix), str(cursor).encode()), ANNOUNCE_TIMEOUT
         )
     finally:
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*FAILURES):
             await link.aclose()
 
 
 class ChangeListener:
     """A node's subscription to app store changes; `announce` publishes its own."""
 
-    def __init__(self, settings: Settings, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, settings: Settings, on_change: Callable[[], None], link: RedisLink | None = None
+    ) -> None:
+        """`link`: the Redis adapter's own, shared (started and closed by the adapter); without
+        it the listener connects by itself."""
         self.prefix = settings.redis_prefix
         self.on_change = on_change
-        self.link: RedisLink = connect(settings)
+        self._own_link = link is None
+        self.link: RedisLink = connect(settings) if link is None else link
         self.subscriber: BusSubscriber = self.link.subscriber(
             [channel(self.prefix)],
             self._received,
@@ -66,7 +70,8 @@ class ChangeListener:
         self.on_change()
 
     async def start(self) -> None:
-        await self.link.start()
+        if self._own_link:
+            await self.link.start()
         self._task = asyncio.create_task(self.subscriber.run(), name="app store announcements")
 
     async def announce(self, cursor: int) -> None:
@@ -78,7 +83,8 @@ class ChangeListener:
         await self.subscriber.aclose()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+            with contextlib.suppress(asyncio.CancelledError, *FAILURES):
                 await self._task
-        with contextlib.suppress(RedisError, OSError):
-            await self.link.aclose()
+        if self._own_link:
+            with contextlib.suppress(*FAILURES):
+                await self.link.aclose()

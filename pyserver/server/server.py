@@ -28,6 +28,7 @@ from pyserver.channels.observer import Observers
 from pyserver.cluster.adapter import Adapter
 from pyserver.cluster.app_changes import ChangeListener
 from pyserver.cluster.local import LocalAdapter
+from pyserver.cluster.redis_connect import RedisLink
 from pyserver.config import Settings
 from pyserver.console.console import Console
 from pyserver.http import Response, json_response
@@ -91,12 +92,13 @@ class Server:
         )
         if self.from_store:
             self.metrics.app_store = self.directory
-        shared = settings.adapter == "redis" and settings.console  # the cluster's stats, feed
+        link = _redis_link(self.adapter)
+        shared = link is not None and settings.console  # the cluster's stats, feed
         self.console = Console(
             self.apps_by_id,
             settings.console_token,
             self.started_at,
-            redis_url=settings.redis_url if shared else None,
+            redis=link.client if shared and link is not None else None,
             redis_prefix=settings.redis_prefix,
             node=str(getattr(self.adapter, "node", "") or ""),
         )
@@ -243,10 +245,11 @@ class Server:
             timeout=settings.webhook_timeout,
             retry_window=settings.webhook_retry_window,
             retry_base=settings.webhook_retry_base,
-            # Where deliveries wait: in memory, or in Redis with the Redis adapter, so that a
-            # node killed meanwhile loses none (webhooks/queue.py). The sender's close()
-            # (via the dispatcher's, at shutdown) closes the queue and its Redis client.
-            queue=make_queue(settings),
+            # Where deliveries wait: in memory, or in Redis with the Redis adapter (through
+            # its link, which the adapter closes last), so that a node killed meanwhile loses
+            # none (webhooks/queue.py). The sender's close() (via the dispatcher's, at
+            # shutdown) closes the queue.
+            queue=make_queue(settings, _redis_link(self.adapter)),
         )
         sender.start()
         if settings.console:
@@ -366,6 +369,7 @@ class Server:
 def make_adapter(settings: Settings) -> Adapter:
     if settings.adapter == "redis":
         from pyserver.cluster.redis import RedisAdapter
+        from pyserver.cluster.redis.connection import connect
 
         return RedisAdapter(
             settings.redis_url,
@@ -374,8 +378,15 @@ def make_adapter(settings: Settings) -> Adapter:
             heartbeat=settings.redis_heartbeat,
             dead_after=settings.redis_dead_after,
             node_id=settings.node_id,
+            client=connect(settings),
         )
     return LocalAdapter(settings.webhook_delay)
+
+
+def _redis_link(adapter: Adapter) -> RedisLink | None:
+    """The Redis adapter's link, which the webhook queue and the console share."""
+    link = getattr(adapter, "link", None)
+    return link if isinstance(link, RedisLink) else None
 
 
 def _format_address(address: object) -> str:
