@@ -32,7 +32,7 @@ import pusher
 import pytest
 
 from tests.apps.conftest import STORES, database_server, fresh_url
-from tests.integration.conftest import AppCreds
+from tests.integration.conftest import AppCreds, redis_env
 from tests.integration.httpapi import signed_post
 from tests.integration.jsdriver import JsDriver, js_deps_installed
 from tests.integration.rawws import RawWebSocket
@@ -391,17 +391,22 @@ def test_the_nodes_keep_serving_while_the_database_is_away(pair: Pair, js: JsDri
 # --- the announcement alone ----------------------------------------------------------------
 
 
-def test_the_redis_announcement_alone_brings_a_change(tmp_path: Path) -> None:
+@pytest.mark.parametrize("topology", ["redis", "sentinel", "cluster"])
+def test_the_redis_announcement_alone_brings_a_change(topology: str, tmp_path: Path) -> None:
     """Nodes that would refresh only hourly still apply `pyserver apps` changes at once: the
     announcement on Redis, not the refresh, brings them (and the first connection works, so
-    it is not the unknown-key lookup either)."""
-    redis = shared_redis()
+    it is not the unknown-key lookup either). On a single Redis, behind Sentinel and on a
+    Redis Cluster (sharded pub/sub)."""
     env = {
         "PYSERVER_APP_STORE": f"sqlite:///{tmp_path / 'apps.db'}",
         "PYSERVER_APP_STORE_REFRESH": "3600",
         "PYSERVER_ADAPTER": "redis",
-        "PYSERVER_REDIS_URL": redis.url,
-        "PYSERVER_REDIS_PREFIX": f"announce{os.getpid()}",
+        **(
+            {"PYSERVER_REDIS_URL": shared_redis().url}
+            if topology == "redis"
+            else redis_env(topology)
+        ),
+        "PYSERVER_REDIS_PREFIX": f"announce{os.getpid()}{topology}",
     }
     hourly = Pair("sqlite", env["PYSERVER_APP_STORE"], env)
     hourly.nodes = [ServerProcess(env=env) for _ in range(2)]
