@@ -9,6 +9,8 @@ refreshed from a store with `changes(cursor)`; it never awaits a store on the co
 - `sql.py`, `schema.py`, `drivers.py`: the SQLite, PostgreSQL and MySQL/MariaDB store.
 - `records.py`: a stored app, validation, rows. `errors.py`: the store's errors.
 - `factory.py`: from `app_store` to an open store. `cli.py`: `pyserver apps`.
+- `present.py`: an app as JSON (secrets only when asked) and option values from text, shared
+  by `pyserver apps` and the console's Apps page.
 """
 
 from pyserver.apps.errors import AppStoreError
