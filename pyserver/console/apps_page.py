@@ -138,7 +138,7 @@ async function loadApps() {
   $("apps-store").textContent = appsList.store;
   $("apps-view").classList.toggle("read-only", appsList.read_only);
   $("apps-readonly").hidden = !appsList.read_only;
-  $("apps-readonly").textContent = appsList.read_only ? "Read-only: " + appsList.reason : "";
+  $("apps-readonly").textContent = appsList.read_only ? appsList.reason : "";
   const names = ["key", "enabled", ...Object.keys(appsList.options)];
   if ($("set-name").options.length !== names.length) {
     $("set-name").innerHTML = names.map((n) => "<option>" + esc(n) + "</option>").join("");
