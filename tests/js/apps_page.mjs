@@ -7,7 +7,8 @@
 // endpoints; the token login adds an app (after a refused duplicate key and bad options),
 // a pusher-js client connects with its key and subscribes, the page shows and hides the
 // secret, refuses and then sets an option, disables the app (the client is closed with
-// 4003), enables it, rotates the secret (the new one is shown) and removes the app.
+// 4003), enables it, rotates the secret (the new one is shown, and the Node SDK signs
+// with it at once; a made-up secret is refused) and removes the app.
 // With --readonly (app_store = "config"): the list is shown, the forms are not, and the
 // notice says why.
 // Prints one JSON line: {ok, close_code, new_secret, ...}. Exits non-zero on any failure,
@@ -15,6 +16,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+import PusherServer from 'pusher';
 import Pusher from 'pusher-js';
 
 import { openPage } from './chromium.mjs';
@@ -53,6 +55,18 @@ function connectClient(key) {
   pusher.connection.bind('state_change', (s) => seen.states.push(s.current));
   seen.pusher = pusher;
   return seen;
+}
+
+// The Node SDK's trigger with this secret: the HTTP status the server answered.
+async function triggerStatus(secret) {
+  const sdk = new PusherServer({ appId: ID, key: KEY, secret, host: '127.0.0.1', port,
+    useTLS: false });
+  try {
+    return (await sdk.trigger('news', 'rotated', { ok: true })).status;
+  } catch (err) {
+    if (err.status) return err.status;
+    throw err;
+  }
 }
 
 async function message(page, kind, text) {
@@ -173,6 +187,8 @@ try {
     result.rotation_note = await page.textContent('#d-new-secret');
     await page.click('#d-show-secret');
     await page.waitForSelector(`#d-secret:has-text("${result.new_secret}")`);
+    result.trigger_new_secret = await triggerStatus(result.new_secret);
+    result.trigger_made_up_secret = await triggerStatus('not-' + result.new_secret);
     fs.mkdirSync(path.dirname(out), { recursive: true });
     await page.screenshot({ path: out });
 
