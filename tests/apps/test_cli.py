@@ -200,13 +200,3 @@ def test_a_bad_configuration_exits_2(tmp_path: Path) -> None:
     apps = Apps("redis://127.0.0.1", tmp_path)
     done = apps("list", status=2)
     assert 'app_store: Value error, use "config" or a URL starting with sqlite://' in done.stderr
-
-
-def test_the_server_does_not_start_on_a_database_store_yet(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSERVER_")}
-    env["PYSERVER_APP_STORE"] = f"sqlite:///{tmp_path / 'apps.db'}"
-    done = subprocess.run(
-        ["pyserver", "--port", "0"], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 2
-    assert 'the server serves only app_store = "config" so far' in done.stderr
