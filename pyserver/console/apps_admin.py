@@ -101,17 +101,23 @@ class AppsAdmin:
         """The `secret_rotation_grace` setting: a rotation's default grace period."""
         self.applied: Callable[[str], Awaitable[None]] | None = None
         """Told the app id after each change, to serve the change at once on this node."""
+        self.unusable: Callable[[], str | None] = lambda: None
+        """Why the store cannot be used now (not open yet: the database was away at start),
+        or None; while it says something every request is answered 503 with it."""
 
     def attach(
         self,
         store: AppStore,
         rotation_grace: float,
         applied: Callable[[str], Awaitable[None]] | None = None,
+        unusable: Callable[[], str | None] | None = None,
     ) -> None:
-        """Manage `store` (open; the server's): called by the server once it is open."""
+        """Manage `store`, the server's (see the attributes for the others)."""
         self.store = store
         self.rotation_grace = rotation_grace
         self.applied = applied
+        if unusable is not None:
+            self.unusable = unusable
 
     def _store(self) -> AppStore:
         if self.store is not None:
@@ -126,6 +132,9 @@ class AppsAdmin:
             raise NotFound(f"No console route {request.path[:100]}")
         if request.method != method:
             raise MethodNotAllowed(f"Use {method} for {request.path}")
+        problem = self.unusable()
+        if problem is not None:
+            raise ApiError(problem, 503)
         store = self._store()
         try:
             if route == "":
@@ -194,7 +203,9 @@ class AppsAdmin:
             return
         try:
             await self.applied(app_id)
-        except Exception:  # the change is stored: the next refresh serves it
+        except AppStoreError as exc:  # the change is stored: the next refresh serves it
+            log.warning("console: app %s was changed but not applied at once: %s", app_id, exc)
+        except Exception:
             log.exception("console: app %s was changed but not applied at once", app_id)
 
 

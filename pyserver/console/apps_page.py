@@ -44,7 +44,9 @@ STYLE = b"""
 .off { color:var(--bad); }
 .pair { display:grid; grid-template-columns:1fr 1fr; gap:6px; }
 .actions { display:flex; flex-wrap:wrap; gap:6px; align-items:center; margin:8px 0; }
-.actions form { display:flex; gap:6px; flex:1 1 320px; }
+.actions form { display:flex; gap:6px; flex:1 1 100%; order:1; }
+.actions button { white-space:nowrap; }
+#apps-store { text-transform:none; letter-spacing:0; }
 button.danger { background:var(--bad); }
 #set-form { grid-template-columns:minmax(0, 1fr) minmax(0, 1fr) auto auto; }
 #set-form select { padding:4px 6px; border:1px solid var(--line); border-radius:6px;
