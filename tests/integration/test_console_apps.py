@@ -12,6 +12,7 @@ import base64
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,5 +192,29 @@ def test_with_the_config_store_the_page_is_read_only_and_says_why() -> None:
         PusherSocket(proc.port, SEEDED).close()  # still served
         result = _page(proc.port, ROOT / "test-artifacts" / "console-apps-config.png", "--readonly")
         assert 'app_store = "config" is read-only' in result["notice"]
+    finally:
+        proc.stop()
+
+
+def test_a_store_away_at_start_answers_503_until_it_opens(tmp_path: Path) -> None:
+    folder = tmp_path / "not-yet"  # SQLite cannot open a file in a missing directory
+    config = CONFIG.format(token=TOKEN, store=f"sqlite:///{folder / 'apps.db'}", app=SEEDED)
+    proc = ServerProcess(config.replace("app_store_refresh = 600", "app_store_refresh = 0.2"))
+    try:
+        status, answer = _call(proc.port, "GET", "/console/api/apps")
+        assert status == 503 and "not-yet" in answer["error"], answer
+        body = {"id": "2002", "key": "k2002", "secret": "s2002"}
+        assert _call(proc.port, "POST", "/console/api/apps/add", body)[0] == 503
+        status, state = _call(proc.port, "GET", "/console/api/state")
+        assert status == 200 and state["operator"] is True  # the operator still signs in
+        folder.mkdir()
+        deadline = time.monotonic() + 10
+        while (status := _call(proc.port, "GET", "/console/api/apps")[0]) != 200:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.1)
+        status, listing = _call(proc.port, "GET", "/console/api/apps")
+        assert [a["id"] for a in listing["apps"]] == [SEEDED.id]  # seeded when it opened
+        assert _call(proc.port, "POST", "/console/api/apps/add", body)[0] == 200
+        PusherSocket(proc.port, AppCreds("2002", "k2002", "s2002")).close()
     finally:
         proc.stop()

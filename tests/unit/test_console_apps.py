@@ -371,3 +371,16 @@ def test_an_operator_signs_in_with_no_app_served() -> None:
         assert (await call(console, "GET", "/console/api/stats"))[0] == 404
 
     asyncio.run(main())
+
+
+def test_while_the_store_is_not_open_every_route_says_why(tmp_path: Path) -> None:
+    async def scenario(console: Console, store: AppStore, applied: list[str]) -> None:
+        reason: list[str | None] = ["app store sqlite:///x is unavailable: it is away"]
+        console.apps_admin.unusable = lambda: reason[0]
+        for method, path in (("GET", ""), ("GET", "/show?id=a"), ("POST", "/remove")):
+            status, answer = await call(console, method, "/console/api/apps" + path, {"id": "a"})
+            assert (status, answer["error"]) == (503, reason[0])
+        reason[0] = None
+        assert (await call(console, "GET", "/console/api/apps"))[0] == 200
+
+    with_sqlite(tmp_path, scenario)
