@@ -381,7 +381,10 @@ class Settings(BaseSettings):
         return "cluster" if self.redis_cluster else "single"
 
     def default_secret_apps(self) -> list[str]:
-        """Ids of the apps whose secret is the well-known default one."""
+        """Ids of the configured apps whose secret is the well-known default one (none with a
+        database app store: the configuration's apps only seed it, the built-in one never)."""
+        if self.app_store != "config":
+            return []
         return [app.id for app in self.apps if app.secret == DEFAULT_SECRET]
 
     def warnings(self) -> list[str]:

@@ -8,6 +8,9 @@ lists and objects).
 
 Invariants:
 - Secrets are printed only with `--show-secrets`, in text and in `--json` output alike.
+- With the Redis adapter, a change is announced on Redis after it is saved
+  (`cluster.app_changes`), so the nodes apply it at once; a failed announcement is a
+  warning, not a failure (the nodes' refresh finds the change).
 - Exit status: 0 done; 1 refused (unknown app, duplicate id or key, invalid option or value,
   read-only `config` store); 2 bad command line or configuration; 3 the store cannot be used
   (unreachable, driver not installed, schema too new). The message goes to stderr.
@@ -229,13 +232,35 @@ class _Output:
             print(message)
 
 
+WRITES = ("add", "set", "disable", "enable", "remove", "rotate-secret")
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     out = _Output(args)
     store: AppStore = await open_app_store(settings)
     try:
-        return await _command(store, args, settings, out)
+        status = await _command(store, args, settings, out)
+        cursor = await store.cursor() if status == 0 and args.command in WRITES else None
     finally:
         await store.close()
+    if cursor is not None and settings.adapter == "redis":
+        await _announce(settings, cursor)
+    return status
+
+
+async def _announce(settings: Settings, cursor: int) -> None:
+    """Tell the running nodes (Redis adapter) to read the change now, not at their next
+    refresh; failing that, they still see it within app_store_refresh seconds."""
+    from pyserver.cluster.app_changes import announce
+
+    try:
+        await announce(settings, cursor)
+    except Exception as exc:
+        print(
+            f"pyserver apps: the change is saved, but announcing it on Redis failed ({exc}); "
+            f"the nodes see it within app_store_refresh ({settings.app_store_refresh:g} s)",
+            file=sys.stderr,
+        )
 
 
 async def _command(
