@@ -218,3 +218,15 @@ def test_a_store_away_at_start_answers_503_until_it_opens(tmp_path: Path) -> Non
         PusherSocket(proc.port, AppCreds("2002", "k2002", "s2002")).close()
     finally:
         proc.stop()
+
+
+def test_on_an_empty_store_the_operator_adds_the_first_app_in_the_page(tmp_path: Path) -> None:
+    config = f'console_token = "{TOKEN}"\napp_store = "sqlite:///{tmp_path / "apps.db"}"\n'
+    proc = ServerProcess(config + "app_store_refresh = 600\n")  # no [[apps]]: nothing seeded
+    try:
+        status, state = _call(proc.port, "GET", "/console/api/state")
+        assert status == 200 and state["apps"] == [] and state["operator"] is True
+        result = _page(proc.port, ROOT / "test-artifacts" / "console-apps-empty.png", "--empty")
+        PusherSocket(proc.port, AppCreds(result["id"], result["key"], "")).close()
+    finally:
+        proc.stop()
