@@ -28,7 +28,7 @@ from typing import Any
 
 from pyserver.apps.errors import AppStoreError, UnknownApp
 from pyserver.apps.factory import open_app_store
-from pyserver.apps.present import FLAG_FIELDS, app_json, parse_value
+from pyserver.apps.present import FLAG_FIELDS, app_json, option_name, parse_value
 from pyserver.apps.present import is_text as _is_text
 from pyserver.apps.present import iso_time as _time
 from pyserver.apps.present import jsonable as _jsonable
@@ -292,7 +292,7 @@ async def _command(
         return 0
     if command == "set":
         changes = _changes(args)
-        reset = [name.lstrip("-").replace("-", "_") for name in args.reset]
+        reset = [option_name(name) for name in args.reset]
         app = await store.update(args.id, changes, reset)
         out.app(app, f"changed app {app.id}: {', '.join([*changes, *reset])}")
         return 0

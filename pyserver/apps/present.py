@@ -33,6 +33,12 @@ def is_text(annotation: Any) -> bool:
     return False
 
 
+def option_name(text: str) -> str:
+    """An option as a person may write it (`max-connections`, `--max-connections`) as the
+    field's name (`max_connections`)."""
+    return text.lstrip("-").replace("-", "_")
+
+
 def parse_value(name: str, text: str) -> Any:
     """An option's text as the value AppConfig validates: text fields as given, others as JSON
     when it parses (10, false, ["a"]), else as given (so AppConfig names what is wrong).

@@ -47,7 +47,13 @@ from pyserver.apps.errors import (
     ReadOnlyStore,
     UnknownApp,
 )
-from pyserver.apps.present import FLAG_FIELDS, app_json, option_defaults, parse_value
+from pyserver.apps.present import (
+    FLAG_FIELDS,
+    app_json,
+    option_defaults,
+    option_name,
+    parse_value,
+)
 from pyserver.apps.records import validate_app
 from pyserver.apps.store import AppStore, ConfigStore
 from pyserver.config import AppConfig
@@ -131,7 +137,7 @@ class AppsAdmin:
         if method is None:
             raise NotFound(f"No console route {request.path[:100]}")
         if request.method != method:
-            raise MethodNotAllowed(f"Use {method} for {request.path}")
+            raise MethodNotAllowed(f"Use {method} for {request.path[:100]}")
         problem = self.unusable()
         if problem is not None:
             raise ApiError(problem, 503)
@@ -172,7 +178,7 @@ class AppsAdmin:
             answer = app_json(await store.add(validate_app(values)), False)
         elif route == "/set":
             changes = _options(body)
-            reset = [name.lstrip("-").replace("-", "_") for name in _names(body, "reset")]
+            reset = [option_name(name) for name in _names(body, "reset")]
             if not changes and not reset:
                 raise BadRequest("Give at least one option to change or to reset")
             answer = app_json(await store.update(app_id, changes, reset), False)
