@@ -34,7 +34,6 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -195,9 +194,7 @@ class AppsAdmin:
             if grace is None:
                 grace = self.rotation_grace
             if isinstance(grace, bool) or not isinstance(grace, int | float):
-                raise BadRequest("'grace' must be a number of seconds")
-            if not math.isfinite(grace):
-                raise BadRequest("'grace' must be a number of seconds")
+                raise BadRequest("'grace' must be a number of seconds")  # its range: the store
             rotated, new_secret = await store.rotate_secret(app_id, secret or None, grace)
             answer = {**app_json(rotated, False), "secret": new_secret}
         log.info("console: %s app %s", route.lstrip("/"), app_id)

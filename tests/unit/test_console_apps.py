@@ -305,7 +305,9 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(tmp_path: Path) -> Non
             ("rotate-secret", {"id": "nope"}, 404, "no app with id"),
             ("rotate-secret", {"id": "a", "grace": "soon"}, 400, "'grace'"),
             ("rotate-secret", {"id": "a", "grace": True}, 400, "'grace'"),
-            ("rotate-secret", {"id": "a", "grace": -1}, 400, "grace"),
+            ("rotate-secret", {"id": "a", "grace": -1}, 400, "grace: seconds, from 0 to 86400"),
+            ("rotate-secret", {"id": "a", "grace": 1e300}, 400, "grace: seconds, from 0"),
+            ("rotate-secret", b'{"id": "a", "grace": 1%s}' % (b"0" * 30), 400, "grace: seconds"),
             ("rotate-secret", {"id": "a", "secret": 5}, 400, "'secret' must be text"),
             ("rotate-secret", {"id": "a", "secret": "secret-a"}, 400, "is the current one"),
         ]
@@ -384,3 +386,11 @@ def test_while_the_store_is_not_open_every_route_says_why(tmp_path: Path) -> Non
         assert (await call(console, "GET", "/console/api/apps"))[0] == 200
 
     with_sqlite(tmp_path, scenario)
+
+
+def test_the_longest_rotation_grace_is_the_settings_longest() -> None:
+    from pyserver.apps.sql import MAX_GRACE
+    from pyserver.config import Settings
+
+    limits = Settings.model_fields["secret_rotation_grace"].metadata
+    assert [getattr(m, "le", None) for m in limits if getattr(m, "le", None)] == [MAX_GRACE]
