@@ -60,10 +60,14 @@ def jsonable(value: Any) -> Any:
 
 
 def iso_time(seconds: float | None) -> str | None:
-    """Unix seconds as `2026-12-05T08:00:00Z`; None for 0 or None (never set)."""
+    """Unix seconds as `2026-12-05T08:00:00Z`; None for 0 or None (never set); the number
+    itself when it is no date (a row edited by hand), so that showing an app never fails."""
     if not seconds:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return str(seconds)
 
 
 def app_json(app: StoredApp, show_secrets: bool) -> dict[str, Any]:

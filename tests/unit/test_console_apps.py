@@ -394,3 +394,15 @@ def test_the_longest_rotation_grace_is_the_settings_longest() -> None:
 
     limits = Settings.model_fields["secret_rotation_grace"].metadata
     assert [getattr(m, "le", None) for m in limits if getattr(m, "le", None)] == [MAX_GRACE]
+
+
+def test_an_expiry_that_is_no_date_is_shown_as_a_number(tmp_path: Path) -> None:
+    async def scenario(console: Console, store: AppStore, applied: list[str]) -> None:
+        await store.add(AppConfig(id="a", key="key-a", secret="secret-a"))
+        await store.rotate_secret("a", "secret-b", 60)
+        sql = store.driver  # type: ignore[attr-defined]
+        await sql.execute("UPDATE pyserver_apps SET previous_secret_expires_at = 1e300")
+        status, listing = await call(console, "GET", "/console/api/apps")
+        assert status == 200 and listing["apps"][0]["previous_secret_expires_at"] == "1e+300"
+
+    with_sqlite(tmp_path, scenario)
