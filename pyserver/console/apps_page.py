@@ -21,7 +21,8 @@ What the page shows and never does:
 Contract with the page's own script: it defines `$`, `esc`, `api`, `app` and
 `loadState()`, calls `appsLogin(state)` with each state it loads (to show or hide the tab),
 and `appsReset()` when it starts over (sign-in, sign-out). After each change the page
-reloads its state, so a new app shows in the app picker too.
+reloads its state, so a new app shows in the app picker too, and when the app of the debug
+view was removed the debug view starts over on the first app left.
 """
 
 from __future__ import annotations
@@ -193,7 +194,13 @@ async function changeApp(verb, body, done) {
   appsMessage("ok", done(answer));
   await loadApps();
   const before = app;
-  try { await loadState(); if (!before && app) openStream(); } catch (err) { /* shown later */ }
+  if (app && appsList && !appsList.apps.some((a) => a.id === app)) reset();  // removed
+  try { await loadState(); } catch (err) {
+    if (err.status !== 404) return answer;
+    reset();  // the app of the debug view was removed: show the first one left
+    try { await loadState(); } catch (again) { return answer; }
+  }
+  if (app && app !== before) openStream();
   return answer;
 }
 function optionHint() {

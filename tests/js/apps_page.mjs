@@ -214,12 +214,17 @@ async function everyOperation() {
   fs.mkdirSync(path.dirname(out), { recursive: true });
   await page.screenshot({ path: out });
 
-  // Remove: a second click confirms.
+  // Remove: a second click confirms. The debug view shows the app until then, and the
+  // first app left afterwards.
+  await page.selectOption('#app-picker', ID);
+  await page.waitForSelector('#status.live');
   await page.click('#d-remove');
   await page.waitForSelector('#d-remove:has-text("Click again")');
   await page.click('#d-remove');
   await message(page, 'ok', `Removed app ${ID}`);
   await page.waitForSelector(`#apps-rows tr[data-id="${ID}"]`, { state: 'detached' });
+  await page.waitForFunction((id) => document.querySelector('#app-picker').value === id, appId);
+  await page.waitForSelector('#status.live');
   result.id = ID; result.key = KEY;
 }
 
