@@ -100,7 +100,7 @@ class Console(EventFeed):
         self.cluster_feed = feed
         self.live = LiveHub(self, self._stats_report, feed)
         self.apps_admin = AppsAdmin(lambda: [app.config for app in self.apps.values()])
-        """The Apps page: the server attaches its app store (`attach`) once it is open."""
+        """The Apps page; the server attaches its app store to it (`attach`)."""
 
     def start(self) -> None:
         """Start sampling (and, with the redis adapter, sharing) the stats."""
