@@ -11,6 +11,8 @@ the connection path.
 - `records.py`: a stored app, validation, rows. `errors.py`: the store's errors.
 - `factory.py`: from `app_store` to an open store. `cli.py`: `pyserver apps`.
 - `directory.py`: a node's copy of its store, the refresh, lookups of unknown names, health.
+- `present.py`: an app as JSON (secrets only when asked) and option values from text, shared
+  by `pyserver apps` and the console's Apps page.
 """
 
 from pyserver.apps.errors import AppStoreError

@@ -104,6 +104,13 @@ class Server:
         )
         if settings.console:
             self.observers.add(self.console)
+        directory = self.directory
+        self.console.apps_admin.attach(  # the Apps page: changes applied here at once
+            directory.store,
+            settings.secret_rotation_grace,
+            applied=lambda _app_id: directory.changed(),
+            unusable=lambda: None if directory.opened else directory.problem or "not open",
+        )
         self.api = Api(
             self.apps_by_id,
             self.apps_by_key,
