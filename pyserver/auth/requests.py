@@ -35,8 +35,10 @@ def verify_request(
     secret: str,
     now: float,
     max_skew: float = 600.0,
+    previous_secret: str | None = None,
 ) -> None:
-    """Raise `Unauthorized` unless the request is signed correctly; return None when it is."""
+    """Raise `Unauthorized` unless the request is signed correctly; return None when it is.
+    `previous_secret`: the secret a rotation replaced, still accepted (docs/apps.md)."""
     get = params.get
     auth_key = get("auth_key")
     if auth_key is None:
@@ -82,7 +84,12 @@ def verify_request(
             if path == tried:  # raw and decoded paths are usually the same string
                 continue
             tried = path
-            if hmac.compare_digest(sign(secret, f"{method}\n{path}\n{query}"), signature):
+            message = f"{method}\n{path}\n{query}"
+            if hmac.compare_digest(sign(secret, message), signature):
+                return
+            if previous_secret is not None and hmac.compare_digest(
+                sign(previous_secret, message), signature
+            ):
                 return
     raise Unauthorized(
         "Invalid signature: Expected HMAC SHA256 hex digest of "

@@ -108,7 +108,10 @@ class App:
         self, config: AppConfig, adapter: Adapter, observer: AppObserver | None = None
     ) -> None:
         self.config = config
+        """Replaced as a whole when the app store changes the app (`server.live_apps`)."""
         self.id = config.id
+        self.rotation: tuple[str | None, float | None] = (None, None)
+        """The secret a rotation replaced and the Unix time it stops being valid."""
         self.adapter = adapter
         self.observer = observer or AppObserver()
         self.stats = AppStats()
@@ -124,6 +127,13 @@ class App:
         self._count_pending: dict[str, int] = {}
         """channel → subscription count waiting for the throttle window to pass."""
         adapter.attach(self.id, self.registry, self)
+
+    def previous_secret(self) -> str | None:
+        """The secret a rotation replaced while its grace period lasts, else None."""
+        previous, until = self.rotation
+        if previous is None or until is None or time.time() >= until:
+            return None
+        return previous
 
     # --- connections ---------------------------------------------------------------------
 
@@ -164,7 +174,9 @@ class App:
                 )
         elif kind is not ChannelKind.PUBLIC:
             signed = channel_string_to_sign(client.socket_id, name, command.channel_data)
-            problem = auth_problem(self.config.key, self.config.secret, signed, command.auth)
+            problem = auth_problem(
+                self.config.key, self.config.secret, signed, command.auth, self.previous_secret()
+            )
             if problem is not None:
                 raise SubscriptionAuthError(name, problem)
             session.authorized()
@@ -291,7 +303,9 @@ class App:
 
     def signin(self, client: Client, command: Signin) -> Handled:
         signed = user_string_to_sign(client.socket_id, command.user_data)
-        problem = auth_problem(self.config.key, self.config.secret, signed, command.auth)
+        problem = auth_problem(
+            self.config.key, self.config.secret, signed, command.auth, self.previous_secret()
+        )
         if problem is not None:
             raise SigninFailed(problem)
         try:
