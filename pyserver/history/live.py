@@ -46,6 +46,9 @@ MAX_DROPS = 100_000
 """Recovery marks (dropped subscriptions) an app keeps on one node; the oldest go first."""
 MAX_TOKENS = 100_000
 """Resume tokens of closed connections one node keeps; the oldest go first."""
+RESUME_FAILED_TICKS = 2
+"""Sweep ticks after a `pusher:resume` with an unknown token during which history subscribes
+(the re-subscribes that follow it) are told `pusher:recovery_failed`: at least one full tick."""
 PURGE_EVERY = 1.0
 """Seconds between two purges of the in-memory store on the server's sweep."""
 
@@ -351,6 +354,6 @@ class AppHistory:
             return
         positions = self.node.take_token(token, self.app_id)
         if positions is None:
-            history.resume_failed = True
+            history.resume_failed = RESUME_FAILED_TICKS
         else:
             history.resume = positions

@@ -9,20 +9,22 @@ The servers are shared by the whole module; each test uses its own channel names
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pusher
 import pytest
 from pusher.http import GET, Request
 
-from tests.integration.conftest import AppCreds, Deployment, deploy
+from tests.integration.conftest import AppCreds, Deployment, PusherSocket, deploy
 from tests.integration.jsdriver import JsDriver, js_deps_installed
+from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.skipif(not js_deps_installed(), reason="npm ci in tests/js")
 
@@ -370,3 +372,153 @@ def test_metrics_count_history(hist: Deployment) -> None:
         held = re.search(r"^\w*history_events (\d+)$", text, re.M)
         assert held is not None and int(held.group(1)) >= 2
         assert re.search(r"^\w*history_channels [1-9]", text, re.M)
+
+
+# --- what counts as delivered: a client that goes silent without a FIN -----------------------
+
+
+class Proxy:
+    """`tests/tcpproxy.TcpProxy` on its own event loop thread, driven from a sync test."""
+
+    def __init__(self, target_port: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.proxy = TcpProxy(target_port)
+        self._run(self.proxy.start())
+        self.port = self.proxy.port
+
+    def _run(self, work: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(work, self.loop).result(10)
+
+    def freeze(self) -> None:
+        self._run(self._do(self.proxy.freeze))
+
+    def cut(self) -> None:
+        """Abort the connections through the proxy (a RST both ways) and forward new ones."""
+
+        def cut() -> None:
+            for pipe in self.proxy.pipes:
+                if pipe.transport is not None:
+                    pipe.transport.abort()
+            self.proxy.pipes.clear()
+            self.proxy.frozen = False
+
+        self._run(self._do(cut))
+
+    @staticmethod
+    async def _do(action: Callable[[], None]) -> None:
+        action()
+
+    def close(self) -> None:
+        self._run(self.proxy.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def test_a_half_open_client_recovers_what_it_never_read(hist: Deployment, js: JsDriver) -> None:
+    """The client stops reading and its packets stop, without a FIN, while events keep flowing
+    into its socket; the server gives up at the ping timeout. Back on a new connection, the
+    client gets every event it never read, although the server wrote them all."""
+    channel = name("presence-room-")
+    backend = api(hist)
+    proxy = Proxy(hist.port)
+    try:
+        client = connect(js, hist, port=proxy.port)
+        js.call("set_presence", client=client, user_id="fay", user_info={})
+        js.subscribe(client, channel)
+        trigger(backend, channel, range(5))
+        assert wait_numbers(js, client, channel, 5) == [0, 1, 2, 3, 4]
+        time.sleep(2.5)  # pongs confirm 0..4
+        proxy.freeze()
+        for n in range(5, 45):  # written by the server, never read by the client
+            backend.trigger(channel, "m", {"n": n})
+            time.sleep(0.02)
+        deadline = time.monotonic() + 15
+        while backend.users_info(channel)["users"]:  # the server gives the socket up
+            assert time.monotonic() < deadline, "the server never gave up the silent client"
+            time.sleep(0.2)
+        trigger(backend, channel, range(45, 50))
+        proxy.cut()  # the client notices now and reconnects through the proxy
+        js.wait(
+            client, type="channel", channel=channel, event="m", data={"n": 49}, timeout_ms=15000
+        )
+        trigger(backend, channel, range(50, 51))
+        js.wait(client, type="channel", channel=channel, event="m", data={"n": 50})
+        got = numbers(js, client, channel)
+        assert got[:5] == [0, 1, 2, 3, 4]
+        assert got[5:] == list(range(5, 51)), got  # no gap, nothing twice
+        js.call("disconnect", client=client)
+    finally:
+        proxy.close()
+
+
+def test_the_resume_snippet_recovers_an_anonymous_page(hist: Deployment, js: JsDriver) -> None:
+    channel = name("chat-")
+    backend = api(hist)
+    proxy = Proxy(hist.port)
+    try:
+        client = f"h{next(_names)}"
+        js.call(
+            "connect",
+            client=client,
+            key=APP.key,
+            secret=APP.secret,
+            app_id=APP.id,
+            port=proxy.port,
+            resume_snippet=True,
+        )
+        js.subscribe(client, channel)
+        trigger(backend, channel, range(3))
+        assert wait_numbers(js, client, channel, 3) == [0, 1, 2]
+        time.sleep(2.5)
+        proxy.freeze()
+        trigger(backend, channel, range(3, 8))  # never read; the rewind (3) would miss some
+        proxy.cut()  # the server sees the connection end; pusher-js reconnects and resumes
+        js.wait(client, type="channel", channel=channel, event="m", data={"n": 7}, timeout_ms=15000)
+        trigger(backend, channel, range(8, 9))
+        js.wait(client, type="channel", channel=channel, event="m", data={"n": 8})
+        assert numbers(js, client, channel) == list(range(9))
+        js.call("disconnect", client=client)
+    finally:
+        proxy.close()
+
+
+def test_an_unknown_resume_token_is_not_recovered(hist: Deployment) -> None:
+    channel = name("chat-")
+    trigger(api(hist), channel, range(4))
+    sock = PusherSocket(hist.port, APP)
+    try:
+        assert sock.recv()["event"] == "pusher_internal:resume_token"
+        sock.send_json({"event": "pusher:resume", "data": {"token": "never-issued"}})
+        assert sock.subscribe(channel)["event"] == "pusher_internal:subscription_succeeded"
+        failed = sock.recv()
+        assert failed["event"] == "pusher:recovery_failed" and failed["channel"] == channel
+        assert json.loads(failed["data"]) == {"reason": "window"}
+        assert [json.loads(sock.recv()["data"])["n"] for _ in range(3)] == [1, 2, 3]
+    finally:
+        sock.close()
+
+
+def test_a_signed_in_user_catches_up_on_a_public_channel(hist: Deployment, js: JsDriver) -> None:
+    channel = name("chat-")
+    backend = api(hist)
+
+    def signed_in() -> str:
+        client = connect(js, hist)
+        js.call("set_user", client=client, user_data={"id": "gus"})
+        js.call("signin", client=client, wait=True)
+        js.subscribe(client, channel)
+        return client
+
+    first = signed_in()
+    trigger(backend, channel, range(2))
+    assert wait_numbers(js, first, channel, 2) == [0, 1]
+    time.sleep(2.5)
+    js.call("disconnect", client=first)
+    time.sleep(0.3)
+    trigger(backend, channel, range(2, 7))  # 5 missed; the rewind would give only 3
+    again = signed_in()
+    assert wait_numbers(js, again, channel, 5) == [2, 3, 4, 5, 6]
+    js.call("disconnect", client=again)
