@@ -23,7 +23,10 @@ import pytest
 from pusher.http import GET, Request
 
 from tests.integration.conftest import AppCreds, Deployment, PusherSocket, deploy
+from tests.integration.httpapi import request
 from tests.integration.jsdriver import JsDriver, js_deps_installed
+from tests.integration.serverproc import ServerProcess
+from tests.redisproc import RedisProcess, free_port
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.skipif(not js_deps_installed(), reason="npm ci in tests/js")
@@ -522,3 +525,57 @@ def test_a_signed_in_user_catches_up_on_a_public_channel(hist: Deployment, js: J
     again = signed_in()
     assert wait_numbers(js, again, channel, 5) == [2, 3, 4, 5, 6]
     js.call("disconnect", client=again)
+
+
+# --- a Redis restart: a new epoch ------------------------------------------------------------
+
+
+def test_a_redis_restart_starts_a_new_epoch(js: JsDriver) -> None:
+    """Redis loses every key: node B's API answers old positions with 409 and the new epoch,
+    a returning user on node A is told `epoch`, and a trigger during the outage is refused
+    rather than answered 200 without being stored."""
+    redis = RedisProcess(free_port())
+    env = {
+        **ENV,
+        "PYSERVER_ADAPTER": "redis",
+        "PYSERVER_REDIS_URL": redis.url,
+        "PYSERVER_REDIS_PREFIX": "restart",
+    }
+    deployment = Deployment([ServerProcess(CONFIG, env=env) for _ in range(2)])
+    try:
+        channel = name("presence-short-")
+        backend = api(deployment)
+        first = join(js, deployment, channel, "hal")
+        trigger(backend, channel, range(2))
+        wait_numbers(js, first, channel, 2)
+        old = channel_history(backend, channel, limit=0)
+        time.sleep(2.5)
+        js.call("disconnect", client=first)
+        time.sleep(0.3)
+        redis.stop()
+        with pytest.raises(pusher.errors.PusherError, match="503"):
+            backend.trigger(channel, "m", {"n": -1})
+        redis.start()
+        deadline = time.monotonic() + 30
+        for node in deployment.nodes:
+            while request(node.port, "GET", "/ready")[0] != 200:
+                assert time.monotonic() < deadline, "a node never came back"
+                time.sleep(0.2)
+        trigger(backend, channel, range(2, 4))
+        with pytest.raises(pusher.errors.PusherError) as failure:
+            channel_history(backend, channel, after=old["position"])
+        text = str(failure.value)
+        conflict = json.loads(text[text.index("{") :])
+        assert conflict["status"] == 409 and conflict["epoch"] != old["epoch"]
+        again = join(js, deployment, channel, "hal")
+        js.wait(again, type="channel", channel=channel, event="m", count=1)
+        events = [
+            (e["event"], e["data"])
+            for e in js.events(again)
+            if e["type"] == "channel" and not e["event"].startswith("pusher:subscription")
+        ]
+        assert events == [("pusher:recovery_failed", {"reason": "epoch"}), ("m", {"n": 3})]
+        js.call("disconnect", client=again)
+    finally:
+        deployment.stop()
+        redis.stop()
