@@ -146,9 +146,10 @@ class App:
         self.clients.pop(client.socket_id, None)
         self.stats.new_disconnections_total += 1
         session = client.session
-        if self.history is not None:
-            self.history.dropped(session)
+        remembering = self.history.dropped(session) if self.history is not None else None
         work = [self._leave(client, name) for name in list(session.channels)]
+        if remembering is not None:
+            work.append(remembering)
         user = session.user
         if user is not None:
             work.append(self._sign_out(client, user))
@@ -315,8 +316,6 @@ class App:
 
     def tick(self) -> None:
         """Called by the server's sweep: send subscription counts held back by the throttle."""
-        if self.history is not None:
-            self.history.tick()
         if not self._count_pending:
             return
         now = time.monotonic()
@@ -546,9 +545,9 @@ class App:
 
     def resume(self, client: Client, command: Resume) -> Handled:
         """`pusher:resume` (the anonymous catch-up snippet, docs/history.md)."""
-        if self.history is not None:
-            self.history.resume(client.session, command.token)
-        return None
+        if self.history is None:
+            return None
+        return self.history.resume(client.session, command.token)
 
     def latest(self, channel: str) -> Position | None:
         """The newest history position written to this node's subscribers of `channel`."""

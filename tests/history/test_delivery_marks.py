@@ -5,10 +5,16 @@ The end-to-end behaviour is in test_live.py."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Callable
+
+import pytest
+from redis.asyncio import Redis
 
 from pyserver.config import HistoryRule
-from pyserver.history.live import AppHistory, NodeHistory
+from pyserver.history.live import AppHistory, MemoryMarks, NodeHistory, RecoveryMarks
 from pyserver.history.memory import MemoryHistoryStore
+from pyserver.history.redis import RedisMarks
 from pyserver.protocol.history import ConnectionHistory, Position, RuleBook, tag, untag
 from pyserver.protocol.session import PusherSession, Tick
 
@@ -80,19 +86,33 @@ def test_a_tagged_frame_round_trips() -> None:
 
 
 class Clock:
-    now = 100.0
+    """Wall-clock seconds, moved by hand (both marks take their clock from here)."""
+
+    now = 1_760_000_000.0
 
     def __call__(self) -> float:
         return self.now
 
 
-def app_history(clock: Clock) -> AppHistory:
+@pytest.fixture(params=["memory", "redis"])
+def marks(request: pytest.FixtureRequest) -> Callable[[Clock], RecoveryMarks]:
+    def build(clock: Clock) -> RecoveryMarks:
+        if request.param == "memory":
+            return MemoryMarks(clock)
+        server = request.getfixturevalue("redis_server")
+        prefix = f"m{uuid.uuid4().hex[:8]}"
+        return RedisMarks(Redis.from_url(server.url), prefix, clock)
+
+    return build
+
+
+def app_history(clock: Clock, marks: RecoveryMarks | None = None) -> AppHistory:
     rule = HistoryRule(channels="presence-*", recovery_window=60)
-    node = NodeHistory(MemoryHistoryStore(1 << 20), clock=clock)
+    node = NodeHistory(MemoryHistoryStore(1 << 20), clock=clock, marks=marks)
     return AppHistory(node, "app", RuleBook([rule]))
 
 
-def drop(history: AppHistory, user: str, channel: str, position: Position) -> None:
+async def drop(history: AppHistory, user: str, channel: str, position: Position) -> str:
     session = PusherSession()
     session.open("1.1", 30, now=0.0, auth_timeout=0.0)
     history.new_connection(session)
@@ -100,49 +120,54 @@ def drop(history: AppHistory, user: str, channel: str, position: Position) -> No
     session.joined(channel)
     assert session.history is not None
     session.history.track(channel, position)
-    history.dropped(session)
+    work = history.dropped(session)
+    assert work is not None
+    await work
+    return session.history.token
 
 
-def test_every_returning_tab_recovers_from_the_earliest_drop() -> None:
-    clock = Clock()
-    history = app_history(clock)
-    drop(history, "u", "presence-a", pos(4))
-    drop(history, "u", "presence-a", pos(9))
-    drop(history, "u", "presence-a", pos(6))
-    assert [history._take_drop("u", "presence-a") for _ in range(4)] == [
-        pos(4),
-        pos(4),
-        pos(4),
-        None,
-    ]
+def test_every_returning_tab_recovers_from_the_earliest_drop(
+    marks: Callable[[Clock], RecoveryMarks],
+) -> None:
+    async def run() -> list[Position | None]:
+        clock = Clock()
+        kept = marks(clock)
+        history = app_history(clock, kept)
+        for serial in (4, 9, 6):
+            await drop(history, "u", "presence-a", pos(serial))
+        return [await kept.take_drop("app", "u", "presence-a") for _ in range(4)]
+
+    assert asyncio.run(run()) == [pos(4), pos(4), pos(4), None]
 
 
-def test_drops_expire_with_the_recovery_window() -> None:
-    clock = Clock()
-    history = app_history(clock)
-    drop(history, "u", "presence-a", pos(4))
-    clock.now += 61
-    history.tick()
-    assert history.drops == {}
-    assert history._take_drop("u", "presence-a") is None
+def test_drops_expire_with_the_recovery_window(marks: Callable[[Clock], RecoveryMarks]) -> None:
+    async def run() -> Position | None:
+        clock = Clock()
+        kept = marks(clock)
+        history = app_history(clock, kept)
+        await drop(history, "u", "presence-a", pos(4))
+        clock.now += 61
+        kept.purge()
+        return await kept.take_drop("app", "u", "presence-a")
+
+    assert asyncio.run(run()) is None
 
 
-def test_a_resume_token_is_good_once_for_its_app() -> None:
-    clock = Clock()
-    history = app_history(clock)
-    session = PusherSession()
-    session.open("1.1", 30, now=0.0, auth_timeout=0.0)
-    history.new_connection(session)
-    assert session.history is not None
-    token = session.history.token
-    session.subscribing("presence-a", "u")
-    session.joined("presence-a")
-    session.history.track("presence-a", pos(5))
-    history.dropped(session)
-    assert history.node.take_token(token, "other-app") is None
-    history.dropped(session)
-    assert history.node.take_token(token, "app") == {"presence-a": pos(5)}
-    assert history.node.take_token(token, "app") is None
+def test_a_resume_token_is_good_once_for_its_app(marks: Callable[[Clock], RecoveryMarks]) -> None:
+    async def run() -> None:
+        clock = Clock()
+        kept = marks(clock)
+        history = app_history(clock, kept)
+        token = await drop(history, "u", "presence-a", pos(5))
+        assert await kept.take_token(token, "other-app") is None  # and it is gone
+        token = await drop(history, "u", "presence-a", pos(5))
+        assert await kept.take_token(token, "app") == {"presence-a": pos(5)}
+        assert await kept.take_token(token, "app") is None
+        token = await drop(history, "u", "presence-a", pos(6))
+        clock.now += 61
+        assert await kept.take_token(token, "app") is None
+
+    asyncio.run(run())
 
 
 def test_record_in_memory_publishes_a_tagged_frame_after_storing() -> None:
