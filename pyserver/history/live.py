@@ -137,8 +137,13 @@ class AppHistory:
         self.holds: dict[str, list[tuple[Position | None, bytes, str | None]]] = {}
         """channel → every frame broadcast to it (position if it is a history event, frame,
         excluded socket) while replays of it are pending; the app's registry appends to it.
-        The key exists exactly while `waiting` counts one."""
-        self.waiting: dict[str, int] = {}
+        The key exists exactly while a replay of the channel is pending."""
+        self._hold_base: dict[str, int] = {}
+        """channel → how many frames were trimmed from the front of its hold list."""
+        self._hold_starts: dict[str, dict[int, int]] = {}
+        """channel → where each pending replay starts in the hold list (counted from the
+        first frame ever held while the list existed), with how many start there: the front
+        no pending replay needs is trimmed, so a steady stream of joins cannot grow it."""
 
     def rule_for(self, channel: str) -> HistoryRule | None:
         return self.rules.rule_for(channel)
@@ -215,10 +220,11 @@ class AppHistory:
     ) -> None:
         """After `subscription_succeeded`: send the replay, then the live events held
         meanwhile that it did not contain, then `add()` the client to the fan-out."""
-        waiting = self.waiting
-        waiting[channel] = waiting.get(channel, 0) + 1
         hold = self.holds.setdefault(channel, [])
-        first_held = len(hold)
+        base = self._hold_base.setdefault(channel, 0)
+        start = base + len(hold)
+        starts = self._hold_starts.setdefault(channel, {})
+        starts[start] = starts.get(start, 0) + 1
         try:
             try:
                 entries, head, catching_up = await self._replay(client, channel, rule, user_id)
@@ -231,7 +237,7 @@ class AppHistory:
                 client.send_message(entry.payload)
             first = entries[0].position.serial if entries else None
             newest = end = head.position
-            for position, frame, except_id in hold[first_held:]:
+            for position, frame, except_id in hold[start - self._hold_base[channel] :]:
                 if position is not None:  # a history event (others: members, counts, …)
                     if (
                         position.epoch == end.epoch
@@ -247,12 +253,23 @@ class AppHistory:
             if history is not None and rule.recovery_window:
                 history.track(channel, newest)
         finally:
-            count = waiting[channel] - 1
-            if count:
-                waiting[channel] = count
-            else:
-                del waiting[channel]
-                del self.holds[channel]
+            self._release(channel, start)
+
+    def _release(self, channel: str, start: int) -> None:
+        """A replay is done: trim what no pending replay still needs."""
+        starts = self._hold_starts[channel]
+        if starts[start] > 1:
+            starts[start] -= 1
+            return
+        del starts[start]
+        if not starts:
+            del self._hold_starts[channel], self._hold_base[channel], self.holds[channel]
+            return
+        earliest = min(starts)
+        base = self._hold_base[channel]
+        if earliest > base:
+            del self.holds[channel][: earliest - base]
+            self._hold_base[channel] = earliest
 
     async def _replay(
         self, client: Replayed, channel: str, rule: HistoryRule, user_id: str | None

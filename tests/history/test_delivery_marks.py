@@ -7,16 +7,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
+from pyserver.channels.registry import ChannelRegistry
 from pyserver.config import HistoryRule
 from pyserver.history.live import AppHistory, MemoryMarks, NodeHistory, RecoveryMarks
 from pyserver.history.memory import MemoryHistoryStore
 from pyserver.history.redis import RedisMarks
 from pyserver.protocol.history import ConnectionHistory, Position, RuleBook, tag, untag
 from pyserver.protocol.session import PusherSession, Tick
+from pyserver.protocol.websocket import text_frame
 
 
 def pos(serial: int, epoch: str = "e1") -> Position:
@@ -184,3 +188,70 @@ def test_record_in_memory_publishes_a_tagged_frame_after_storing() -> None:
     assert channel == "presence-a" and excluded is None and frame.endswith(b'{"event":"m"}')
     replay = asyncio.run(history.store.last("app", "presence-a", rule, 5))
     assert [e.position for e in replay.entries] == [position]
+
+
+class FakeClient:
+    def __init__(self, socket_id: str) -> None:
+        self.socket_id = socket_id
+        self.session = PusherSession()
+        self.got: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        self.got.append(frame)
+
+    def send_message(self, payload: bytes) -> None:
+        self.got.append(text_frame(payload))
+
+
+class GatedStore(MemoryHistoryStore):
+    """Rewind reads wait for the test to open their gate (so replays overlap)."""
+
+    def __init__(self) -> None:
+        super().__init__(1 << 20)
+        self.gates: list[asyncio.Event] = []
+
+    async def last(self, *args: Any, **kw: Any) -> Any:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        return await super().last(*args, **kw)
+
+
+def test_overlapping_replays_get_every_event_once_and_the_hold_list_is_trimmed() -> None:
+    async def run() -> None:
+        store = GatedStore()
+        rule = HistoryRule(channels="chat-*", rewind=2)
+        history = AppHistory(NodeHistory(store), "app", RuleBook([rule]))
+        registry = ChannelRegistry()
+        registry.held = history.holds
+
+        def publish(n: int) -> None:
+            payload = f'{{"event":"m","channel":"chat-1","data":"{n}"}}'.encode()
+            history.record("chat-1", rule, payload, None, registry.broadcast)
+
+        publish(0)
+        a, b = FakeClient("1.1"), FakeClient("2.2")
+        join_a = asyncio.create_task(
+            history.join(a, "chat-1", rule, None, lambda: registry.add("chat-1", a))
+        )
+        await asyncio.sleep(0)
+        publish(1)  # held for a
+        join_b = asyncio.create_task(
+            history.join(b, "chat-1", rule, None, lambda: registry.add("chat-1", b))
+        )
+        await asyncio.sleep(0)
+        publish(2)  # held for both
+        store.gates[0].set()
+        await join_a
+        publish(3)  # live for a, held for b
+        assert len(history.holds["chat-1"]) == 2  # 1 is needed by no pending replay
+        store.gates[1].set()
+        await join_b
+        publish(4)
+        assert history.holds == {}
+        for client in (a, b):
+            data = [orjson.loads(f[2:])["data"] for f in client.got]
+            assert data == sorted(set(data)), data
+            assert data[-1] == "4" and data == [str(n) for n in range(int(data[0]), 5)]
+
+    asyncio.run(run())
