@@ -20,6 +20,9 @@ Invariants:
   first `user_info` is kept. Webhook-worthy transitions come from the Adapter, which decides
   them once per cluster.
 - A broadcast is encoded once: one payload, one WebSocket frame, handed to the Adapter.
+- On a channel with a history rule (`history`, docs/history.md), an event is stored before it
+  is published (tagged with its position), and a subscription enters the registry only after
+  its rewind or catch-up went out, with what was broadcast meanwhile.
 """
 
 from __future__ import annotations
