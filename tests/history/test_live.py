@@ -646,3 +646,17 @@ def test_a_user_back_before_the_server_gave_up_the_old_socket(js: JsDriver) -> N
     finally:
         proxy.close()
         deployment.stop()
+
+
+def test_batch_triggers_are_stored_before_the_answer(hist: Deployment) -> None:
+    channel, plain = name("chat-"), name("plain-")
+    backend = api(hist)
+    backend.trigger_batch(
+        [
+            {"channel": channel, "name": "m", "data": {"n": 0}},
+            {"channel": plain, "name": "m", "data": {"n": 1}},
+            {"channel": channel, "name": "m", "data": {"n": 2}},
+        ]
+    )
+    page = channel_history(backend, channel, direction="forward")  # at once, on the other node
+    assert [json.loads(e["data"])["n"] for e in page["events"]] == [0, 2]
