@@ -62,13 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pyserver: {exc}", file=sys.stderr)
         return 2
-    if settings.app_store != "config":  # until the server reads apps from a store
-        print(
-            'pyserver: the server serves only app_store = "config" so far; a database '
-            "store is managed with `pyserver apps` (docs/apps.md)",
-            file=sys.stderr,
-        )
-        return 2
     configure(settings.log_level, settings.log_format)
     before, after = raise_descriptor_limit()  # one descriptor per connection: use them all
     if after != before and "PYSERVER_WORKER_INDEX" not in os.environ:
@@ -96,9 +89,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(settings: Settings) -> int:
+    from pyserver.apps.errors import AppStoreError
     from pyserver.server.server import Server  # here, so `pyserver apps` starts faster
 
-    server = Server(settings)
+    try:
+        server = Server(settings)
+    except AppStoreError as exc:  # a bad app_store URL, or its driver is not installed
+        log.error("%s", exc)
+        return exc.exit_status
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals_seen = 0
@@ -121,6 +119,10 @@ async def _serve(settings: Settings) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         return 1
+    except AppStoreError as exc:  # e.g. a schema written by a newer pyserver
+        log.error("%s", exc)
+        await server.shutdown(0)
+        return exc.exit_status
     # Everything made so far lives as long as the process: keep the cyclic collector off it,
     # and collect less often, so tens of thousands of connections cause no long pauses.
     gc.collect()

@@ -381,7 +381,10 @@ class Settings(BaseSettings):
         return "cluster" if self.redis_cluster else "single"
 
     def default_secret_apps(self) -> list[str]:
-        """Ids of the apps whose secret is the well-known default one."""
+        """Ids of the configured apps whose secret is the well-known default one (none with a
+        database app store: the configuration's apps only seed it, the built-in one never)."""
+        if self.app_store != "config":
+            return []
         return [app.id for app in self.apps if app.secret == DEFAULT_SECRET]
 
     def warnings(self) -> list[str]:
@@ -409,7 +412,14 @@ class Settings(BaseSettings):
             f"activity_timeout={self.activity_timeout}s pong_timeout={self.pong_timeout}s "
             f"max_message_bytes={self.max_message_bytes} write_buffer_cap={self.write_buffer_cap}",
         ]
-        lines += [f"serving app {app.describe()}" for app in self.apps]
+        if self.app_store != "config":
+            lines.append(
+                f"app_store={_mask_url(self.app_store)} "
+                f"app_store_refresh={self.app_store_refresh}s "
+                f"secret_rotation_grace={self.secret_rotation_grace}s"
+            )
+        else:
+            lines += [f"serving app {app.describe()}" for app in self.apps]
         return lines
 
     def _describe_redis(self) -> str:

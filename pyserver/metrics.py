@@ -20,6 +20,7 @@ import resource
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 
+from pyserver.apps.directory import AppDirectory
 from pyserver.channels.app import App
 from pyserver.cluster.adapter import Adapter
 from pyserver.history.live import NodeHistory
@@ -78,6 +79,8 @@ class Metrics:
         self.webhooks = webhooks
         """The webhook dispatcher once started (it starts after the metrics exist)."""
         self.history = history
+        self.app_store: AppDirectory | None = None
+        """With a database app store, its directory (set by the server)."""
         self.broadcast_latency = LatencyHistogram()
         """Seconds from an HTTP trigger's arrival to its frames being handed to the kernel."""
 
@@ -135,6 +138,16 @@ class Metrics:
 
         family("adapter_healthy", "gauge", "1 when the cluster adapter reaches its engine")
         out.append(f"{p}adapter_healthy {int(self.adapter.healthy)}")
+        directory = self.app_store
+        if directory is not None:
+            family("app_store_healthy", "gauge", "1 when the app store answered its last read")
+            out.append(f"{p}app_store_healthy {int(directory.healthy)}")
+            family("app_store_apps", "gauge", "Apps of the app store known to this node")
+            out.append(f"{p}app_store_apps {len(directory.apps)}")
+            family("app_store_queries_total", "counter", "Statements sent to the app store")
+            out.append(f"{p}app_store_queries_total {directory.store.queries}")
+            family("app_store_lookups_total", "counter", "Lookups of unknown app keys and ids")
+            out.append(f"{p}app_store_lookups_total {directory.lookups}")
         family("process_resident_memory_bytes", "gauge", "Resident memory of this process")
         out.append(f"{p}process_resident_memory_bytes {resident_bytes()}")
         usage = resource.getrusage(resource.RUSAGE_SELF)

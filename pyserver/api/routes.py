@@ -78,6 +78,8 @@ class Api:
         console: Callable[[Request], HandlerResult] | None = None,
         on_trigger: Callable[[float], None] | None = None,
         protected: bool = False,
+        missed_id: Callable[[str], None] | None = None,
+        missed_key: Callable[[str], None] | None = None,
     ) -> None:
         self.apps_by_id = apps_by_id
         self.apps_by_key = apps_by_key
@@ -89,6 +91,9 @@ class Api:
         """Told how many seconds each trigger took to hand its frames to the connections."""
         self.protected = protected
         """Protected mode is on: only requests from this machine get past the health checks."""
+        self.missed_id = missed_id
+        self.missed_key = missed_key
+        """Told an unknown app id or key (the app store looks it up in the background)."""
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         """(app id, "events" or "reads") → the app's HTTP rate limit on this node."""
 
@@ -134,6 +139,8 @@ class Api:
         if match is not None:
             app = self.apps_by_id.get(match.group(1))
             if app is None:
+                if self.missed_id is not None:
+                    self.missed_id(match.group(1))
                 raise NotFound(f"Unknown app id '{match.group(1)[:100]}'")
             _count(app, request)
             self._authenticate(app, request)
@@ -143,6 +150,8 @@ class Api:
             # pusher-http-python posts here without the /apps/{id} prefix (§8.5).
             app = self.apps_by_key.get(request.query.get("auth_key", ""))
             if app is None:
+                if self.missed_key is not None:
+                    self.missed_key(request.query.get("auth_key", ""))
                 raise Unauthorized("Unknown auth_key: it is not the key of any app")
             _count(app, request)
             self._authenticate(app, request)
@@ -161,6 +170,7 @@ class Api:
             secret=app.config.secret,
             now=self.clock(),
             max_skew=self.max_auth_skew,
+            previous_secret=app.previous_secret(),
         )
 
     def _app_route(self, app: App, rest: str, request: Request) -> HandlerResult:

@@ -2,13 +2,17 @@
 
 Floor 1 of the layering: imports only `pyserver.config`, `pyserver.protocol`, `pyserver.auth`,
 the standard library and third-party packages; nothing from the server, channels, API,
-console or cluster. The running server (a later step) keeps an in-memory directory of apps
-refreshed from a store with `changes(cursor)`; it never awaits a store on the connection path.
+console or cluster. The running server keeps an in-memory directory of apps
+(`directory.py`) refreshed from a store with `changes(cursor)`; it never awaits a store on
+the connection path.
 
 - `store.py`: the `AppStore` interface and the read-only `config` store.
 - `sql.py`, `schema.py`, `drivers.py`: the SQLite, PostgreSQL and MySQL/MariaDB store.
 - `records.py`: a stored app, validation, rows. `errors.py`: the store's errors.
 - `factory.py`: from `app_store` to an open store. `cli.py`: `pyserver apps`.
+- `directory.py`: a node's copy of its store, the refresh, lookups of unknown names, health.
+- `present.py`: an app as JSON (secrets only when asked) and option values from text, shared
+  by `pyserver apps` and the console's Apps page.
 """
 
 from pyserver.apps.errors import AppStoreError

@@ -8,6 +8,9 @@ lists and objects).
 
 Invariants:
 - Secrets are printed only with `--show-secrets`, in text and in `--json` output alike.
+- With the Redis adapter, a change is announced on Redis after it is saved
+  (`cluster.app_changes`), so the nodes apply it at once; a failed announcement is a
+  warning, not a failure (the nodes' refresh finds the change).
 - Exit status: 0 done; 1 refused (unknown app, duplicate id or key, invalid option or value,
   read-only `config` store); 2 bad command line or configuration; 3 the store cannot be used
   (unreachable, driver not installed, schema too new). The message goes to stderr.
@@ -20,21 +23,21 @@ import asyncio
 import difflib
 import json
 import sys
-import time
-import types
 from collections.abc import Sequence
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
 from pyserver.apps.errors import AppStoreError, UnknownApp
 from pyserver.apps.factory import open_app_store
-from pyserver.apps.records import COLUMNS, StoredApp, validate_app
+from pyserver.apps.present import FLAG_FIELDS, app_json, option_name, parse_value
+from pyserver.apps.present import is_text as _is_text
+from pyserver.apps.present import iso_time as _time
+from pyserver.apps.present import jsonable as _jsonable
+from pyserver.apps.records import StoredApp, validate_app
 from pyserver.apps.store import AppStore
 from pyserver.config import AppConfig, ConfigError, Settings, load_settings
 from pyserver.logs import configure
 
 MASK = "********"
-FLAG_FIELDS = tuple(name for name in AppConfig.model_fields if name not in ("id", "key", "secret"))
-"""The AppConfig fields offered as `--flag VALUE` by add and set (`enabled` among them)."""
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -44,30 +47,10 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _is_text(annotation: Any) -> bool:
-    """str, or str | None: a flag's value is taken as it is, not read as JSON."""
-    if annotation is str:
-        return True
-    if get_origin(annotation) in (Union, types.UnionType):
-        return all(arg is str or arg is type(None) for arg in get_args(annotation))
-    return False
-
-
 def _metavar(annotation: Any) -> str:
     if _is_text(annotation):
         return "TEXT"
     return {int: "N", float: "SECONDS", bool: "true|false"}.get(annotation, "JSON")
-
-
-def parse_value(name: str, text: str) -> Any:
-    """A flag's text as the value AppConfig validates: text fields as given, others as JSON
-    when it parses (10, false, ["a"]), else as given (so AppConfig names what is wrong)."""
-    if _is_text(AppConfig.model_fields[name].annotation):
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def _add_option_flags(parser: argparse.ArgumentParser) -> None:
@@ -190,37 +173,6 @@ def _unknown_flags(extra: Sequence[str], command: argparse.ArgumentParser) -> st
 # --- output ------------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, tuple | list):
-        return [_jsonable(item) for item in value]
-    return value
-
-
-def _time(seconds: float | None) -> str | None:
-    if not seconds:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def app_json(app: StoredApp, show_secrets: bool) -> dict[str, Any]:
-    config = app.config
-    data: dict[str, Any] = {"id": config.id, "key": config.key}
-    if show_secrets:
-        data["secret"] = config.secret
-    data["enabled"] = config.enabled
-    data["options"] = dict(app.options)
-    data["settings"] = config.model_dump(mode="json", exclude=set(COLUMNS))
-    data["revision"] = app.revision
-    data["updated_at"] = _time(app.updated_at)
-    if app.previous_secret is not None:
-        if show_secrets:
-            data["previous_secret"] = app.previous_secret
-        data["previous_secret_expires_at"] = _time(app.previous_secret_expires_at)
-    return data
-
-
 def _table(apps: Sequence[StoredApp], show_secrets: bool) -> str:
     header = ("ID", "KEY", "SECRET", "ENABLED", "NAME", "UPDATED")
     rows = [header] + [
@@ -280,13 +232,35 @@ class _Output:
             print(message)
 
 
+WRITES = ("add", "set", "disable", "enable", "remove", "rotate-secret")
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     out = _Output(args)
     store: AppStore = await open_app_store(settings)
     try:
-        return await _command(store, args, settings, out)
+        status = await _command(store, args, settings, out)
+        cursor = await store.cursor() if status == 0 and args.command in WRITES else None
     finally:
         await store.close()
+    if cursor is not None and settings.adapter == "redis":
+        await _announce(settings, cursor)
+    return status
+
+
+async def _announce(settings: Settings, cursor: int) -> None:
+    """Tell the running nodes (Redis adapter) to read the change now, not at their next
+    refresh; failing that, they still see it within app_store_refresh seconds."""
+    from pyserver.cluster.app_changes import announce
+
+    try:
+        await announce(settings, cursor)
+    except Exception as exc:
+        print(
+            f"pyserver apps: the change is saved, but announcing it on Redis failed ({exc}); "
+            f"the nodes see it within app_store_refresh ({settings.app_store_refresh:g} s)",
+            file=sys.stderr,
+        )
 
 
 async def _command(
@@ -318,7 +292,7 @@ async def _command(
         return 0
     if command == "set":
         changes = _changes(args)
-        reset = [name.lstrip("-").replace("-", "_") for name in args.reset]
+        reset = [option_name(name) for name in args.reset]
         app = await store.update(args.id, changes, reset)
         out.app(app, f"changed app {app.id}: {', '.join([*changes, *reset])}")
         return 0

@@ -271,7 +271,9 @@ class PostgresDriver(_PooledDriver):
         try:
             self._pool = await self._asyncpg.create_pool(
                 self.url,
-                min_size=1,
+                # No floor: asyncpg restores one in the background and logs a traceback on
+                # every try while the database is away; a connection is made when needed.
+                min_size=0,
                 max_size=POOL_SIZE,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=CONNECT_TIMEOUT,

@@ -39,6 +39,10 @@ from pyserver.config import AppConfig
 
 log = logging.getLogger("pyserver.apps")
 
+MAX_GRACE = 86_400.0
+"""The longest grace period of a rotation, in seconds: a day, as `secret_rotation_grace`
+allows (a longer one would also be a time past what the clock functions can show)."""
+
 _SELECT = (
     'SELECT id, "key", secret, enabled, options, revision, updated_at, previous_secret, '
     "previous_secret_expires_at FROM pyserver_apps"
@@ -196,8 +200,8 @@ class SqlAppStore(AppStore):
         secret = generate_secret() if new_secret is None else new_secret
         if not secret or len(secret.encode()) > MAX_COLUMN_BYTES:
             raise InvalidApp(f"secret: from 1 to {MAX_COLUMN_BYTES} bytes")
-        if grace < 0:
-            raise InvalidApp("grace: seconds, 0 or more")
+        if not 0 <= grace <= MAX_GRACE:  # NaN too
+            raise InvalidApp(f"grace: seconds, from 0 to {MAX_GRACE:g}")
         async with self.driver.transaction() as session:
             revision = await _next_revision(session)
             row = await _row(session, app_id)

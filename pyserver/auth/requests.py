@@ -35,8 +35,10 @@ def verify_request(
     secret: str,
     now: float,
     max_skew: float = 600.0,
+    previous_secret: str | None = None,
 ) -> None:
-    """Raise `Unauthorized` unless the request is signed correctly; return None when it is."""
+    """Raise `Unauthorized` unless the request is signed correctly; return None when it is.
+    `previous_secret`: the secret a rotation replaced, still accepted (docs/apps.md)."""
     auth_key = params.get("auth_key")
     if auth_key is None:
         raise Unauthorized("Missing auth_key query parameter")
@@ -74,6 +76,10 @@ def verify_request(
     for path in dict.fromkeys(paths):
         string_to_sign = request_string_to_sign(method, path, params)
         if hmac.compare_digest(sign(secret, string_to_sign).encode(), expected):
+            return
+        if previous_secret is not None and hmac.compare_digest(
+            sign(previous_secret, string_to_sign).encode(), expected
+        ):
             return
     raise Unauthorized(
         "Invalid signature: Expected HMAC SHA256 hex digest of "

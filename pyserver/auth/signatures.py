@@ -33,15 +33,25 @@ def user_string_to_sign(socket_id: str, user_data: str) -> str:
     return f"{socket_id}::user::{user_data}"
 
 
-def auth_problem(app_key: str, secret: str, string_to_sign: str, auth: str | None) -> str | None:
-    """Why `auth` does not sign `string_to_sign` for this app, or None when it does."""
+def auth_problem(
+    app_key: str,
+    secret: str,
+    string_to_sign: str,
+    auth: str | None,
+    previous_secret: str | None = None,
+) -> str | None:
+    """Why `auth` does not sign `string_to_sign` for this app, or None when it does.
+    `previous_secret`: the secret a rotation replaced, still accepted (docs/apps.md)."""
     if not auth:
         return "Missing auth: a signature is required for this channel"
     key, sep, signature = auth.partition(":")
     if not sep or not hmac.compare_digest(key.encode(), app_key.encode()):
         return f"Invalid key in auth: expected '<app key>:<signature>', got key '{key[:64]}'"
-    expected = sign(secret, string_to_sign)
-    if not hmac.compare_digest(expected.encode(), signature.encode()):
+    given = signature.encode()
+    if not hmac.compare_digest(sign(secret, string_to_sign).encode(), given) and (
+        previous_secret is None
+        or not hmac.compare_digest(sign(previous_secret, string_to_sign).encode(), given)
+    ):
         return (
             "Invalid signature: Expected HMAC SHA256 hex digest of "
             f"{string_to_sign}, but got {signature[:128]}"

@@ -117,7 +117,10 @@ class App:
         history: AppHistory | None = None,
     ) -> None:
         self.config = config
+        """Replaced as a whole when the app store changes the app (`server.live_apps`)."""
         self.id = config.id
+        self.rotation: tuple[str | None, float | None] = (None, None)
+        """The secret a rotation replaced and the Unix time it stops being valid."""
         self.adapter = adapter
         self.observer = observer or AppObserver()
         self.stats = AppStats()
@@ -132,11 +135,22 @@ class App:
         """channel → when its subscription count was last sent (for the > 100 throttle)."""
         self._count_pending: dict[str, int] = {}
         """channel → subscription count waiting for the throttle window to pass."""
-        self.history = history
+        self.history: AppHistory | None = None
         """Rewind, catch-up and storing (docs/history.md); None when the app has no rules."""
-        if history is not None:
-            self.registry.held = history.holds
+        self.use_history(history)
         adapter.attach(self.id, self.registry, self)
+
+    def previous_secret(self) -> str | None:
+        """The secret a rotation replaced while its grace period lasts, else None."""
+        previous, until = self.rotation
+        if previous is None or until is None or time.time() >= until:
+            return None
+        return previous
+
+    def use_history(self, history: AppHistory | None) -> None:
+        """Serve history by these rules from now on (the app's rules changed)."""
+        self.history = history
+        self.registry.held = history.holds if history is not None else None
 
     # --- connections ---------------------------------------------------------------------
 
@@ -180,7 +194,9 @@ class App:
                 )
         elif kind is not ChannelKind.PUBLIC:
             signed = channel_string_to_sign(client.socket_id, name, command.channel_data)
-            problem = auth_problem(self.config.key, self.config.secret, signed, command.auth)
+            problem = auth_problem(
+                self.config.key, self.config.secret, signed, command.auth, self.previous_secret()
+            )
             if problem is not None:
                 raise SubscriptionAuthError(name, problem)
             session.authorized()
@@ -378,7 +394,9 @@ class App:
 
     def signin(self, client: Client, command: Signin) -> Handled:
         signed = user_string_to_sign(client.socket_id, command.user_data)
-        problem = auth_problem(self.config.key, self.config.secret, signed, command.auth)
+        problem = auth_problem(
+            self.config.key, self.config.secret, signed, command.auth, self.previous_secret()
+        )
         if problem is not None:
             raise SigninFailed(problem)
         try:

@@ -23,6 +23,10 @@ Routes:
 - `GET /console/api/stats?app=ID&from=UNIX_SECONDS`: the app's stats over time (`sampler.py`,
   documented in docs/extensions.md); with the redis adapter, the whole cluster's
   (`cluster_stats.py`).
+- `/console/api/apps...`: the Apps page, managing the app store like `pyserver apps`
+  (`apps_admin.py`, documented in docs/apps.md). Only the `console_token` login reaches it;
+  an app's own login is answered 403. `state` tells the page which login it has
+  (`operator`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ import orjson
 
 from pyserver.api.triggers import json_object, parse_trigger
 from pyserver.channels.app import App
+from pyserver.console.apps_admin import PREFIX as APPS_PREFIX
+from pyserver.console.apps_admin import AppsAdmin
 from pyserver.console.feed import EventFeed
 from pyserver.console.live import MAX_CHANNELS, MAX_PRESENCE_CHANNELS, LiveHub, app_state
 from pyserver.console.page import PAGE, PAGE_HEADERS
@@ -44,6 +50,7 @@ from pyserver.http import Request, Response, StreamingResponse
 from pyserver.protocol.errors import (
     ApiError,
     BadRequest,
+    Forbidden,
     MethodNotAllowed,
     NotFound,
     Unauthorized,
@@ -94,6 +101,8 @@ class Console(EventFeed):
             feed = ClusterFeed(self, redis, redis_prefix, node)
         self.cluster_feed = feed
         self.live = LiveHub(self, self._stats_report, feed)
+        self.apps_admin = AppsAdmin(lambda: [app.config for app in self.apps.values()])
+        """The Apps page; the server attaches its app store to it (`attach`)."""
 
     def start(self) -> None:
         """Start sampling (and, with the redis adapter, sharing) the stats."""
@@ -128,7 +137,11 @@ class Console(EventFeed):
                 200, PAGE, content_type="text/html; charset=utf-8", extra_headers=PAGE_HEADERS
             )
         try:
-            apps = self._apps_for(request)
+            apps, operator = self._login(request)
+            if request.path == APPS_PREFIX or request.path.startswith(APPS_PREFIX + "/"):
+                if not operator:
+                    raise Forbidden("The Apps page needs the console token, not an app's login")
+                return self._manage(request)
             if request.path == "/console/api/stats":  # the dashboard's stats over time
                 if request.method != "GET":
                     raise MethodNotAllowed("Use GET for /console/api/stats")
@@ -149,20 +162,27 @@ class Console(EventFeed):
             if request.method != method:
                 raise MethodNotAllowed(f"Use {method} for {request.path}")
             if method == "GET":
-                return self._state(apps, request)
+                return self._state(apps, operator, request)
             return self._trigger(apps, request)
         except ApiError as exc:
             return _json({"error": exc.message, "status": exc.status}, exc.status)
 
-    def _apps_for(self, request: Request) -> list[App]:
-        """The apps this request's credentials open, or `Unauthorized`."""
+    async def _manage(self, request: Request) -> Response:
+        try:
+            return await self.apps_admin.handle(request)
+        except ApiError as exc:
+            return _json({"error": exc.message, "status": exc.status}, exc.status)
+
+    def _login(self, request: Request) -> tuple[list[App], bool]:
+        """The apps this request's credentials open and whether it is the operator's login
+        (the console token), or `Unauthorized`."""
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         token = self.token
         if scheme == "bearer":
             if token and hmac.compare_digest(value.strip().encode(), token.encode()):
-                return list(self.apps.values())
+                return list(self.apps.values()), True
         elif scheme == "basic":
             try:
                 app_id, _, secret = base64.b64decode(value.strip()).decode().partition(":")
@@ -172,7 +192,7 @@ class Console(EventFeed):
             expected = app.config.secret if app is not None else "\x00 no such app"
             # Compared even for an unknown app, so timing does not tell which ids exist.
             if hmac.compare_digest(secret.encode(), expected.encode()) and app is not None:
-                return [app]
+                return [app], False
         raise Unauthorized("Sign in with an app id and its secret, or the console token")
 
     async def _cluster_report(self, app_id: str, since: float | None) -> Response:
@@ -180,6 +200,8 @@ class Console(EventFeed):
         return _json(await self.cluster_stats.report(app_id, self.dashboard.clock(), since))
 
     def _pick(self, apps: list[App], app_id: object) -> App:
+        if not apps:  # every app was removed (a database store): the Apps page adds one
+            raise NotFound("No app is served: add one on the Apps page")
         if app_id in (None, ""):
             return apps[0]
         for app in apps:
@@ -187,18 +209,24 @@ class Console(EventFeed):
                 return app
         raise NotFound(f"App '{str(app_id)[:100]}' is not open to this login")
 
-    async def _state(self, apps: list[App], request: Request) -> Response:
-        app = self._pick(apps, request.query.get("app"))
+    async def _state(self, apps: list[App], operator: bool, request: Request) -> Response:
         try:
             since = int(request.query.get("since", "0"))
         except ValueError:
             raise BadRequest("'since' must be a number") from None
-        state = await app_state(app, request.query.get("channel", "").lower())
+        state: dict[str, Any]
+        if not apps and operator:  # the operator still signs in, to add an app
+            state = {"app": "", "connections": 0, "local_connections": 0, "channel_count": 0}
+            state |= {"channel_total": 0, "channels": []}
+        else:
+            app = self._pick(apps, request.query.get("app"))
+            state = await app_state(app, request.query.get("channel", "").lower())
         return _json(
             {
                 "apps": [a.id for a in apps],
+                "operator": operator,
                 **state,
-                "events": self.since(app.id, since),
+                "events": self.since(state["app"], since),
                 "last_seq": self.last_seq,
                 "started": self.started_at,
             }

@@ -18,6 +18,11 @@ the stream's bookkeeping (last id, opens, resets) and `abort()`, for the headles
 Above the debug log, the dashboard (`charts.py`, spliced in) draws the app's stats over time
 from the `stats` events.
 
+With the `console_token` login, an "Apps" tab (`apps_page.py`, spliced in) opens the Apps
+view: the app store managed like `pyserver apps`. An app's own login never shows the tab.
+Every request carries the login in its `Authorization` header, never in a cookie, so another
+site cannot make the browser send a change (no CSRF token is needed).
+
 `PAGE_HEADERS` go with the page: no caching, and a Content-Security-Policy that allows only
 this page's own inline style and script (by hash) and fetches to its own origin.
 """
@@ -28,7 +33,7 @@ import base64
 import hashlib
 import re
 
-from pyserver.console import charts
+from pyserver.console import apps_page, charts
 
 PAGE = (
     b"""<!doctype html>
@@ -103,6 +108,7 @@ button.plain { background:#fff; color:var(--ink); border:1px solid var(--line); 
 .empty { color:var(--muted); padding:6px; }
 """
     + charts.STYLE
+    + apps_page.STYLE
     + b"""</style></head>
 <body>
 <div id="login"><section>
@@ -119,6 +125,8 @@ button.plain { background:#fff; color:var(--ink); border:1px solid var(--line); 
 <div id="app" hidden>
  <header>
   <h1>pyserver debug console</h1>
+  <nav class="tabs"><button id="tab-debug" type="button" class="on">Debug</button>
+   <button id="tab-apps" type="button" hidden>Apps</button></nav>
   <label>app <select id="app-picker"></select><b id="app-name" class="mono"></b></label>
   <div class="stats">
    <span><b id="connections">0</b> <span id="connections-label">connections</span></span>
@@ -127,7 +135,7 @@ button.plain { background:#fff; color:var(--ink); border:1px solid var(--line); 
    <button id="sign-out" type="button">Sign out</button>
   </div>
  </header>
- <main>"""
+ <main id="debug-view">"""
     + charts.MARKUP
     + b"""
   <div class="side">
@@ -160,8 +168,9 @@ button.plain { background:#fff; color:var(--ink); border:1px solid var(--line); 
     <th class="c-chan">channel</th><th class="c-event">event</th><th>details</th></tr></thead>
     <tbody id="event-rows"></tbody></table></div>
   </section>
- </main>
-</div>
+ </main>"""
+    + apps_page.MARKUP
+    + b"""</div>
 <script>
 "use strict";
 const KEY = "pyserver-console-auth", KEEP = 2000, SHOW = 400;
@@ -203,7 +212,7 @@ function show(signedIn) {
   if (signedIn) requestAnimationFrame(drawStats);
 }
 function signOut(message) {
-  sessionStorage.removeItem(KEY); auth = ""; reset(); show(false);
+  sessionStorage.removeItem(KEY); auth = ""; reset(); appsReset(); show(false);
   $("login-error").textContent = message || "";
 }
 
@@ -215,7 +224,7 @@ $("login-form").addEventListener("submit", async (e) => {
     return;
   }
   auth = token ? "Bearer " + token : basic(id, $("secret").value);
-  reset();
+  reset(); appsReset();
   try {
     await loadState();
     sessionStorage.setItem(KEY, auth);
@@ -275,6 +284,7 @@ async function loadState() {
   }
   picker.value = app; picker.hidden = state.apps.length < 2;
   $("app-name").textContent = state.apps.length < 2 ? app : "";
+  appsLogin(state);
   render();
   return state;
 }
@@ -287,7 +297,7 @@ function stopStream() {
 }
 async function openStream() {
   stopStream();
-  if (!auth) return;
+  if (!auth || !app) return;  // no app yet: the operator adds one on the Apps page
   const controller = new AbortController(), headers = { Authorization: auth };
   live.controller = controller;
   if (live.lastId) headers["Last-Event-ID"] = live.lastId;
@@ -434,6 +444,7 @@ function render() {
 }
 """
     + charts.SCRIPT
+    + apps_page.SCRIPT
     + b"""
 if (auth) { loadState().then(() => { show(true); openStream(); }).catch(() => signOut("")); }
 </script></body></html>

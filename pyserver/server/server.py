@@ -21,9 +21,12 @@ from collections.abc import Iterable
 
 from pyserver import tasks
 from pyserver.api.routes import Api
+from pyserver.apps.directory import AppDirectory
+from pyserver.apps.factory import seed_apps, store_for
 from pyserver.channels.app import App
 from pyserver.channels.observer import Observers
 from pyserver.cluster.adapter import Adapter
+from pyserver.cluster.app_changes import ChangeListener
 from pyserver.cluster.local import LocalAdapter
 from pyserver.cluster.redis_connect import RedisLink
 from pyserver.config import Settings
@@ -37,6 +40,7 @@ from pyserver.server.capacity import Admission, Budget, open_descriptors
 from pyserver.server.flow import WriteBatcher
 from pyserver.server.http_connection import HttpConnection
 from pyserver.server.listener import Acceptor, bound_socket, inherited
+from pyserver.server.live_apps import LiveApps
 from pyserver.server.state import ServerState
 from pyserver.webhooks.dispatcher import WebhookDispatcher
 from pyserver.webhooks.queues import make_queue
@@ -54,16 +58,33 @@ class Server:
     def __init__(self, settings: Settings, adapter: Adapter | None = None) -> None:
         self.settings = settings
         self.adapter = adapter or make_adapter(settings)
-        self.apps_by_id: dict[str, App] = {}
-        self.apps_by_key: dict[str, App] = {}
         self.observers = Observers()
         self.webhooks: WebhookDispatcher | None = None
         self.history = make_history(settings, self.adapter)
-        for config in settings.apps:
-            history = self.history.for_app(config.id, config.history)
-            app = App(config, self.adapter, self.observers, history)
-            self.apps_by_id[config.id] = app
-            self.apps_by_key[config.key] = app
+        self.live = LiveApps(self.adapter, self.observers, self._apps_changed, self.history)
+        """The apps served, shared by every reader: `by_id` (API, metrics, console) and
+        `by_key` (handshakes); kept equal to the directory's."""
+        self.apps_by_id: dict[str, App] = self.live.by_id
+        self.apps_by_key: dict[str, App] = self.live.by_key
+        self.from_store = settings.app_store != "config"
+        if not self.from_store:
+            for config in settings.apps:
+                self.live.add_config(config)
+        self.directory = AppDirectory(
+            store_for(settings),
+            self.live,
+            settings.app_store_refresh,
+            seed=seed_apps(settings),
+        )
+        """The app store and this node's copy of it (docs/apps.md): `directory.store` to read
+        or change apps, then `await directory.changed()` to apply a change here at once and
+        announce it to the other nodes."""
+        self.app_changes: ChangeListener | None = None
+        """With a database store and the Redis adapter, the announcements of app changes
+        (`cluster.app_changes.ChangeListener`)."""
+        if self.from_store and settings.adapter == "redis":
+            self.app_changes = ChangeListener(settings, self.directory.refresh_soon)
+            self.directory.announce = self.app_changes.announce
         self.started_at = time.time()
         self.metrics = Metrics(
             settings.metrics_prefix,
@@ -73,6 +94,8 @@ class Server:
             lambda: self.webhooks,
             history=self.history,
         )
+        if self.from_store:
+            self.metrics.app_store = self.directory
         link = _redis_link(self.adapter)
         shared = link is not None and settings.console  # the cluster's stats, feed
         self.console = Console(
@@ -85,6 +108,13 @@ class Server:
         )
         if settings.console:
             self.observers.add(self.console)
+        directory = self.directory
+        self.console.apps_admin.attach(  # the Apps page: changes applied here at once
+            directory.store,
+            settings.secret_rotation_grace,
+            applied=lambda _app_id: directory.changed(),
+            unusable=lambda: None if directory.opened else directory.problem or "not open",
+        )
         self.api = Api(
             self.apps_by_id,
             self.apps_by_key,
@@ -93,23 +123,41 @@ class Server:
             console=self.console.handle if settings.console else None,
             on_trigger=self.metrics.broadcast_latency.observe,
             protected=settings.protected_mode and bool(settings.default_secret_apps()),
+            missed_id=self.directory.missed_id,
+            missed_key=self.directory.missed_key,
         )
         self.state = ServerState(
             settings, self.apps_by_key, self.api.handle, self.adapter, self.hint_tls_on_plain_port
         )
         """All a connection sees of the server (and where admission counts connections)."""
+        self.state.missed_key = self.directory.missed_key
         self._tls_hint_at = -math.inf
         self._servers: list[asyncio.Server] = []
         self._metrics_server: asyncio.Server | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
+        self._set_tick()
+
+    def _set_tick(self) -> None:
+        """The sweep's period, from the timeouts of the settings and of the apps served."""
+        settings = self.settings
         liveness = min(settings.activity_timeout, settings.pong_timeout) / 3
-        authz = [a.authorized_connections_timeout / 2 for a in settings.apps]
+        authz = [a.authorized_connections_timeout / 2 for a in self.live.configs()]
         self.tick_seconds = min(5.0, max(0.25, min([liveness, *filter(None, authz)])))
         self._ping_after = max(1, math.ceil(settings.activity_timeout / self.tick_seconds))
         self._http_close_after = max(1, math.ceil(settings.http_idle_timeout / self.tick_seconds))
         self._close_after = self._ping_after + max(
             1, math.ceil(settings.pong_timeout / self.tick_seconds)
         )
+
+    def _apps_changed(self) -> None:
+        """An app of the store was added, changed or removed."""
+        self._set_tick()
+        if self.webhooks is not None:
+            self.webhooks.apps = {c.id: c for c in self.live.configs() if c.webhooks}
+
+    def _with_webhooks(self) -> bool:
+        """Whether this node sends webhooks: an app has some, or may get some (a store)."""
+        return self.from_store or any(app.webhooks for app in self.settings.apps)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -118,7 +166,10 @@ class Server:
         loop = asyncio.get_running_loop()
         self.state.batcher = WriteBatcher(loop)
         await self.adapter.start()
-        if any(app.webhooks for app in self.settings.apps):
+        await self.directory.start()  # the apps of a database store (retried if it is away)
+        if self.app_changes is not None:
+            await self.app_changes.start()
+        if self._with_webhooks():
             self._start_webhooks()
         tls = self._tls_context()
         if sockets:
@@ -139,9 +190,7 @@ class Server:
             budget = Budget.compute(
                 resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 open_descriptors(),
-                self.settings.webhook_concurrency
-                if any(app.webhooks for app in self.settings.apps)
-                else 0,
+                self.settings.webhook_concurrency if self._with_webhooks() else 0,
             )
             self.state.admission = Admission.for_budget(budget, board)
             log.info(budget.describe(1))
@@ -218,7 +267,7 @@ class Server:
             sender.on_attempt = lambda delivery, outcome: self.console.webhook_attempt(
                 delivery.app_id, delivery.url, delivery.body, outcome
             )
-        apps = {app.id: app for app in settings.apps}
+        apps = {config.id: config for config in self.live.configs()}
         self.webhooks = WebhookDispatcher(apps, sender, settings.webhook_delay, self.adapter)
         self.observers.add(self.webhooks)
 
@@ -240,6 +289,9 @@ class Server:
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
         await self.console.close()  # ends the console's event streams
+        if self.app_changes is not None:
+            await self.app_changes.close()
+        await self.directory.close()
         grace = self.settings.shutdown_grace if grace is None else grace
         state = self.state
         for http in list(state.http_connections):
@@ -294,8 +346,9 @@ class Server:
     # --- health ----------------------------------------------------------------------------
 
     def _health(self, path: str) -> Response:
-        """`/up`: the process answers. `/ready`: it should get traffic (503 while draining or
-        while the adapter cannot reach the cluster)."""
+        """`/up`: the process answers. `/ready`: it should get traffic (503 while draining,
+        while the adapter cannot reach the cluster or the app store cannot be read; `reason`
+        says which)."""
         state = {
             "ok": True,
             "node": getattr(self.adapter, "node", "local"),
@@ -308,8 +361,20 @@ class Server:
         limit = self.settings.ready_max_memory_mb
         over_memory = bool(limit) and resident_bytes() > limit * 1_048_576
         state["over_memory"] = over_memory
-        if path == "/ready" and (self.draining or not self.adapter.healthy or over_memory):
+        if self.from_store:
+            state["app_store"] = self.directory.describe()
+        reasons = []
+        if self.draining:
+            reasons.append("draining")
+        if not self.adapter.healthy:
+            reasons.append("the adapter cannot reach the cluster")
+        if over_memory:
+            reasons.append(f"over ready_max_memory_mb ({limit})")
+        if self.from_store and not self.directory.healthy:
+            reasons.append(self.directory.problem or "the app store cannot be read")
+        if path == "/ready" and reasons:
             state["ok"] = False
+            state["reason"] = "; ".join(reasons)
             return json_response(state, status=503)
         return json_response(state)
 

@@ -82,6 +82,7 @@ class ServerState:
         "handle_api",
         "hint_tls",
         "http_connections",
+        "missed_key",
         "over_capacity",
         "settings",
         "websocket_connections",
@@ -101,6 +102,8 @@ class ServerState:
         self.adapter = adapter
         """Read for `completes_synchronously` (how handler coroutines run) and for the
         connections other nodes hold (the `max_connections` check)."""
+        self.missed_key: Callable[[str], None] | None = None
+        """Told a handshake's unknown app key (the app store looks it up in the background)."""
         self.hint_tls = hint_tls
         """Called when a client speaks TLS to this plain port (rate-limited by the server)."""
         self.batcher: WriteBatcher

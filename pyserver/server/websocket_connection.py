@@ -126,6 +126,8 @@ class WebSocketConnection(CorkedWriter):
         """Check the Pusher handshake; send `connection_established` or close with the error
         (4100 first if the connection was accepted over this process's capacity)."""
         app = None if key is None else self.state.apps_by_key.get(key)
+        if app is None and key is not None and self.state.missed_key is not None:
+            self.state.missed_key(key)  # never awaited: this answer is 4001 either way
         refused: PusherError | None
         if over_capacity:
             refused = OverCapacity()

@@ -202,11 +202,12 @@ def test_a_bad_configuration_exits_2(tmp_path: Path) -> None:
     assert 'app_store: Value error, use "config" or a URL starting with sqlite://' in done.stderr
 
 
-def test_the_server_does_not_start_on_a_database_store_yet(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSERVER_")}
-    env["PYSERVER_APP_STORE"] = f"sqlite:///{tmp_path / 'apps.db'}"
-    done = subprocess.run(
-        ["pyserver", "--port", "0"], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 2
-    assert 'the server serves only app_store = "config" so far' in done.stderr
+def test_a_change_is_saved_even_when_redis_cannot_be_told(tmp_path: Path) -> None:
+    apps = Apps(f"sqlite:///{tmp_path / 'apps.db'}", tmp_path)
+    apps.env["PYSERVER_ADAPTER"] = "redis"
+    apps.env["PYSERVER_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}"  # nobody listens
+    done = apps("add", "--id", "1", "--key", "k", "--secret", "s")
+    assert "announcing it on Redis failed" in done.stderr
+    assert "within app_store_refresh (5 s)" in done.stderr
+    assert apps.json("show", "1")["key"] == "k"
+    assert "announcing" not in apps("list").stderr  # reading announces nothing

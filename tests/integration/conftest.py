@@ -6,6 +6,10 @@ Apps (the Python SDK accepts only numeric app ids, so the main app has one):
 - `small`: max 3 connections, presence channels of at most 2 members, watchlists of 2.
 - `authz`: connections must sign in or join a private channel within 1 s (4009).
 - `counted`: sends subscription counts.
+
+`TEST_APP_STORE=sqlite|postgresql|mariadb` runs the deployments on a fresh app store of that
+kind instead of `app_store = "config"`: the configuration's apps seed it (docs/apps.md), so
+every test runs unchanged with its apps coming from the database.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from __future__ import annotations
 import base64
 import itertools
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pusher
@@ -117,6 +123,18 @@ class Deployment:
             node.stop()
 
 
+APP_STORE = os.environ.get("TEST_APP_STORE", "")
+
+
+def _store_env() -> dict[str, str]:
+    """With TEST_APP_STORE, a fresh store the deployment's configuration seeds."""
+    if not APP_STORE:
+        return {}
+    from tests.apps.conftest import fresh_url
+
+    return {"PYSERVER_APP_STORE": fresh_url(APP_STORE, Path(tempfile.mkdtemp()))}
+
+
 def redis_env(kind: str) -> dict[str, str]:
     """How the nodes of a `kind` deployment reach Redis: `redis`, one server; `sentinel`, a
     master and a replica behind three Sentinels; `cluster`, a three-master Redis Cluster
@@ -138,6 +156,7 @@ def redis_env(kind: str) -> dict[str, str]:
 def deploy(config: str, kind: str, env: dict[str, str] | None = None) -> Deployment:
     """`local`: one server. `redis`, `sentinel`, `cluster`: two nodes sharing that Redis
     topology (`redis_env`)."""
+    env = {**_store_env(), **(env or {})}
     if kind == "local":
         return Deployment([ServerProcess(config, env=env)])
     cluster_env = {
@@ -167,6 +186,10 @@ def _redis() -> RedisProcess:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if _redis_process is not None:
         _redis_process.stop()
+    if APP_STORE:
+        from tests.apps.conftest import pytest_sessionfinish as stop_databases
+
+        stop_databases(session)
 
 
 @pytest.fixture(scope="session", params=KINDS)

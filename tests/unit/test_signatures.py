@@ -57,6 +57,16 @@ def test_auth_problem_checks_key_part_and_names_the_string() -> None:
     assert auth_problem(KEY, SECRET, signed, None) is not None
 
 
+def test_auth_problem_accepts_the_previous_secret_only_when_given() -> None:
+    signed = "1.2:private-x"
+    old = sign("old-secret", signed)
+    assert auth_problem(KEY, SECRET, signed, f"{KEY}:{old}") is not None
+    assert auth_problem(KEY, SECRET, signed, f"{KEY}:{old}", "old-secret") is None
+    assert auth_problem(KEY, SECRET, signed, f"{KEY}:{sign(SECRET, signed)}", "old") is None
+    problem = auth_problem(KEY, SECRET, signed, f"{KEY}:{'0' * 64}", "old-secret")
+    assert problem is not None and "old-secret" not in problem
+
+
 BODY = b'{"name":"foo","channels":["project-3"],"data":"{\\"some\\":\\"data\\"}"}'
 PARAMS = {
     "auth_key": KEY,
@@ -105,6 +115,23 @@ def test_verify_request_accepts_the_vector() -> None:
 def test_verify_request_rejects(change: dict[str, str], error: type[Exception]) -> None:
     with pytest.raises(error):
         _verify({**PARAMS, "auth_signature": SIGNATURE, **change})
+
+
+def test_verify_request_accepts_the_previous_secret_only_when_given() -> None:
+    signed = request_string_to_sign("POST", "/apps/3/events", PARAMS)
+    params = {**PARAMS, "auth_signature": sign("old-secret", signed)}
+    with pytest.raises(Unauthorized):
+        _verify(params)
+    verify_request(
+        method="POST",
+        paths=("/apps/3/events",),
+        params=params,
+        body=BODY,
+        app_key=KEY,
+        secret=SECRET,
+        now=1353088179.0,
+        previous_secret="old-secret",
+    )
 
 
 def test_verify_request_rejects_old_and_future_timestamps() -> None:
