@@ -20,6 +20,9 @@ Invariants:
   first `user_info` is kept. Webhook-worthy transitions come from the Adapter, which decides
   them once per cluster.
 - A broadcast is encoded once: one payload, one WebSocket frame, handed to the Adapter.
+- On a channel with a history rule (`history`, docs/history.md), an event is stored before it
+  is published (tagged with its position), and a subscription enters the registry only after
+  its rewind or catch-up went out, with what was broadcast meanwhile.
 """
 
 from __future__ import annotations
@@ -27,16 +30,17 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pyserver.auth.signatures import auth_problem, channel_string_to_sign, user_string_to_sign
 from pyserver.channels.observer import AppObserver
 from pyserver.channels.registry import ChannelRegistry
 from pyserver.cluster.adapter import Adapter, CachedEvent, CountChange, Transition
-from pyserver.config import AppConfig
+from pyserver.config import AppConfig, HistoryRule
+from pyserver.history.live import AppHistory
 from pyserver.logs import SocketLog
 from pyserver.protocol import frames
-from pyserver.protocol.commands import ClientEvent, Signin, Subscribe, Unsubscribe
+from pyserver.protocol.commands import ClientEvent, Resume, Signin, Subscribe, Unsubscribe
 from pyserver.protocol.errors import (
     ClientEventRateLimited,
     ClientEventRejected,
@@ -48,6 +52,7 @@ from pyserver.protocol.errors import (
     UserTerminated,
     WatchlistLimitExceeded,
 )
+from pyserver.protocol.history import Position
 from pyserver.protocol.members import (
     Member,
     MemberDataError,
@@ -105,7 +110,11 @@ class App:
     """The run-time state and behaviour of one configured app on this node."""
 
     def __init__(
-        self, config: AppConfig, adapter: Adapter, observer: AppObserver | None = None
+        self,
+        config: AppConfig,
+        adapter: Adapter,
+        observer: AppObserver | None = None,
+        history: AppHistory | None = None,
     ) -> None:
         self.config = config
         """Replaced as a whole when the app store changes the app (`server.live_apps`)."""
@@ -126,6 +135,9 @@ class App:
         """channel → when its subscription count was last sent (for the > 100 throttle)."""
         self._count_pending: dict[str, int] = {}
         """channel → subscription count waiting for the throttle window to pass."""
+        self.history: AppHistory | None = None
+        """Rewind, catch-up and storing (docs/history.md); None when the app has no rules."""
+        self.use_history(history)
         adapter.attach(self.id, self.registry, self)
 
     def previous_secret(self) -> str | None:
@@ -134,6 +146,11 @@ class App:
         if previous is None or until is None or time.time() >= until:
             return None
         return previous
+
+    def use_history(self, history: AppHistory | None) -> None:
+        """Serve history by these rules from now on (the app's rules changed)."""
+        self.history = history
+        self.registry.held = history.holds if history is not None else None
 
     # --- connections ---------------------------------------------------------------------
 
@@ -146,7 +163,10 @@ class App:
         self.clients.pop(client.socket_id, None)
         self.stats.new_disconnections_total += 1
         session = client.session
+        remembering = self.history.dropped(session) if self.history is not None else None
         work = [self._leave(client, name) for name in list(session.channels)]
+        if remembering is not None:
+            work.append(remembering)
         user = session.user
         if user is not None:
             work.append(self._sign_out(client, user))
@@ -188,12 +208,78 @@ class App:
     async def _subscribed(self, client: Client, name: str) -> None:
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
         client.session.joined(name)
-        self.registry.add(name, client)
         if client.log is not None:
             client.log.debug("subscribed to %s", name)
-        client.send_message(frames.subscription_succeeded(name))
-        await self._send_cached(client, name)
+        announce = functools.partial(
+            self._announce, client, name, frames.subscription_succeeded(name)
+        )
+        rule = self.history.rule_for(name) if self.history is not None else None
+        if rule is None:
+            self.registry.add(name, client)
+            await announce()
+        else:
+            await self._replay(client, name, rule, client.session.user, announce)
         self._count_changed(name, change)
+
+    async def _announce(self, client: Client, name: str, succeeded: bytes) -> None:
+        """`subscription_succeeded`, then a cache channel's last event."""
+        client.send_message(succeeded)
+        await self._send_cached(client, name)
+
+    async def _replay(
+        self,
+        client: Client,
+        name: str,
+        rule: HistoryRule,
+        user: SignedInUser | str | None,
+        announce: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        """Rewind or catch-up, then the fan-out (docs/history.md): live events are held
+        until the replay went out, so none is both replayed and live."""
+        assert self.history is not None
+        user_id = user.user_id if isinstance(user, SignedInUser) else user
+        await self.history.join(
+            client,
+            name,
+            rule,
+            user_id,
+            functools.partial(self._add_after_replay, client, name),
+            functools.partial(self._silent_mark, name, user_id),
+            functools.partial(self._floor, client, name),
+            announce,
+        )
+
+    def _floor(self, client: Client, name: str, position: Position) -> None:
+        if name in self.registry.channels and client in self.registry.channels[name].subscribers:
+            self.registry.floors.setdefault(name, {})[client] = position
+
+    def _silent_mark(self, name: str, user_id: str | None) -> Position | None:
+        """The earliest confirmed position of `user_id`'s subscriptions to `name` on this
+        node whose connections stopped answering pings: a user whose old connection is
+        half-open, not given up yet, catches up from there rather than getting the rewind."""
+        channel = self.registry.channels.get(name)
+        if user_id is None or channel is None:
+            return None
+        found: Position | None = None
+        for socket in channel.subscribers:
+            session = cast(Client, socket).session
+            history = session.history
+            if history is None or not history.unanswered or session.active:
+                continue
+            mark = history.marks.get(name)
+            member = session.channels.get(name)
+            if member is None and session.user is not None:
+                member = session.user.user_id
+            if mark is None or member != user_id:
+                continue
+            position = mark.confirmed
+            if found is None or (position.epoch == found.epoch and position.serial < found.serial):
+                found = position
+        return found
+
+    def _add_after_replay(self, client: Client, name: str) -> None:
+        if name in client.session.channels:  # not left meanwhile (a kick, a close)
+            self.registry.add(name, client)
 
     def _member(self, client: Client, name: str, command: Subscribe) -> Member:
         if command.channel_data is None:
@@ -228,11 +314,16 @@ class App:
         )
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
         client.session.joined(name)
-        self.registry.add(name, client)
         if client.log is not None:
             client.log.debug("joined %s as user %s", name, member.user_id)
-        client.send_message(frames.presence_subscription_succeeded(name, join.members))
-        await self._send_cached(client, name)
+        succeeded = frames.presence_subscription_succeeded(name, join.members)
+        announce = functools.partial(self._announce, client, name, succeeded)
+        rule = self.history.rule_for(name) if self.history is not None else None
+        if rule is None:
+            self.registry.add(name, client)
+            await announce()
+        else:
+            await self._replay(client, name, rule, member.user_id, announce)
         self._count_changed(name, change)
         if join.first_for_user:
             info = join.members.get(member.user_id)
@@ -472,27 +563,64 @@ class App:
             raise ClientEventRateLimited()
         user_id = channels[name]
         payload = frames.channel_event(command.event, name, command.data, user_id)
-        self.publish(name, payload, client.socket_id)
+        history = self.history
+        rule = history.rule_for(name) if history is not None else None
+        stored: Handled = None
+        if rule is not None and rule.client_events:
+            assert history is not None
+            self.stats.broadcasts_total += 1
+            stored = history.record(
+                name, rule, payload, client.socket_id, self._publish_tagged, best_effort=True
+            )
+        else:
+            self.publish(name, payload, client.socket_id)
         self.observer.client_event(
             self.id, name, command.event, command.data, client.socket_id, user_id
         )
-        return None
+        return stored
 
     def trigger(
         self, event: str, channels: Iterable[str], data: str, except_socket_id: str | None
-    ) -> None:
-        """A server event (HTTP API) on each channel: one encode per channel."""
+    ) -> Coroutine[Any, Any, None] | None:
+        """A server event (HTTP API) on each channel: one encode per channel. Returns a
+        coroutine when an event must still be stored (history in Redis): the trigger is
+        answered only once it is done, so the event is in history on every node by then."""
+        history = self.history
+        storing: list[Coroutine[Any, Any, None]] | None = None
         for name in channels:
             payload = frames.channel_event(event, name, data)
             if channel_type(name).cache:
                 cached = CachedEvent(payload, event, data, self.config.cache_ttl)
                 self.adapter.cache_put(self.id, name, cached)
-            self.publish(name, payload, except_socket_id)
+            rule = history.rule_for(name) if history is not None else None
+            if rule is None:
+                self.publish(name, payload, except_socket_id)
+            else:
+                assert history is not None
+                self.stats.broadcasts_total += 1
+                work = history.record(name, rule, payload, except_socket_id, self._publish_tagged)
+                if work is not None:
+                    storing = [work] if storing is None else [*storing, work]
             self.observer.api_event(self.id, name, event, data)
+        return None if storing is None else _in_order(storing)
 
     def publish(self, channel: str, payload: bytes, except_socket_id: str | None) -> None:
         self.stats.broadcasts_total += 1
         self.adapter.publish(self.id, channel, text_frame(payload), except_socket_id)
+
+    def _publish_tagged(self, channel: str, tagged: bytes, except_socket_id: str | None) -> None:
+        """A history channel's event, tagged with its position (`pyserver.history.live`)."""
+        self.adapter.publish(self.id, channel, tagged, except_socket_id)
+
+    def resume(self, client: Client, command: Resume) -> Handled:
+        """`pusher:resume` (the anonymous catch-up snippet, docs/history.md)."""
+        if self.history is None:
+            return None
+        return self.history.resume(client.session, command.token)
+
+    def latest(self, channel: str) -> Position | None:
+        """The newest history position written to this node's subscribers of `channel`."""
+        return self.registry.last(channel)
 
     # --- cache channels ------------------------------------------------------------------
 

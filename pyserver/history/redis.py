@@ -17,7 +17,8 @@ Invariants:
   missing (deleting any stream left without one: its positions belonged to a lost epoch),
   assigns the next serial, adds, trims, refreshes both expiries and returns the position. So
   positions are assigned by Redis, identical on every node, and an event is readable on every
-  node when `append` returns.
+  node when `append` returns. The server's appends also publish the live event from the same
+  script, so the cluster bus carries a channel's events in position order.
 - Reads go through one Lua script (`READ`) that returns the meta hash and the entries in one
   atomic view; it too creates the epoch when the meta hash is missing (with the short
   `ttl` of a channel that stored nothing), so a head read before any event still names the
@@ -39,6 +40,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from pyserver.config import HistoryRule
+from pyserver.history.live import Drop
 from pyserver.history.store import (
     CatchUp,
     Direction,
@@ -50,7 +52,7 @@ from pyserver.history.store import (
     check_position,
     page,
 )
-from pyserver.protocol.history import Position, new_epoch
+from pyserver.protocol.history import BadPosition, Position, decode_position, new_epoch
 
 META_TTL_MS = 30 * 86_400 * 1000
 """How long a channel's epoch and newest serial outlive its last event (at least 2 x ttl)."""
@@ -72,10 +74,16 @@ redis.call('XTRIM', stream, 'MINID', '=', string.format('%d-0', now - ttl + 1))
 redis.call('HSET', meta, 'e', epoch, 'n', serial, 'm', stamp)
 redis.call('PEXPIRE', stream, ttl)
 redis.call('PEXPIRE', meta, ARGV[6])
+if ARGV[8] then
+  redis.call('PUBLISH', ARGV[8], ARGV[9] .. '\0' .. epoch .. ':' .. string.format('%d', serial)
+    .. ':' .. string.format('%d', stamp) .. '\0' .. ARGV[10])
+end
 return {epoch, serial, stamp}
 """
-"""KEYS: meta, stream. ARGV: payload, time_ms, now_ms, limit, ttl_ms, meta_ttl_ms, a new epoch.
-Returns the position: {epoch, serial, stamp}."""
+"""KEYS: meta, stream. ARGV: payload, time_ms, now_ms, limit, ttl_ms, meta_ttl_ms, a new epoch,
+and optionally a pub/sub channel, a message head and a WebSocket frame: then the script also
+publishes head + the position tag (`pyserver.history.live.tag`) + frame, so that the order on
+the bus is the order of the positions. Returns the position: {epoch, serial, stamp}."""
 
 READ = """
 local meta, stream = KEYS[1], KEYS[2]
@@ -112,6 +120,8 @@ class RedisHistoryStore:
         self._append = redis.register_script(APPEND)
         self._read = redis.register_script(READ)
         self._nonce = secrets.randbits(32)
+        self.events_stored_total = 0
+        """Events this node appended (for /metrics)."""
 
     @classmethod
     def from_url(
@@ -130,9 +140,18 @@ class RedisHistoryStore:
     # --- writing -------------------------------------------------------------------------
 
     async def append(
-        self, app_id: str, channel: str, rule: HistoryRule, payload: bytes, time_ms: int
+        self,
+        app_id: str,
+        channel: str,
+        rule: HistoryRule,
+        payload: bytes,
+        time_ms: int,
+        publish: tuple[bytes, bytes, bytes] | None = None,
     ) -> Position:
+        """`publish` (pub/sub channel, message head, frame): publish the live event from the
+        same script, tagged with its position (the cluster bus of the Redis adapter)."""
         ttl_ms = rule.ttl * 1000
+        extra = list(publish) if publish is not None else []
         epoch, serial, stamp = await self._append(
             keys=self.keys(app_id, channel),
             args=[
@@ -143,8 +162,10 @@ class RedisHistoryStore:
                 ttl_ms,
                 max(META_TTL_MS, 2 * ttl_ms),
                 self._epoch_candidate(),
+                *extra,
             ],
         )
+        self.events_stored_total += 1
         return Position(epoch.decode(), int(serial), int(stamp))
 
     # --- reading -------------------------------------------------------------------------
@@ -241,3 +262,112 @@ def _entry(epoch: str, entry_id: bytes, fields: Sequence[Any]) -> Entry:
     stamp, _, serial = entry_id.partition(b"-")
     values = dict(zip(fields[::2], fields[1::2], strict=True))
     return Entry(Position(epoch, int(serial), int(stamp)), int(values[b"t"]), values[b"p"])
+
+
+TAKE_DROP = """
+local now = tonumber(ARGV[1])
+local alive = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local expires = tonumber(string.match(member, '|(%d+)|'))
+  if expires and expires > now then
+    table.insert(alive, member)
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+if #alive == 0 then return false end
+redis.call('ZREM', KEYS[1], alive[#alive])
+return alive[1]
+"""
+"""KEYS: a user's drops of one channel (a sorted set by serial of `position|expires_ms|n`).
+ARGV: now (ms). Drops what expired, uses up the latest drop and returns the earliest."""
+
+TAKE_TOKEN = """
+local found = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return found
+"""
+
+MAX_DROPS_PER_USER = 100
+"""Dropped subscriptions kept per user and channel (the earliest ones stay)."""
+
+
+class RedisMarks:
+    """Dropped subscriptions and resume tokens in Redis (`pyserver.history.live.RecoveryMarks`),
+    so that a user or page coming back to any node recovers.
+
+    Keys: `<prefix>:history:{<app>:<channel>}:drops:<user>`, a sorted set (score: the serial)
+    of `<position>|<expires ms>|<n>`, expiring with the rule's `recovery_window`; and
+    `<prefix>:history:token:<token>`, a hash of channel → `<expires ms>|<position>` plus
+    `" app"` (no channel name has a space), taken (read and deleted) atomically, so a token
+    is good once.
+    """
+
+    def __init__(
+        self, redis: Redis, prefix: str = "pyserver", clock: Callable[[], float] = time.time
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.clock = clock
+        self._take_drop = redis.register_script(TAKE_DROP)
+        self._take_token = redis.register_script(TAKE_TOKEN)
+        self._serial = secrets.randbits(32)
+
+    def drops_key(self, app_id: str, channel: str, user_id: str) -> str:
+        return f"{self.prefix}:history:{{{app_id}:{channel}}}:drops:{user_id}"
+
+    def token_key(self, token: str) -> str:
+        return f"{self.prefix}:history:token:{token}"
+
+    async def keep(
+        self, app_id: str, drops: list[Drop], token: str, marks: dict[str, tuple[int, Position]]
+    ) -> None:
+        now_ms = int(self.clock() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for drop in drops:
+                self._serial += 1
+                key = self.drops_key(app_id, drop.channel, drop.user_id)
+                expires = now_ms + drop.window * 1000
+                member = f"{drop.position.encode()}|{expires}|{self._serial}"
+                pipe.zadd(key, {member: drop.position.serial})
+                pipe.zremrangebyrank(key, MAX_DROPS_PER_USER, -1)
+                pipe.pexpire(key, drop.window * 1000)
+            fields: dict[str | bytes, str | bytes] = {" app": app_id}
+            for channel, (window, position) in marks.items():
+                fields[channel] = f"{now_ms + window * 1000}|{position.encode()}"
+            key = self.token_key(token)
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+            pipe.pexpire(key, max(window for window, _ in marks.values()) * 1000)
+            await pipe.execute()
+
+    async def take_drop(self, app_id: str, user_id: str, channel: str) -> Position | None:
+        found = await self._take_drop(
+            keys=[self.drops_key(app_id, channel, user_id)], args=[int(self.clock() * 1000)]
+        )
+        if not found:
+            return None
+        return _position(found.split(b"|", 1)[0])
+
+    async def take_token(self, token: str, app_id: str) -> dict[str, Position] | None:
+        raw = await self._take_token(keys=[self.token_key(token)])
+        found = {k.decode(): v.decode() for k, v in zip(raw[::2], raw[1::2], strict=True)}
+        if found.pop(" app", None) != app_id:
+            return None
+        now_ms = int(self.clock() * 1000)
+        alive: dict[str, Position] = {}
+        for channel, value in found.items():
+            expires, _, text = value.partition("|")
+            position = _position(text.encode())
+            if int(expires) > now_ms and position is not None:
+                alive[channel] = position
+        return alive or None
+
+    def purge(self) -> None:
+        return None  # Redis expires the keys
+
+
+def _position(raw: bytes) -> Position | None:
+    try:
+        return decode_position(raw.decode())
+    except BadPosition:
+        return None

@@ -8,7 +8,8 @@ the console) and `by_key` (the WebSocket handshake). The directory calls `app_ch
 - a new app: an `App` is made (or the one of an earlier app with this id is taken up
   again), attached to the Adapter and put in both dictionaries: it works at once;
 - a changed app: its `App.config` is replaced; limits and switches are read from it on each
-  action, so they apply to new actions; a new key replaces the old one in `by_key`; a
+  action, so they apply to new actions (changed history rules apply to new subscriptions and
+  events; what is stored stays); a new key replaces the old one in `by_key`; a
   rotated secret comes with the previous one and its expiry (`App.rotation`), accepted for
   signatures until then;
 - disabled: the app stays in both dictionaries (a handshake gets 4003, an API call 403) and
@@ -34,6 +35,7 @@ from pyserver.channels.app import App
 from pyserver.channels.observer import AppObserver
 from pyserver.cluster.adapter import Adapter
 from pyserver.config import AppConfig
+from pyserver.history.live import AppHistory, NodeHistory
 from pyserver.protocol.errors import AppDisabled, AppNotFound, PusherError
 
 log = logging.getLogger("pyserver.apps")
@@ -45,10 +47,13 @@ class LiveApps:
         adapter: Adapter,
         observer: AppObserver,
         on_change: Callable[[], None] = lambda: None,
+        history: NodeHistory | None = None,
     ) -> None:
         self.adapter = adapter
         self.observer = observer
         self.on_change = on_change
+        self.history = history
+        """This node's channel history: each app gets its part for its rules."""
         self.by_id: dict[str, App] = {}
         self.by_key: dict[str, App] = {}
         self._retired: dict[str, App] = {}
@@ -59,7 +64,7 @@ class LiveApps:
 
     def add_config(self, config: AppConfig) -> App:
         """Serve an app of the configuration (`app_store = "config"`), at construction."""
-        app = App(config, self.adapter, self.observer)
+        app = App(config, self.adapter, self.observer, self._history(config))
         self.by_id[config.id] = app
         self.by_key[config.key] = app
         return app
@@ -73,8 +78,10 @@ class LiveApps:
         if app is None:
             app = self._retired.pop(config.id, None)
             if app is None:
-                app = App(config, self.adapter, self.observer)
+                app = App(config, self.adapter, self.observer, self._history(config))
             else:
+                if app.config.history != config.history:
+                    app.use_history(self._history(config))
                 app.config = config
             app.rotation = rotation
             self.by_id[config.id] = app
@@ -85,6 +92,8 @@ class LiveApps:
         before = app.config
         if before == config and app.rotation == rotation:
             return
+        if before.history != config.history:
+            app.use_history(self._history(config))
         app.config = config
         app.rotation = rotation
         if before.key != config.key:
@@ -114,6 +123,11 @@ class LiveApps:
         self.on_change()
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def _history(self, config: AppConfig) -> AppHistory | None:
+        if self.history is None:
+            return None
+        return self.history.for_app(config.id, config.history)
 
     def _take_key(self, app: App, key: str) -> None:
         other = self.by_key.get(key)

@@ -31,6 +31,8 @@ from pyserver.cluster.local import LocalAdapter
 from pyserver.cluster.redis_connect import RedisLink
 from pyserver.config import Settings
 from pyserver.console.console import Console
+from pyserver.history.live import HistoryBus, MemoryMarks, NodeHistory, SharedMarks
+from pyserver.history.memory import MemoryHistoryStore
 from pyserver.http import Response, json_response
 from pyserver.metrics import Metrics, resident_bytes
 from pyserver.protocol.errors import ServerShuttingDown
@@ -58,7 +60,8 @@ class Server:
         self.adapter = adapter or make_adapter(settings)
         self.observers = Observers()
         self.webhooks: WebhookDispatcher | None = None
-        self.live = LiveApps(self.adapter, self.observers, self._apps_changed)
+        self.history = make_history(settings, self.adapter)
+        self.live = LiveApps(self.adapter, self.observers, self._apps_changed, self.history)
         """The apps served, shared by every reader: `by_id` (API, metrics, console) and
         `by_key` (handshakes); kept equal to the directory's."""
         self.apps_by_id: dict[str, App] = self.live.by_id
@@ -89,6 +92,7 @@ class Server:
             self.adapter,
             self.started_at,
             lambda: self.webhooks,
+            history=self.history,
         )
         if self.from_store:
             self.metrics.app_store = self.directory
@@ -314,6 +318,7 @@ class Server:
         if self.webhooks is not None:
             await self.webhooks.close(max(1.0, grace))
         await self.adapter.close()
+        await self.history.close()
 
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -325,6 +330,7 @@ class Server:
             websocket.tick(ping_after, close_after, now)
         for http in list(self.state.http_connections):
             http.http_tick(http_close_after)
+        self.history.tick()
         for app in self.apps_by_id.values():
             app.tick()
         if self.state.over_capacity:
@@ -388,6 +394,34 @@ def make_adapter(settings: Settings) -> Adapter:
             client=connect(settings),
         )
     return LocalAdapter(settings.webhook_delay)
+
+
+def make_history(settings: Settings, adapter: Adapter) -> NodeHistory:
+    """This node's history store: in memory (capped) with the local adapter; in Redis, on the
+    Redis adapter's link, with the Redis adapter. There the append script also publishes on
+    the cluster bus (a single server or Sentinel), or, on a Redis Cluster, the event is
+    published right after its append (sharded pub/sub cannot be reached from the script)."""
+    link = _redis_link(adapter)
+    if link is None:
+        return NodeHistory(MemoryHistoryStore(settings.history_max_memory_mb * 1_048_576))
+    from pyserver.cluster import bus
+    from pyserver.history.redis import RedisHistoryStore, RedisMarks
+
+    prefix = settings.redis_prefix
+
+    def route(app_id: str, channel: str, except_socket_id: str | None) -> tuple[bytes, bytes]:
+        head = bus.encode_broadcast(HISTORY_ORIGIN, app_id, channel, except_socket_id, b"")
+        return link.bus_channel(prefix, app_id, channel), head
+
+    store = RedisHistoryStore(link.client, prefix=prefix)  # type: ignore[arg-type]
+    marks = SharedMarks(RedisMarks(link.client, prefix=prefix), MemoryMarks(time.time))  # type: ignore[arg-type]
+    publish = link.publish if link.mode == "cluster" else None
+    return NodeHistory(store, HistoryBus(route, publish), marks=marks, owns_store=False)
+
+
+HISTORY_ORIGIN = "history"
+"""The bus origin of history events: no node has this id, so every node, the publishing one
+included, delivers them from the bus."""
 
 
 def _redis_link(adapter: Adapter) -> RedisLink | None:
