@@ -22,6 +22,7 @@ from dataclasses import fields
 
 from pyserver.channels.app import App
 from pyserver.cluster.adapter import Adapter
+from pyserver.history.live import NodeHistory
 from pyserver.stats import AppStats
 from pyserver.webhooks.dispatcher import WebhookDispatcher
 
@@ -68,6 +69,7 @@ class Metrics:
         adapter: Adapter,
         started_at: float,
         webhooks: Callable[[], WebhookDispatcher | None],
+        history: NodeHistory | None = None,
     ) -> None:
         self.prefix = prefix
         self.apps = apps
@@ -75,6 +77,7 @@ class Metrics:
         self.started_at = started_at
         self.webhooks = webhooks
         """The webhook dispatcher once started (it starts after the metrics exist)."""
+        self.history = history
         self.broadcast_latency = LatencyHistogram()
         """Seconds from an HTTP trigger's arrival to its frames being handed to the kernel."""
 
@@ -127,6 +130,9 @@ class Metrics:
             family(name, "counter", help_text)
             out.append(f"{p}{name} {getattr(stats, attr) if stats else 0}")
 
+        if self.history is not None:
+            self._render_history(self.history, family, out)
+
         family("adapter_healthy", "gauge", "1 when the cluster adapter reaches its engine")
         out.append(f"{p}adapter_healthy {int(self.adapter.healthy)}")
         family("process_resident_memory_bytes", "gauge", "Resident memory of this process")
@@ -137,6 +143,62 @@ class Metrics:
         family("process_start_time_seconds", "gauge", "Start time of the process (unix)")
         out.append(f"{p}process_start_time_seconds {self.started_at:.3f}")
         return ("\n".join(out) + "\n").encode()
+
+    def _render_history(
+        self, history: NodeHistory, family: Callable[[str, str, str], None], out: list[str]
+    ) -> None:
+        """This node's history counters (docs/history.md); the store's size only for the
+        in-memory store (Redis keeps it for the whole cluster)."""
+        p = self.prefix
+        store = history.store
+        rows: list[tuple[str, str, str, int]] = [
+            (
+                "history_events_stored_total",
+                "counter",
+                "Events this node stored in channel history",
+                getattr(store, "events_stored_total", 0),
+            ),
+            (
+                "history_catch_ups_total",
+                "counter",
+                "Returning subscriptions that got everything they missed",
+                history.catch_ups_total,
+            ),
+            (
+                "history_recovery_failed_total",
+                "counter",
+                "Returning subscriptions told pusher:recovery_failed",
+                history.recovery_failed_total,
+            ),
+        ]
+        memory = history.memory
+        if memory is not None:
+            rows += [
+                ("history_events", "gauge", "Events held in this node's history", memory.events),
+                ("history_channels", "gauge", "Channels with history here", memory.channels),
+                ("history_bytes", "gauge", "Estimated bytes of this node's history", memory.bytes),
+                (
+                    "history_evicted_channels_total",
+                    "counter",
+                    "Channels evicted whole by history_max_memory_mb",
+                    memory.evicted_channels_total,
+                ),
+                (
+                    "history_evicted_events_total",
+                    "counter",
+                    "Events evicted by history_max_memory_mb",
+                    memory.evicted_events_total,
+                ),
+                (
+                    "history_expired_events_total",
+                    "counter",
+                    "Events purged after their ttl",
+                    memory.expired_events_total,
+                ),
+            ]
+        for name, kind, help_text, value in rows:
+            family(name, kind, help_text)
+            out.append(f"{p}{name} {value}")
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from pyserver.api.triggers import (
     SOCKET_ID,
     Trigger,
@@ -34,6 +36,7 @@ from pyserver.auth.protected import REFUSAL as PROTECTED_MODE_REFUSAL
 from pyserver.auth.protected import from_this_machine
 from pyserver.auth.requests import verify_request
 from pyserver.channels.app import App
+from pyserver.history.api import history_reply
 from pyserver.http import (
     EMPTY_OK,
     Request,
@@ -50,6 +53,7 @@ from pyserver.protocol.errors import (
     NotFound,
     TooManyRequests,
     Unauthorized,
+    Unavailable,
 )
 from pyserver.protocol.names import (
     MAX_USER_ID,
@@ -57,6 +61,9 @@ from pyserver.protocol.names import (
     user_id_problem,
 )
 from pyserver.ratelimit import TokenBucket
+
+FAILURES = (ConnectionError, OSError, TimeoutError, RedisError)
+"""What a history store in Redis raises when it cannot answer."""
 
 # StreamingResponse: only the console's event stream answers with one (issue 16 part 2).
 HandlerResult = Response | StreamingResponse | Coroutine[Any, Any, Response]
@@ -187,12 +194,47 @@ class Api:
         body = json_object(request.body)
         trigger = parse_trigger(app.config, body, multi_channel=True)
         self._spend(app, "events", app.config.max_backend_events_per_second, len(trigger.channels))
-        app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
+        storing = app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
+        if storing is not None:  # history in Redis: answer once the event is stored
+            return self._stored(storing, lambda: self._events_answer(app, trigger))
         if self.on_trigger is not None:
             self.on_trigger(time.perf_counter() - started)
         if not trigger.info:
             return EMPTY_OK
         return self._events_info(app, trigger)
+
+    async def _stored(
+        self,
+        storing: Coroutine[Any, Any, None],
+        answer: Callable[[], HandlerResult],
+    ) -> Response:
+        """Wait for a trigger's history appends (Redis), then answer as usual."""
+        try:
+            await storing
+        except FAILURES as exc:
+            raise Unavailable(f"The history store cannot be reached: {exc}") from None
+        result = answer()
+        if isinstance(result, Response):
+            return result
+        assert not isinstance(result, StreamingResponse)
+        return await result
+
+    def _events_answer(self, app: App, trigger: Trigger) -> HandlerResult:
+        return EMPTY_OK if not trigger.info else self._events_info(app, trigger)
+
+    async def _stored_all(
+        self, storing: list[Coroutine[Any, Any, None]], app: App, triggers: list[Trigger]
+    ) -> Response:
+        try:
+            for work in storing:
+                await work
+        except FAILURES as exc:
+            for work in storing:
+                work.close()  # the ones never awaited
+            raise Unavailable(f"The history store cannot be reached: {exc}") from None
+        if not any(t.info for t in triggers):
+            return EMPTY_OK
+        return await self._batch_info(app, triggers)
 
     async def _events_info(self, app: App, trigger: Trigger) -> Response:
         return json_response({"channels": await self._infos(app, trigger)})
@@ -216,8 +258,13 @@ class Api:
                 exc.message = f"batch[{index}]: {exc.message}"
                 raise
         self._spend(app, "events", app.config.max_backend_events_per_second, len(triggers))
-        for t in triggers:
-            app.trigger(t.name, t.channels, t.data, t.socket_id)
+        storing = [
+            work
+            for t in triggers
+            if (work := app.trigger(t.name, t.channels, t.data, t.socket_id)) is not None
+        ]
+        if storing:  # history in Redis: answer once every event is stored
+            return self._stored_all(storing, app, triggers)
         if not any(t.info for t in triggers):
             return EMPTY_OK
         return self._batch_info(app, triggers)
@@ -242,7 +289,7 @@ class Api:
             infos[channel] = info
         return infos
 
-    def _legacy_channel_event(self, app: App, request: Request, channel: str) -> Response:
+    def _legacy_channel_event(self, app: App, request: Request, channel: str) -> HandlerResult:
         """Deprecated `POST /apps/{id}/channels/{channel}/events?name=...`: the body is the data."""
         body = {
             "name": request.query.get("name"),
@@ -252,7 +299,9 @@ class Api:
         }
         trigger = parse_trigger(app.config, body, multi_channel=False)
         self._spend(app, "events", app.config.max_backend_events_per_second, 1)
-        app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
+        storing = app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
+        if storing is not None:
+            return self._stored(storing, lambda: Response(202, b"{}"))
         return Response(202, b"{}")
 
     # --- queries ---------------------------------------------------------------------------
@@ -309,6 +358,19 @@ class Api:
         members = await app.adapter.presence_members(app.id, channel)
         return json_response({"users": [{"id": user_id} for user_id in members]})
 
+    async def _history(self, app: App, request: Request, channel: str) -> Response:
+        """`GET /apps/{id}/channels/{name}/history` (docs/history.md): 404 without a rule."""
+        history = app.history
+        if history is None:
+            raise NotFound(f"Channel {channel[:200]} keeps no history: no history rule matches it")
+        try:
+            reply = await history_reply(
+                history.rules, history.store, app.id, channel, request.query
+            )
+        except FAILURES as exc:
+            raise Unavailable(f"The history store cannot be reached: {exc}") from None
+        return json_response(reply.body, status=reply.status)
+
     def _kick(self, app: App, request: Request, channel: str) -> Response:
         """Extension: `POST /apps/{id}/channels/{name}/unsubscribe` with `{"user_id": ...}` or
         `{"socket_id": ...}` removes those subscriptions. Answers `{}`."""
@@ -356,6 +418,7 @@ _PATTERN_ROUTES: tuple[tuple[tuple[str, ...], tuple[str, Handler]], ...] = (
     (("channels", "*", "users"), ("GET", Api._users)),
     (("channels", "*", "events"), ("POST", Api._legacy_channel_event)),
     (("channels", "*", "stats"), ("GET", Api._legacy_channel_stats)),
+    (("channels", "*", "history"), ("GET", Api._history)),
     (("channels", "*", "unsubscribe"), ("POST", Api._kick)),
     (("users", "*", "terminate_connections"), ("POST", Api._terminate)),
 )

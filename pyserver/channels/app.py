@@ -33,10 +33,11 @@ from pyserver.auth.signatures import auth_problem, channel_string_to_sign, user_
 from pyserver.channels.observer import AppObserver
 from pyserver.channels.registry import ChannelRegistry
 from pyserver.cluster.adapter import Adapter, CachedEvent, CountChange, Transition
-from pyserver.config import AppConfig
+from pyserver.config import AppConfig, HistoryRule
+from pyserver.history.live import AppHistory
 from pyserver.logs import SocketLog
 from pyserver.protocol import frames
-from pyserver.protocol.commands import ClientEvent, Signin, Subscribe, Unsubscribe
+from pyserver.protocol.commands import ClientEvent, Resume, Signin, Subscribe, Unsubscribe
 from pyserver.protocol.errors import (
     ClientEventRateLimited,
     ClientEventRejected,
@@ -48,6 +49,7 @@ from pyserver.protocol.errors import (
     UserTerminated,
     WatchlistLimitExceeded,
 )
+from pyserver.protocol.history import Position
 from pyserver.protocol.members import (
     Member,
     MemberDataError,
@@ -105,7 +107,11 @@ class App:
     """The run-time state and behaviour of one configured app on this node."""
 
     def __init__(
-        self, config: AppConfig, adapter: Adapter, observer: AppObserver | None = None
+        self,
+        config: AppConfig,
+        adapter: Adapter,
+        observer: AppObserver | None = None,
+        history: AppHistory | None = None,
     ) -> None:
         self.config = config
         self.id = config.id
@@ -123,6 +129,10 @@ class App:
         """channel → when its subscription count was last sent (for the > 100 throttle)."""
         self._count_pending: dict[str, int] = {}
         """channel → subscription count waiting for the throttle window to pass."""
+        self.history = history
+        """Rewind, catch-up and storing (docs/history.md); None when the app has no rules."""
+        if history is not None:
+            self.registry.on_history = history.live
         adapter.attach(self.id, self.registry, self)
 
     # --- connections ---------------------------------------------------------------------
@@ -136,6 +146,8 @@ class App:
         self.clients.pop(client.socket_id, None)
         self.stats.new_disconnections_total += 1
         session = client.session
+        if self.history is not None:
+            self.history.dropped(session)
         work = [self._leave(client, name) for name in list(session.channels)]
         user = session.user
         if user is not None:
@@ -176,12 +188,31 @@ class App:
     async def _subscribed(self, client: Client, name: str) -> None:
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
         client.session.joined(name)
-        self.registry.add(name, client)
+        rule = self.history.rule_for(name) if self.history is not None else None
+        if rule is None:
+            self.registry.add(name, client)
         if client.log is not None:
             client.log.debug("subscribed to %s", name)
         client.send_message(frames.subscription_succeeded(name))
         await self._send_cached(client, name)
+        if rule is not None:
+            await self._replay(client, name, rule, client.session.user)
         self._count_changed(name, change)
+
+    async def _replay(
+        self, client: Client, name: str, rule: HistoryRule, user: SignedInUser | str | None
+    ) -> None:
+        """Rewind or catch-up, then the fan-out (docs/history.md): live events are held
+        until the replay went out, so none is both replayed and live."""
+        assert self.history is not None
+        user_id = user.user_id if isinstance(user, SignedInUser) else user
+        await self.history.join(
+            client, name, rule, user_id, functools.partial(self._add_after_replay, client, name)
+        )
+
+    def _add_after_replay(self, client: Client, name: str) -> None:
+        if name in client.session.channels:  # not left meanwhile (a kick, a close)
+            self.registry.add(name, client)
 
     def _member(self, client: Client, name: str, command: Subscribe) -> Member:
         if command.channel_data is None:
@@ -216,11 +247,15 @@ class App:
         )
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
         client.session.joined(name)
-        self.registry.add(name, client)
+        rule = self.history.rule_for(name) if self.history is not None else None
+        if rule is None:
+            self.registry.add(name, client)
         if client.log is not None:
             client.log.debug("joined %s as user %s", name, member.user_id)
         client.send_message(frames.presence_subscription_succeeded(name, join.members))
         await self._send_cached(client, name)
+        if rule is not None:
+            await self._replay(client, name, rule, member.user_id)
         self._count_changed(name, change)
         if join.first_for_user:
             info = join.members.get(member.user_id)
@@ -280,6 +315,8 @@ class App:
 
     def tick(self) -> None:
         """Called by the server's sweep: send subscription counts held back by the throttle."""
+        if self.history is not None:
+            self.history.tick()
         if not self._count_pending:
             return
         now = time.monotonic()
@@ -458,27 +495,62 @@ class App:
             raise ClientEventRateLimited()
         user_id = channels[name]
         payload = frames.channel_event(command.event, name, command.data, user_id)
-        self.publish(name, payload, client.socket_id)
+        history = self.history
+        rule = history.rule_for(name) if history is not None else None
+        stored: Handled = None
+        if rule is not None and rule.client_events:
+            assert history is not None
+            self.stats.broadcasts_total += 1
+            stored = history.record(name, rule, payload, client.socket_id, self._publish_tagged)
+        else:
+            self.publish(name, payload, client.socket_id)
         self.observer.client_event(
             self.id, name, command.event, command.data, client.socket_id, user_id
         )
-        return None
+        return stored
 
     def trigger(
         self, event: str, channels: Iterable[str], data: str, except_socket_id: str | None
-    ) -> None:
-        """A server event (HTTP API) on each channel: one encode per channel."""
+    ) -> Coroutine[Any, Any, None] | None:
+        """A server event (HTTP API) on each channel: one encode per channel. Returns a
+        coroutine when an event must still be stored (history in Redis): the trigger is
+        answered only once it is done, so the event is in history on every node by then."""
+        history = self.history
+        storing: list[Coroutine[Any, Any, None]] | None = None
         for name in channels:
             payload = frames.channel_event(event, name, data)
             if channel_type(name).cache:
                 cached = CachedEvent(payload, event, data, self.config.cache_ttl)
                 self.adapter.cache_put(self.id, name, cached)
-            self.publish(name, payload, except_socket_id)
+            rule = history.rule_for(name) if history is not None else None
+            if rule is None:
+                self.publish(name, payload, except_socket_id)
+            else:
+                assert history is not None
+                self.stats.broadcasts_total += 1
+                work = history.record(name, rule, payload, except_socket_id, self._publish_tagged)
+                if work is not None:
+                    storing = [work] if storing is None else [*storing, work]
             self.observer.api_event(self.id, name, event, data)
+        return None if storing is None else _in_order(storing)
 
     def publish(self, channel: str, payload: bytes, except_socket_id: str | None) -> None:
         self.stats.broadcasts_total += 1
         self.adapter.publish(self.id, channel, text_frame(payload), except_socket_id)
+
+    def _publish_tagged(self, channel: str, tagged: bytes, except_socket_id: str | None) -> None:
+        """A history channel's event, tagged with its position (`pyserver.history.live`)."""
+        self.adapter.publish(self.id, channel, tagged, except_socket_id)
+
+    def resume(self, client: Client, command: Resume) -> Handled:
+        """`pusher:resume` (the anonymous catch-up snippet, docs/history.md)."""
+        if self.history is not None:
+            self.history.resume(client.session, command.token)
+        return None
+
+    def latest(self, channel: str) -> Position | None:
+        """The newest history position written to this node's subscribers of `channel`."""
+        return self.registry.last(channel)
 
     # --- cache channels ------------------------------------------------------------------
 

@@ -9,12 +9,17 @@ Invariants:
 - `subscribers` keeps subscription order (a dict used as an ordered set).
 - Cluster-wide facts (counts on other nodes, presence members) are not kept here; they go
   through the Adapter (`pyserver.cluster`).
+- A frame whose first byte is 0 is an event of a history channel tagged with its position
+  (`pyserver.history.live`): the tag is stripped, the position becomes the channel's `last`
+  and `on_history` sees the event before the subscribers get the plain frame.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
+from pyserver.protocol.history import Position, untag
 from pyserver.protocol.names import ChannelType, channel_type
 from pyserver.stats import AppStats
 
@@ -29,22 +34,29 @@ class Socket(Protocol):
 
 
 class LocalChannel:
-    __slots__ = ("name", "subscribers", "type")
+    __slots__ = ("last", "name", "subscribers", "type")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.type: ChannelType = channel_type(name)
         self.subscribers: dict[Socket, None] = {}
+        self.last: Position | None = None
+        """History channels: the position of the newest event written to the subscribers."""
+
+
+OnHistory = Callable[[str, Position, bytes, str | None], None]
+"""`(channel, position, frame, except_socket_id)`: a live event of a history channel."""
 
 
 class ChannelRegistry:
     """The local channels of one app."""
 
-    __slots__ = ("channels", "stats")
+    __slots__ = ("channels", "on_history", "stats")
 
     def __init__(self, stats: AppStats | None = None) -> None:
         self.channels: dict[str, LocalChannel] = {}
         self.stats = stats or AppStats()
+        self.on_history: OnHistory | None = None
 
     def add(self, name: str, socket: Socket) -> bool:
         """Subscribe `socket`; True when it was not subscribed yet."""
@@ -79,6 +91,8 @@ class ChannelRegistry:
 
         Returns how many connections were written to.
         """
+        if not frame[0]:
+            return self._history_broadcast(name, frame, except_socket_id)
         channel = self.channels.get(name)
         if channel is None:
             return 0
@@ -97,3 +111,18 @@ class ChannelRegistry:
         stats.ws_messages_sent_total += sent
         stats.socket_transmitted_bytes += sent * len(frame)
         return sent
+
+    def _history_broadcast(self, name: str, tagged: bytes, except_socket_id: str | None) -> int:
+        position, frame = untag(tagged)
+        if self.on_history is not None:
+            self.on_history(name, position, frame, except_socket_id)
+        channel = self.channels.get(name)
+        if channel is None:
+            return 0
+        channel.last = position
+        return self.broadcast(name, frame, except_socket_id)
+
+    def last(self, name: str) -> Position | None:
+        """The newest history position written to `name`'s local subscribers."""
+        channel = self.channels.get(name)
+        return channel.last if channel is not None else None

@@ -17,7 +17,8 @@ Invariants:
   missing (deleting any stream left without one: its positions belonged to a lost epoch),
   assigns the next serial, adds, trims, refreshes both expiries and returns the position. So
   positions are assigned by Redis, identical on every node, and an event is readable on every
-  node when `append` returns.
+  node when `append` returns. The server's appends also publish the live event from the same
+  script, so the cluster bus carries a channel's events in position order.
 - Reads go through one Lua script (`READ`) that returns the meta hash and the entries in one
   atomic view; it too creates the epoch when the meta hash is missing (with the short
   `ttl` of a channel that stored nothing), so a head read before any event still names the
@@ -72,10 +73,16 @@ redis.call('XTRIM', stream, 'MINID', '=', string.format('%d-0', now - ttl + 1))
 redis.call('HSET', meta, 'e', epoch, 'n', serial, 'm', stamp)
 redis.call('PEXPIRE', stream, ttl)
 redis.call('PEXPIRE', meta, ARGV[6])
+if ARGV[8] then
+  redis.call('PUBLISH', ARGV[8], ARGV[9] .. '\0' .. epoch .. ':' .. string.format('%d', serial)
+    .. ':' .. string.format('%d', stamp) .. '\0' .. ARGV[10])
+end
 return {epoch, serial, stamp}
 """
-"""KEYS: meta, stream. ARGV: payload, time_ms, now_ms, limit, ttl_ms, meta_ttl_ms, a new epoch.
-Returns the position: {epoch, serial, stamp}."""
+"""KEYS: meta, stream. ARGV: payload, time_ms, now_ms, limit, ttl_ms, meta_ttl_ms, a new epoch,
+and optionally a pub/sub channel, a message head and a WebSocket frame: then the script also
+publishes head + the position tag (`pyserver.history.live.tag`) + frame, so that the order on
+the bus is the order of the positions. Returns the position: {epoch, serial, stamp}."""
 
 READ = """
 local meta, stream = KEYS[1], KEYS[2]
@@ -112,6 +119,8 @@ class RedisHistoryStore:
         self._append = redis.register_script(APPEND)
         self._read = redis.register_script(READ)
         self._nonce = secrets.randbits(32)
+        self.events_stored_total = 0
+        """Events this node appended (for /metrics)."""
 
     @classmethod
     def from_url(
@@ -130,9 +139,18 @@ class RedisHistoryStore:
     # --- writing -------------------------------------------------------------------------
 
     async def append(
-        self, app_id: str, channel: str, rule: HistoryRule, payload: bytes, time_ms: int
+        self,
+        app_id: str,
+        channel: str,
+        rule: HistoryRule,
+        payload: bytes,
+        time_ms: int,
+        publish: tuple[bytes, bytes, bytes] | None = None,
     ) -> Position:
+        """`publish` (pub/sub channel, message head, frame): publish the live event from the
+        same script, tagged with its position (the cluster bus of the Redis adapter)."""
         ttl_ms = rule.ttl * 1000
+        extra = list(publish) if publish is not None else []
         epoch, serial, stamp = await self._append(
             keys=self.keys(app_id, channel),
             args=[
@@ -143,8 +161,10 @@ class RedisHistoryStore:
                 ttl_ms,
                 max(META_TTL_MS, 2 * ttl_ms),
                 self._epoch_candidate(),
+                *extra,
             ],
         )
+        self.events_stored_total += 1
         return Position(epoch.decode(), int(serial), int(stamp))
 
     # --- reading -------------------------------------------------------------------------

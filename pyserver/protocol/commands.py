@@ -52,6 +52,13 @@ class Signin:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """`pusher:resume` from the anonymous catch-up snippet (docs/history.md)."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class ClientEvent:
     event: str
     channel: str
@@ -59,7 +66,7 @@ class ClientEvent:
     """The JSON string forwarded to other subscribers."""
 
 
-Command = Ping | Pong | Subscribe | Unsubscribe | Signin | ClientEvent
+Command = Ping | Pong | Subscribe | Unsubscribe | Signin | Resume | ClientEvent
 
 _PING = Ping()
 _PONG = Pong()
@@ -104,6 +111,11 @@ def parse_command(payload: bytes | str) -> Command:
         if not auth or user_data is None:
             raise BadMessage("Invalid pusher:signin: 'auth' and 'user_data' are required")
         return Signin(auth=auth, user_data=user_data)
+    if event == frames.RESUME:
+        token = _object_data(event, message).get("token")
+        if not isinstance(token, str) or not 0 < len(token) <= 64:
+            raise BadMessage("Invalid pusher:resume: 'data.token' must be the resume token")
+        return Resume(token=token)
     raise BadMessage(f"Unsupported event '{event[:100]}'")
 
 

@@ -225,6 +225,12 @@ class PayloadTooLarge(ApiError):
     status = 413
 
 
+class Unavailable(ApiError):
+    """A dependency the answer needs (the history store in Redis) cannot be reached."""
+
+    status = 503
+
+
 class TooManyRequests(ApiError):
     """The app's `max_backend_events_per_second` or `max_read_requests_per_second` is spent."""
 

@@ -26,6 +26,7 @@ PONG = "pusher:pong"
 SUBSCRIBE = "pusher:subscribe"
 UNSUBSCRIBE = "pusher:unsubscribe"
 SIGNIN = "pusher:signin"
+RESUME = "pusher:resume"
 CLIENT_EVENT_PREFIX = "client-"
 
 _dumps = orjson.dumps
@@ -136,6 +137,26 @@ def channel_event(event: str, channel: str, data: str, user_id: str | None = Non
     if user_id is None:
         return _dumps({"event": event, "channel": channel, "data": data})
     return _dumps({"event": event, "channel": channel, "data": data, "user_id": user_id})
+
+
+def recovery_failed(channel: str, reason: str) -> bytes:
+    """`{"event":"pusher:recovery_failed","channel":"chat-1","data":"{\\"reason\\":\\"limit\\"}"}`
+
+    History catch-up (docs/history.md): part of what a returning subscription missed is no
+    longer stored (`reason`: limit, ttl, epoch, evicted or window), so none of it is sent; the
+    rewind follows. pusher-js hands `pusher:` events to the channel's listeners.
+    """
+    data = _json_str({"reason": reason})
+    return _dumps({"event": "pusher:recovery_failed", "channel": channel, "data": data})
+
+
+def resume_token(token: str) -> bytes:
+    """`{"event":"pusher_internal:resume_token","data":"{\\"token\\":\\"...\\"}"}`
+
+    Sent after `connection_established` on apps with history: the anonymous resume snippet
+    reads it with `pusher.connection.bind('message')` and sends it back in `pusher:resume`.
+    """
+    return _dumps({"event": "pusher_internal:resume_token", "data": _json_str({"token": token})})
 
 
 def kicked(channel: str, reason: str) -> bytes:

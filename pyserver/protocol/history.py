@@ -22,12 +22,16 @@ Invariants:
 
 `RuleBook` finds a channel's rule: the first whose `channels` pattern matches the whole name
 (`fnmatchcase`), cached per name in a bounded cache.
+
+`ConnectionHistory` is one connection's part: which position each of its history
+subscriptions is known to have received (confirmed by the pong to a ping written after the
+events), and its resume token.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Generic, Protocol, TypeVar
@@ -139,3 +143,111 @@ class RuleBook(Generic[R]):
             self._cache.clear()
         self._cache[channel] = found
         return found
+
+
+# --- tagged frames --------------------------------------------------------------------------
+
+
+def tag(position: Position, frame: bytes) -> bytes:
+    """A WebSocket frame tagged with its history position: `b"\\0<epoch>:<serial>:<stamp>\\0"`
+    then the frame (the Redis append script builds the same bytes). No WebSocket frame starts
+    with a zero byte, so a tagged frame is recognised by its first byte."""
+    return f"\0{position.epoch}:{position.serial}:{position.stamp}\0".encode() + frame
+
+
+def untag(tagged: bytes) -> tuple[Position, bytes]:
+    """The position and the WebSocket frame of a tagged frame."""
+    end = tagged.index(0, 1)
+    epoch, serial, stamp = tagged[1:end].split(b":")
+    return Position(epoch.decode(), int(serial), int(stamp)), tagged[end + 1 :]
+
+
+# --- one connection's history state (sans-I/O; kept by its PusherSession) -----------------
+
+
+class Mark:
+    """What one history subscription of a connection is known to have received."""
+
+    __slots__ = ("confirmed", "probed")
+
+    def __init__(self, start: Position) -> None:
+        self.confirmed = start
+        """Every event of the channel up to here reached the client: it answered a ping
+        written after them (or it is where the subscription started)."""
+        self.probed: Position | None = None
+        """The newest event written before the outstanding ping, confirmed by its pong."""
+
+
+def newer(candidate: Position | None, current: Position) -> Position:
+    """The later of two positions of one channel; a position of another epoch replaces the
+    current one (the store started over, and nothing of the old epoch can be recovered)."""
+    if candidate is None:
+        return current
+    if candidate.epoch != current.epoch or candidate.serial > current.serial:
+        return candidate
+    return current
+
+
+class ConnectionHistory:
+    """Per connection of an app with history rules: the recovery marks of its history
+    subscriptions, the ping probe that confirms them, and its resume token.
+
+    "Delivered" means the position at the client's last sign of life: a WebSocket ping is
+    written after the events; its pong proves, TCP delivering in order, that the client read
+    everything written before it (docs/history.md, "What counts as delivered").
+    """
+
+    __slots__ = ("marks", "probe", "probe_ticks", "resume", "resume_failed", "token")
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        """This connection's resume token (sent in `pusher_internal:resume_token`)."""
+        self.marks: dict[str, Mark] = {}
+        """History channel → its mark, for joined subscriptions."""
+        self.probe = 0
+        """Number of the newest ping probe sent (its payload); 0 before the first."""
+        self.probe_ticks = 0
+        self.resume: dict[str, Position] | None = None
+        """Positions a `pusher:resume` handed over: channel → where catch-up starts."""
+        self.resume_failed = False
+        """A `pusher:resume` named an unknown or expired token: the next history subscribes
+        are told `pusher:recovery_failed` (reason `window`)."""
+
+    def track(self, channel: str, start: Position) -> None:
+        self.marks[channel] = Mark(start)
+
+    def untrack(self, channel: str) -> None:
+        self.marks.pop(channel, None)
+
+    def probe_due(self, ping_after: int) -> bool:
+        """One sweep tick: whether a probe ping is due even though the client is active (a
+        client that talks all the time is never pinged for idleness)."""
+        if not self.marks:
+            return False
+        self.probe_ticks += 1
+        if self.probe_ticks < ping_after:
+            return False
+        self.probe_ticks = 0
+        return True
+
+    def start_probe(self, latest: Callable[[str], Position | None]) -> bytes:
+        """A ping goes out now: note, per subscription, the newest event written before it
+        (`latest(channel)`). Returns the ping's payload, which the pong must echo."""
+        self.probe += 1
+        self.probe_ticks = 0
+        for channel, mark in self.marks.items():
+            mark.probed = newer(latest(channel), mark.confirmed)
+        return str(self.probe).encode()
+
+    def ponged(self, payload: bytes) -> None:
+        """A pong arrived: if it answers the newest probe, its positions are confirmed."""
+        if not self.probe or payload != str(self.probe).encode():
+            return
+        for mark in self.marks.values():
+            if mark.probed is not None:
+                mark.confirmed = mark.probed
+                mark.probed = None
+
+    def delivered(self) -> dict[str, Position]:
+        """channel → the last position the client is known to have received."""
+        return {channel: mark.confirmed for channel, mark in self.marks.items()}

@@ -27,7 +27,9 @@ Theory of operation:
   held in `backlog` and come back out of `next_held()`, in order, once `handler_finished()`.
 - Activity: any bytes from the client mark it `active`; the server's sweep calls `tick()`,
   which answers what the transport should do: nothing, ping, or close (4201), and enforces
-  the sign-in deadline of authorized connections (4009).
+  the sign-in deadline of authorized connections (4009). A connection of an app with
+  history (`history`, a `ConnectionHistory`) is pinged every `ping_after` ticks even while
+  active, so that the pongs keep confirming what its history subscriptions received.
 
 Invariants:
 - `state` only moves forward; once CLOSING no message is handed out any more.
@@ -61,6 +63,7 @@ from pyserver.protocol.errors import (
     PusherError,
     UnsupportedProtocol,
 )
+from pyserver.protocol.history import ConnectionHistory
 from pyserver.protocol.members import SignedInUser
 from pyserver.ratelimit import TokenBucket
 
@@ -162,6 +165,7 @@ class PusherSession:
         "busy",
         "channels",
         "client_events",
+        "history",
         "idle_ticks",
         "pending",
         "socket_id",
@@ -188,6 +192,8 @@ class PusherSession:
         """Messages (bytes) and actions held while busy, in arrival order."""
         self.client_events: TokenBucket | None = None
         """Created on the first client event only, so idle connections carry none."""
+        self.history: ConnectionHistory | None = None
+        """Recovery marks, ping probe and resume token; only on apps with history rules."""
 
     # --- handshake -------------------------------------------------------------------------
 
@@ -283,6 +289,8 @@ class PusherSession:
         """Forget a subscription (pending or joined); returns the presence user id."""
         if self.pending is not None:
             self.joined(channel)
+        if self.history is not None:
+            self.history.untrack(channel)
         return self.channels.pop(channel)
 
     def signed_in(self, user: SignedInUser) -> None:
@@ -320,13 +328,24 @@ class PusherSession:
         """One sweep: what the transport must do (send a ping, or report the closing error)."""
         if self.auth_deadline and now > self.auth_deadline:
             return ConnectionUnauthorized()
+        history = self.history
+        if history is not None:
+            history.resume_failed = False  # it applied to the re-subscribes that followed
         if self.active:
             self.active = False
             self.idle_ticks = 0
-            return Tick.NOTHING
+            return self._probe_due(ping_after)
         self.idle_ticks += 1
         if self.idle_ticks == ping_after:
             return Tick.PING
         if self.idle_ticks >= close_after:
             return PongNotReceived()
+        return self._probe_due(ping_after)
+
+    def _probe_due(self, ping_after: int) -> Tick:
+        """A history connection is also pinged every `ping_after` ticks while it is active:
+        the pong confirms what it received (`ConnectionHistory`)."""
+        history = self.history
+        if history is not None and history.probe_due(ping_after):
+            return Tick.PING
         return Tick.NOTHING

@@ -27,6 +27,8 @@ from pyserver.cluster.adapter import Adapter
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import Settings
 from pyserver.console.console import Console
+from pyserver.history.live import NodeHistory
+from pyserver.history.memory import MemoryHistoryStore
 from pyserver.http import Response, json_response
 from pyserver.metrics import Metrics, resident_bytes
 from pyserver.protocol.errors import ServerShuttingDown
@@ -55,8 +57,10 @@ class Server:
         self.apps_by_key: dict[str, App] = {}
         self.observers = Observers()
         self.webhooks: WebhookDispatcher | None = None
+        self.history = make_history(settings)
         for config in settings.apps:
-            app = App(config, self.adapter, self.observers)
+            history = self.history.for_app(config.id, config.history)
+            app = App(config, self.adapter, self.observers, history)
             self.apps_by_id[config.id] = app
             self.apps_by_key[config.key] = app
         self.started_at = time.time()
@@ -66,6 +70,7 @@ class Server:
             self.adapter,
             self.started_at,
             lambda: self.webhooks,
+            history=self.history,
         )
         shared = settings.adapter == "redis" and settings.console  # the cluster's stats, feed
         self.console = Console(
@@ -258,6 +263,7 @@ class Server:
         if self.webhooks is not None:
             await self.webhooks.close(max(1.0, grace))
         await self.adapter.close()
+        await self.history.close()
 
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -269,6 +275,7 @@ class Server:
             websocket.tick(ping_after, close_after, now)
         for http in list(self.state.http_connections):
             http.http_tick(http_close_after)
+        self.history.tick()
         for app in self.apps_by_id.values():
             app.tick()
         if self.state.over_capacity:
@@ -317,6 +324,28 @@ def make_adapter(settings: Settings) -> Adapter:
             node_id=settings.node_id,
         )
     return LocalAdapter(settings.webhook_delay)
+
+
+def make_history(settings: Settings) -> NodeHistory:
+    """This node's history store: in memory (capped) with the local adapter, in Redis with
+    the Redis adapter, where the append script also publishes on the cluster bus."""
+    if settings.adapter == "redis":
+        from pyserver.cluster import bus
+        from pyserver.cluster.redis.connection import connect
+        from pyserver.cluster.redis.keys import RedisKeys
+        from pyserver.history.redis import RedisHistoryStore
+
+        def bus_head(app_id: str, channel: str, except_socket_id: str | None) -> bytes:
+            return bus.encode_broadcast(HISTORY_ORIGIN, app_id, channel, except_socket_id, b"")
+
+        store = RedisHistoryStore(connect(settings), prefix=settings.redis_prefix)
+        return NodeHistory(store, (RedisKeys(settings.redis_prefix).bus(), bus_head))
+    return NodeHistory(MemoryHistoryStore(settings.history_max_memory_mb * 1_048_576))
+
+
+HISTORY_ORIGIN = "history"
+"""The bus origin of history events, which the append script publishes: no node has this
+id, so every node, the publishing one included, delivers them from the bus."""
 
 
 def _format_address(address: object) -> str:

@@ -37,6 +37,7 @@ from pyserver.protocol.commands import (
     Command,
     Ping,
     Pong,
+    Resume,
     Signin,
     Subscribe,
     Unsubscribe,
@@ -161,6 +162,8 @@ class WebSocketConnection(CorkedWriter):
         if self.log is not None:
             self.log.debug("handshake accepted: app %s, path %s", app.id, path[:200])
         self.send_message(established)
+        if app.history is not None:  # the resume snippet's token (docs/history.md)
+            self.send_message(app.history.new_connection(self.session))
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -189,7 +192,9 @@ class WebSocketConnection(CorkedWriter):
                     self.close(code if code is not None and code < 4000 else CLOSE_NORMAL)
             elif opcode == OP_BINARY:
                 self.report(BadMessage("Binary frames are not supported; send JSON text frames"))
-            # OP_PONG: activity is all it means
+            elif opcode == OP_PONG and self.session.history is not None:
+                self.session.history.ponged(payload)  # confirms what history delivered
+            # other OP_PONG: activity is all it means
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -249,9 +254,14 @@ class WebSocketConnection(CorkedWriter):
     # --- activity (driven by the server's sweep) -------------------------------------------
 
     def tick(self, ping_after: int, close_after: int, now: float) -> None:
-        outcome = self.session.tick(ping_after, close_after, now)
+        session = self.session
+        outcome = session.tick(ping_after, close_after, now)
         if outcome is Tick.PING:
-            self.send(WS_PING)
+            history, app = session.history, self.app
+            if history is not None and history.marks and app is not None:
+                self.send(encode_frame(OP_PING, history.start_probe(app.latest)))
+            else:
+                self.send(WS_PING)
         elif isinstance(outcome, PusherError):
             self.report(outcome)
 
@@ -300,6 +310,8 @@ class WebSocketConnection(CorkedWriter):
                     result = app.signin(self, command)
                 case Unsubscribe():
                     result = app.unsubscribe(self, command)
+                case Resume():
+                    result = app.resume(self, command)
                 case Pong():
                     return
         except PusherError as exc:

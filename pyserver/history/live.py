@@ -1,0 +1,356 @@
+"""History in the running server (docs/history.md): storing published events, rewind and
+catch-up on subscribe, the drops and resume tokens catch-up starts from.
+
+`NodeHistory` is one per server: the store (in memory with the local adapter, Redis with the
+Redis adapter), the resume tokens of closed connections and the counters for /metrics.
+`AppHistory` is one per app with history rules: the rule book, the live events held for
+subscriptions waiting for their replay, and the recovery marks of dropped subscriptions of
+known users.
+
+How a live event of a history channel travels: it is appended to the store first, then
+published as a *tagged frame*: `b"\\0<epoch>:<serial>:<stamp>\\0"` followed by the WebSocket
+frame. No WebSocket frame starts with a zero byte, so the app's registry recognises a tagged
+frame by its first byte, strips the tag, notes the position as the channel's newest on this
+node and hands the event to `AppHistory.live` (the hold lists) before the fan-out. With Redis
+the append script itself publishes the tagged frame on the cluster bus (with an origin that
+is no node's id, so every node, the triggering one included, delivers it from the bus): the
+bus then carries one channel's events in position order, the same on every node.
+
+Invariants:
+- An event of a history channel is stored before it is published, so a replay's head covers
+  every live event published before it was read.
+- A subscription waiting for its replay is not in the registry: live events of its channel
+  are appended once per channel to a hold list while any replay of it is pending, and each
+  replay sends, after the stored events, exactly the held events it did not replay. No event
+  is both replayed and live; none published after the subscription is missing.
+- Catch-up is all of the gap or nothing: `pusher:recovery_failed` then the rewind.
+- Drops and tokens are node-local and bounded by time (`recovery_window`) and count.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from pyserver.config import HistoryRule
+from pyserver.history.memory import MemoryHistoryStore
+from pyserver.history.store import Entry, HistoryStore
+from pyserver.protocol import frames
+from pyserver.protocol.history import ConnectionHistory, Position, RuleBook, newer, tag
+from pyserver.protocol.session import PusherSession
+from pyserver.protocol.websocket import text_frame
+
+MAX_DROPS = 100_000
+"""Recovery marks (dropped subscriptions) an app keeps on one node; the oldest go first."""
+MAX_TOKENS = 100_000
+"""Resume tokens of closed connections one node keeps; the oldest go first."""
+PURGE_EVERY = 1.0
+"""Seconds between two purges of the in-memory store on the server's sweep."""
+
+Publish = Callable[[str, bytes, str | None], None]
+"""`publish(channel, tagged_frame, except_socket_id)`: hand a tagged frame to the adapter."""
+
+
+BusHead = Callable[[str, str, str | None], bytes]
+"""`(app id, channel, except_socket_id)` → the head of a cluster-bus broadcast message from an
+origin that is no node's id, to which the append script adds the tag and the frame."""
+
+
+class Replayed(Protocol):
+    """What a replay needs of a client."""
+
+    socket_id: str
+
+    @property
+    def session(self) -> PusherSession: ...
+
+    def send(self, frame: bytes) -> None: ...
+
+    def send_message(self, payload: bytes) -> None: ...
+
+
+class NodeHistory:
+    """This node's history: the store, resume tokens and counters."""
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        bus: tuple[bytes, BusHead] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        """The Redis adapter's bus channel and message head: the append script publishes
+        live events there."""
+        self.memory = store if isinstance(store, MemoryHistoryStore) else None
+        self.clock = clock
+        self.tokens: dict[str, tuple[str, dict[str, tuple[float, Position]]]] = {}
+        """token → (app id, channel → (expiry, position)) of closed connections."""
+        self._purged = 0.0
+        self.catch_ups_total = 0
+        self.recovery_failed_total = 0
+
+    def for_app(self, app_id: str, rules: tuple[HistoryRule, ...]) -> AppHistory | None:
+        return AppHistory(self, app_id, RuleBook(rules)) if rules else None
+
+    def new_token(self) -> str:
+        return secrets.token_urlsafe(18)
+
+    def keep_token(self, token: str, app_id: str, marks: dict[str, tuple[float, Position]]) -> None:
+        tokens = self.tokens
+        if len(tokens) >= MAX_TOKENS:
+            del tokens[next(iter(tokens))]
+        tokens[token] = (app_id, marks)
+
+    def take_token(self, token: str, app_id: str) -> dict[str, Position] | None:
+        """The positions a token stands for, once; None when unknown, of another app or
+        expired."""
+        found = self.tokens.pop(token, None)
+        if found is None or found[0] != app_id:
+            return None
+        now = self.clock()
+        alive = {name: pos for name, (expires, pos) in found[1].items() if expires > now}
+        return alive or None
+
+    def tick(self) -> None:
+        """The server's sweep: purge expired history and tokens (at most once a second)."""
+        now = self.clock()
+        if now - self._purged < PURGE_EVERY:
+            return
+        self._purged = now
+        if self.memory is not None:
+            self.memory.purge()
+        expired = [
+            token
+            for token, (_, marks) in self.tokens.items()
+            if all(expires <= now for expires, _ in marks.values())
+        ]
+        for token in expired:
+            del self.tokens[token]
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+class AppHistory:
+    """One app's history at run time."""
+
+    def __init__(self, node: NodeHistory, app_id: str, rules: RuleBook[HistoryRule]) -> None:
+        self.node = node
+        self.store = node.store
+        self.app_id = app_id
+        self.rules = rules
+        self.holds: dict[str, list[tuple[Position, bytes, str | None]]] = {}
+        """channel → live events (position, frame, excluded socket) held while replays of
+        it are pending; the key exists exactly while `waiting` counts one."""
+        self.waiting: dict[str, int] = {}
+        self.drops: dict[tuple[str, str], list[tuple[float, Position]]] = {}
+        """(user id, channel) → (expiry, delivered position) of dropped subscriptions."""
+        self._drop_count = 0
+
+    def rule_for(self, channel: str) -> HistoryRule | None:
+        return self.rules.rule_for(channel)
+
+    # --- storing -------------------------------------------------------------------------
+
+    def record(
+        self,
+        channel: str,
+        rule: HistoryRule,
+        payload: bytes,
+        except_socket_id: str | None,
+        publish: Publish,
+    ) -> Coroutine[Any, Any, None] | None:
+        """Store an event and publish it, tagged with its position. In memory both happen
+        now (None); with Redis the returned coroutine appends and publishes in one script."""
+        time_ms = int(time.time() * 1000)
+        memory = self.node.memory
+        if memory is not None:
+            position = memory.append_now(self.app_id, channel, rule, payload, time_ms)
+            publish(channel, tag(position, text_frame(payload)), except_socket_id)
+            return None
+        return self._append_published(channel, rule, payload, except_socket_id, time_ms)
+
+    async def _append_published(
+        self,
+        channel: str,
+        rule: HistoryRule,
+        payload: bytes,
+        except_socket_id: str | None,
+        time_ms: int,
+    ) -> None:
+        assert self.node.bus is not None
+        bus_channel, bus_head = self.node.bus
+        head = bus_head(self.app_id, channel, except_socket_id)
+        await self.store.append(  # type: ignore[call-arg]
+            self.app_id,
+            channel,
+            rule,
+            payload,
+            time_ms,
+            publish=(bus_channel, head, text_frame(payload)),
+        )
+
+    def live(self, channel: str, position: Position, frame: bytes, except_id: str | None) -> None:
+        """A live event of `channel` reaches this node (from the registry, before fan-out)."""
+        hold = self.holds.get(channel)
+        if hold is not None:
+            hold.append((position, frame, except_id))
+
+    # --- subscribing: rewind or catch-up -------------------------------------------------
+
+    async def join(
+        self,
+        client: Replayed,
+        channel: str,
+        rule: HistoryRule,
+        user_id: str | None,
+        add: Callable[[], None],
+    ) -> None:
+        """After `subscription_succeeded`: send the replay, then the live events held
+        meanwhile that it did not contain, then `add()` the client to the fan-out."""
+        waiting = self.waiting
+        waiting[channel] = waiting.get(channel, 0) + 1
+        hold = self.holds.setdefault(channel, [])
+        first_held = len(hold)
+        try:
+            entries, head, catching_up = await self._replay(client, channel, rule, user_id)
+            for entry in entries:
+                client.send_message(entry.payload)
+            first = entries[0].position.serial if entries else None
+            newest = end = head.position
+            for position, frame, except_id in hold[first_held:]:
+                if (
+                    position.epoch == end.epoch
+                    and position.serial <= end.serial
+                    and (catching_up or (first is not None and position.serial >= first))
+                ):
+                    continue  # replayed, or before the gap
+                newest = newer(position, newest)
+                if except_id != client.socket_id:
+                    client.send(frame)
+            add()
+            history = client.session.history
+            if history is not None and rule.recovery_window:
+                history.track(channel, newest)
+        finally:
+            count = waiting[channel] - 1
+            if count:
+                waiting[channel] = count
+            else:
+                del waiting[channel]
+                del self.holds[channel]
+
+    async def _replay(
+        self, client: Replayed, channel: str, rule: HistoryRule, user_id: str | None
+    ) -> tuple[list[Entry], Any, bool]:
+        """What to send first: (entries, the head they end at, whether it is a catch-up)."""
+        history = client.session.history
+        after: Position | None = None
+        failed: str | None = None
+        if history is not None and rule.recovery_window:
+            if history.resume is not None and channel in history.resume:
+                after = history.resume.pop(channel)
+            elif history.resume_failed:
+                failed = "window"
+        if after is None and failed is None and user_id is not None and rule.recovery_window:
+            after = self._take_drop(user_id, channel)
+        if after is not None:
+            caught = await self.store.since(self.app_id, channel, rule, after)
+            if caught.lost is None:
+                self.node.catch_ups_total += 1
+                return list(caught.entries), caught.head, True
+            failed = caught.lost.value
+        if failed is not None:
+            self.node.recovery_failed_total += 1
+            client.send_message(frames.recovery_failed(channel, failed))
+        replay = await self.store.last(self.app_id, channel, rule, rule.rewind)
+        return list(replay.entries), replay.head, False
+
+    # --- drops ---------------------------------------------------------------------------
+
+    def dropped(self, session: PusherSession) -> None:
+        """A connection closed (not unsubscribed): remember what each of its history
+        subscriptions received, for its user's return and for its resume token."""
+        history = session.history
+        if history is None or not history.marks:
+            return
+        now = self.node.clock()
+        signed_in = session.user.user_id if session.user is not None else None
+        marks: dict[str, tuple[float, Position]] = {}
+        for channel, position in history.delivered().items():
+            rule = self.rules.rule_for(channel)
+            if rule is None or not rule.recovery_window:
+                continue
+            expires = now + rule.recovery_window
+            marks[channel] = (expires, position)
+            user_id = session.channels.get(channel) or signed_in
+            if user_id is not None:
+                self._add_drop((user_id, channel), expires, position)
+        if marks:
+            self.node.keep_token(history.token, self.app_id, marks)
+
+    def _add_drop(self, key: tuple[str, str], expires: float, position: Position) -> None:
+        drops = self.drops
+        if self._drop_count >= MAX_DROPS:
+            oldest = next(iter(drops))
+            self._drop_count -= len(drops.pop(oldest))
+        drops.setdefault(key, []).append((expires, position))
+        self._drop_count += 1
+
+    def _take_drop(self, user_id: str, channel: str) -> Position | None:
+        """Where a returning user's subscription catches up from: the earliest position
+        among the user's dropped subscriptions of the channel. One mark is used up per
+        return (the latest), so each tab that comes back recovers from no later than its
+        own position."""
+        key = (user_id, channel)
+        found = self.drops.get(key)
+        if found is None:
+            return None
+        now = self.node.clock()
+        alive = [(expires, pos) for expires, pos in found if expires > now]
+        self._drop_count -= len(found) - len(alive)
+        if not alive:
+            del self.drops[key]
+            return None
+        alive.sort(key=lambda mark: mark[1].serial)
+        earliest = alive[0][1]
+        alive.pop()
+        self._drop_count -= 1
+        if alive:
+            self.drops[key] = alive
+        else:
+            del self.drops[key]
+        return earliest
+
+    def tick(self) -> None:
+        """Forget expired drops (the server's sweep)."""
+        if not self.drops:
+            return
+        now = self.node.clock()
+        for key, found in list(self.drops.items()):
+            alive = [mark for mark in found if mark[0] > now]
+            self._drop_count -= len(found) - len(alive)
+            if alive:
+                self.drops[key] = alive
+            else:
+                del self.drops[key]
+
+    def new_connection(self, session: PusherSession) -> bytes:
+        """A connection opened: give it its history state; returns the resume token frame."""
+        token = self.node.new_token()
+        session.history = ConnectionHistory(token)
+        return frames.resume_token(token)
+
+    def resume(self, session: PusherSession, token: str) -> None:
+        """`pusher:resume`: the next subscribes to the token's channels catch up from it."""
+        history = session.history
+        if history is None:
+            return
+        positions = self.node.take_token(token, self.app_id)
+        if positions is None:
+            history.resume_failed = True
+        else:
+            history.resume = positions
