@@ -23,8 +23,10 @@ client that is not catching up. With --processes >= 2 the watchers run in their 
 so the load generator's work reading the replay does not delay them; with one process the
 result says `probe_shares_process`.
 
-Per subscriber, the events must arrive once each and in publish order: counters
-`duplicates`, `gaps` (an event arrived before one published earlier), `recovery_failed`
+The parent publishes the events one after the other on one keep-alive connection (each
+answered before the next is sent), so their numbers are their publish order. Per subscriber
+they must arrive once each and in that order: counters `duplicates`, `out_of_order` (an
+event arrived after one published later), `missing` (never arrived), `recovery_failed`
 (`pusher:recovery_failed` frames) and `caught_up` (subscribers that got all of them), and
 the `catchup` latency: from the common return time to the subscriber's last event.
 """
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 from bench import protocol
@@ -78,24 +79,36 @@ def resume_token(frame: Frame) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-@dataclass
 class Tracker:
-    """What one returning subscriber has received."""
+    """What one returning subscriber has received: events are numbered 0..expected-1 in
+    publish order (the parent publishes them one after the other on one connection)."""
 
-    expected: int
-    last_seq: int = -1
-    received: int = 0
-    done: bool = False
+    __slots__ = ("done", "expected", "last_seq", "received", "seen")
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.seen = bytearray(expected)
+        self.last_seq = -1
+        self.received = 0
+        self.done = False
 
     def receive(self, seq: int) -> str:
-        """Account for event `seq`: "ok", "duplicate" (seen or older than the last) or
-        "gap" (later than the next one due: something in between is missing so far)."""
-        if seq <= self.last_seq:
+        """Account for event `seq`: "ok", "duplicate" (received before), "out_of_order"
+        (new, but published before one received earlier) or "unknown" (not one of ours)."""
+        if not 0 <= seq < self.expected:
+            return "unknown"
+        if self.seen[seq]:
             return "duplicate"
-        verdict = "ok" if seq == self.last_seq + 1 else "gap"
-        self.last_seq = seq
+        self.seen[seq] = 1
         self.received += 1
-        return verdict
+        if seq < self.last_seq:
+            return "out_of_order"
+        self.last_seq = seq
+        return "ok"
+
+    @property
+    def missing(self) -> int:
+        return self.expected - self.received
 
 
 def probe_phase(offset_ns: int, quiet_s: float, return_s: float) -> str:
@@ -184,8 +197,10 @@ class CatchupRole(Role):
         if verdict == "duplicate":
             rec.count("duplicates", now)
             return
-        if verdict == "gap":
-            rec.count("gaps", now)
+        if verdict == "unknown":
+            return
+        if verdict == "out_of_order":
+            rec.count("out_of_order", now)
         rec.count("delivered", now)
         if not tracker.done and tracker.received >= tracker.expected:
             tracker.done = True
@@ -241,6 +256,7 @@ class CatchupRole(Role):
         return {
             "returned": len(trackers),
             "incomplete": sum(1 for t in trackers if not t.done),
+            "missing": sum(t.missing for t in trackers),
         }
 
 
@@ -285,17 +301,16 @@ class CatchupDriver(Driver):
 
     async def drive(self, pctx: ParentContext) -> None:
         cfg = self.cfg
-        self.sender = TriggerSender(cfg, self.recorder, pctx.errors, cfg.http_connections)
+        # One connection, one request at a time: publish order is the events' numbering.
+        self.sender = TriggerSender(cfg, self.recorder, pctx.errors, 1)
         channels = [channel_name(cfg.run_id)]
         return_ns = pctx.t0_ns + int(self.return_s * NS_PER_S)
         self.published_before_return = 0
-        next_seq = 0
 
         async def lane(index: int) -> None:
-            nonlocal next_seq
-            while next_seq < cfg.catchup_events and not pctx.aborted.is_set():
-                seq = next_seq
-                next_seq += 1
+            for seq in range(cfg.catchup_events):
+                if pctx.aborted.is_set():
+                    return
                 if await self.sender.send(index, seq, channels):
                     now = now_ns()
                     self.recorder.count("expected", now, self.tokens)
@@ -310,7 +325,7 @@ class CatchupDriver(Driver):
             if delay > 0:
                 await asyncio.sleep(delay)
             begin = now_ns()
-            await asyncio.gather(*(lane(i) for i in range(cfg.http_connections)))
+            await lane(0)
             self.publish_s = (now_ns() - begin) / NS_PER_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -349,7 +364,8 @@ class CatchupDriver(Driver):
             "caught_up": c.get("caught_up", 0),
             "incomplete": sum(int(e.get("incomplete", 0)) for e in self.extras),
             "duplicates": c.get("duplicates", 0),
-            "gaps": c.get("gaps", 0),
+            "out_of_order": c.get("out_of_order", 0),
+            "missing": sum(int(e.get("missing", 0)) for e in self.extras),
             "recovery_failed": c.get("recovery_failed", 0),
             "all_caught_up_s": round(slowest_s, 3) if slowest_s is not None else None,
             "replayed_per_s": rate(delivered, slowest_s) if slowest_s else None,
