@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from pyserver.api.triggers import (
     SOCKET_ID,
     Trigger,
@@ -37,6 +35,7 @@ from pyserver.auth.protected import from_this_machine
 from pyserver.auth.requests import verify_request
 from pyserver.channels.app import App
 from pyserver.history.api import history_reply
+from pyserver.history.live import STORE_FAILURES
 from pyserver.http import (
     EMPTY_OK,
     Request,
@@ -61,9 +60,6 @@ from pyserver.protocol.names import (
     user_id_problem,
 )
 from pyserver.ratelimit import TokenBucket
-
-FAILURES = (ConnectionError, OSError, TimeoutError, RedisError)
-"""What a history store in Redis raises when it cannot answer."""
 
 # StreamingResponse: only the console's event stream answers with one (issue 16 part 2).
 HandlerResult = Response | StreamingResponse | Coroutine[Any, Any, Response]
@@ -211,7 +207,7 @@ class Api:
         """Wait for a trigger's history appends (Redis), then answer as usual."""
         try:
             await storing
-        except FAILURES as exc:
+        except STORE_FAILURES as exc:
             raise Unavailable(f"The history store cannot be reached: {exc}") from None
         result = answer()
         if isinstance(result, Response):
@@ -228,7 +224,7 @@ class Api:
         try:
             for work in storing:
                 await work
-        except FAILURES as exc:
+        except STORE_FAILURES as exc:
             for work in storing:
                 work.close()  # the ones never awaited
             raise Unavailable(f"The history store cannot be reached: {exc}") from None
@@ -367,7 +363,7 @@ class Api:
             reply = await history_reply(
                 history.rules, history.store, app.id, channel, request.query
             )
-        except FAILURES as exc:
+        except STORE_FAILURES as exc:
             raise Unavailable(f"The history store cannot be reached: {exc}") from None
         return json_response(reply.body, status=reply.status)
 

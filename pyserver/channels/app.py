@@ -132,7 +132,7 @@ class App:
         self.history = history
         """Rewind, catch-up and storing (docs/history.md); None when the app has no rules."""
         if history is not None:
-            self.registry.on_history = history.live
+            self.registry.held = history.holds
         adapter.attach(self.id, self.registry, self)
 
     # --- connections ---------------------------------------------------------------------
@@ -501,7 +501,9 @@ class App:
         if rule is not None and rule.client_events:
             assert history is not None
             self.stats.broadcasts_total += 1
-            stored = history.record(name, rule, payload, client.socket_id, self._publish_tagged)
+            stored = history.record(
+                name, rule, payload, client.socket_id, self._publish_tagged, best_effort=True
+            )
         else:
             self.publish(name, payload, client.socket_id)
         self.observer.client_event(

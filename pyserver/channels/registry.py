@@ -10,13 +10,15 @@ Invariants:
 - Cluster-wide facts (counts on other nodes, presence members) are not kept here; they go
   through the Adapter (`pyserver.cluster`).
 - A frame whose first byte is 0 is an event of a history channel tagged with its position
-  (`pyserver.history.live`): the tag is stripped, the position becomes the channel's `last`
-  and `on_history` sees the event before the subscribers get the plain frame.
+  (`pyserver.history.live`): the tag is stripped and the position becomes the channel's
+  `last` before the subscribers get the plain frame.
+- While a subscription of a channel waits for its history replay (the channel is a key of
+  `held`), every frame broadcast to the channel is also appended to its hold list, with its
+  position when it has one, so the replay can send what it did not contain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from pyserver.protocol.history import Position, untag
@@ -44,19 +46,21 @@ class LocalChannel:
         """History channels: the position of the newest event written to the subscribers."""
 
 
-OnHistory = Callable[[str, Position, bytes, str | None], None]
-"""`(channel, position, frame, except_socket_id)`: a live event of a history channel."""
+Held = dict[str, list[tuple[Position | None, bytes, str | None]]]
+"""channel → (position or None, frame, except_socket_id) of each frame broadcast to it while
+a subscription waits for its replay."""
 
 
 class ChannelRegistry:
     """The local channels of one app."""
 
-    __slots__ = ("channels", "on_history", "stats")
+    __slots__ = ("channels", "held", "stats")
 
     def __init__(self, stats: AppStats | None = None) -> None:
         self.channels: dict[str, LocalChannel] = {}
         self.stats = stats or AppStats()
-        self.on_history: OnHistory | None = None
+        self.held: Held | None = None
+        """The app's hold lists (`AppHistory.holds`), None for apps without history."""
 
     def add(self, name: str, socket: Socket) -> bool:
         """Subscribe `socket`; True when it was not subscribed yet."""
@@ -87,15 +91,22 @@ class ChannelRegistry:
         return list(channel.subscribers) if channel is not None else []
 
     def broadcast(self, name: str, frame: bytes, except_socket_id: str | None = None) -> int:
-        """Write `frame` to every local subscriber of `name` but the excluded one.
+        """Write `frame` to every local subscriber of `name` but the excluded one (a tagged
+        frame of a history channel without its tag; see the module docstring).
 
         Returns how many connections were written to.
         """
+        position = None
         if not frame[0]:
-            return self._history_broadcast(name, frame, except_socket_id)
+            position, frame = untag(frame)
+        held = self.held
+        if held and name in held:
+            held[name].append((position, frame, except_socket_id))
         channel = self.channels.get(name)
         if channel is None:
             return 0
+        if position is not None:
+            channel.last = position
         subscribers = channel.subscribers
         if except_socket_id is None:
             for socket in subscribers:
@@ -111,16 +122,6 @@ class ChannelRegistry:
         stats.ws_messages_sent_total += sent
         stats.socket_transmitted_bytes += sent * len(frame)
         return sent
-
-    def _history_broadcast(self, name: str, tagged: bytes, except_socket_id: str | None) -> int:
-        position, frame = untag(tagged)
-        if self.on_history is not None:
-            self.on_history(name, position, frame, except_socket_id)
-        channel = self.channels.get(name)
-        if channel is None:
-            return 0
-        channel.last = position
-        return self.broadcast(name, frame, except_socket_id)
 
     def last(self, name: str) -> Position | None:
         """The newest history position written to `name`'s local subscribers."""

@@ -11,10 +11,11 @@ How a live event of a history channel travels: it is appended to the store first
 published as a *tagged frame*: `b"\\0<epoch>:<serial>:<stamp>\\0"` followed by the WebSocket
 frame. No WebSocket frame starts with a zero byte, so the app's registry recognises a tagged
 frame by its first byte, strips the tag, notes the position as the channel's newest on this
-node and hands the event to `AppHistory.live` (the hold lists) before the fan-out. With Redis
-the append script itself publishes the tagged frame on the cluster bus (with an origin that
-is no node's id, so every node, the triggering one included, delivers it from the bus): the
-bus then carries one channel's events in position order, the same on every node.
+node and appends the event to the channel's hold list (while a replay is pending) before the
+fan-out. With Redis the append script itself publishes the tagged frame on the cluster bus
+(with an origin that is no node's id, so every node, the triggering one included, delivers
+it from the bus): the bus then carries one channel's events in position order, the same on
+every node.
 
 Invariants:
 - An event of a history channel is stored before it is published, so a replay's head covers
@@ -29,10 +30,13 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
+
+from redis.exceptions import RedisError
 
 from pyserver.config import HistoryRule
 from pyserver.history.memory import MemoryHistoryStore
@@ -46,12 +50,20 @@ MAX_DROPS = 100_000
 """Recovery marks (dropped subscriptions) an app keeps on one node; the oldest go first."""
 MAX_TOKENS = 100_000
 """Resume tokens of closed connections one node keeps; the oldest go first."""
+RESUME_FAILED_TICKS = 2
+"""Sweep ticks after a `pusher:resume` with an unknown token during which history subscribes
+(the re-subscribes that follow it) are told `pusher:recovery_failed`: at least one full tick."""
 PURGE_EVERY = 1.0
 """Seconds between two purges of the in-memory store on the server's sweep."""
 
 Publish = Callable[[str, bytes, str | None], None]
 """`publish(channel, tagged_frame, except_socket_id)`: hand a tagged frame to the adapter."""
 
+
+log = logging.getLogger("pyserver.history")
+
+STORE_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
+"""What a history store in Redis raises when it cannot answer."""
 
 BusHead = Callable[[str, str, str | None], bytes]
 """`(app id, channel, except_socket_id)` → the head of a cluster-bus broadcast message from an
@@ -142,9 +154,10 @@ class AppHistory:
         self.store = node.store
         self.app_id = app_id
         self.rules = rules
-        self.holds: dict[str, list[tuple[Position, bytes, str | None]]] = {}
-        """channel → live events (position, frame, excluded socket) held while replays of
-        it are pending; the key exists exactly while `waiting` counts one."""
+        self.holds: dict[str, list[tuple[Position | None, bytes, str | None]]] = {}
+        """channel → every frame broadcast to it (position if it is a history event, frame,
+        excluded socket) while replays of it are pending; the app's registry appends to it.
+        The key exists exactly while `waiting` counts one."""
         self.waiting: dict[str, int] = {}
         self.drops: dict[tuple[str, str], list[tuple[float, Position]]] = {}
         """(user id, channel) → (expiry, delivered position) of dropped subscriptions."""
@@ -162,16 +175,36 @@ class AppHistory:
         payload: bytes,
         except_socket_id: str | None,
         publish: Publish,
+        best_effort: bool = False,
     ) -> Coroutine[Any, Any, None] | None:
         """Store an event and publish it, tagged with its position. In memory both happen
-        now (None); with Redis the returned coroutine appends and publishes in one script."""
+        now (None); with Redis the returned coroutine appends and publishes in one script,
+        and raises when Redis cannot be reached, unless `best_effort` (client events): then
+        the event is published without being stored, and a warning logged."""
         time_ms = int(time.time() * 1000)
         memory = self.node.memory
         if memory is not None:
             position = memory.append_now(self.app_id, channel, rule, payload, time_ms)
             publish(channel, tag(position, text_frame(payload)), except_socket_id)
             return None
-        return self._append_published(channel, rule, payload, except_socket_id, time_ms)
+        work = self._append_published(channel, rule, payload, except_socket_id, time_ms)
+        if best_effort:
+            return self._or_live(work, channel, payload, except_socket_id, publish)
+        return work
+
+    async def _or_live(
+        self,
+        work: Coroutine[Any, Any, None],
+        channel: str,
+        payload: bytes,
+        except_socket_id: str | None,
+        publish: Publish,
+    ) -> None:
+        try:
+            await work
+        except STORE_FAILURES as exc:
+            log.warning("history: a client event on %s was not stored (%s)", channel, exc)
+            publish(channel, text_frame(payload), except_socket_id)
 
     async def _append_published(
         self,
@@ -192,12 +225,6 @@ class AppHistory:
             time_ms,
             publish=(bus_channel, head, text_frame(payload)),
         )
-
-    def live(self, channel: str, position: Position, frame: bytes, except_id: str | None) -> None:
-        """A live event of `channel` reaches this node (from the registry, before fan-out)."""
-        hold = self.holds.get(channel)
-        if hold is not None:
-            hold.append((position, frame, except_id))
 
     # --- subscribing: rewind or catch-up -------------------------------------------------
 
@@ -222,13 +249,14 @@ class AppHistory:
             first = entries[0].position.serial if entries else None
             newest = end = head.position
             for position, frame, except_id in hold[first_held:]:
-                if (
-                    position.epoch == end.epoch
-                    and position.serial <= end.serial
-                    and (catching_up or (first is not None and position.serial >= first))
-                ):
-                    continue  # replayed, or before the gap
-                newest = newer(position, newest)
+                if position is not None:  # a history event (others: members, counts, …)
+                    if (
+                        position.epoch == end.epoch
+                        and position.serial <= end.serial
+                        and (catching_up or (first is not None and position.serial >= first))
+                    ):
+                        continue  # replayed, or before the gap
+                    newest = newer(position, newest)
                 if except_id != client.socket_id:
                     client.send(frame)
             add()
@@ -351,6 +379,6 @@ class AppHistory:
             return
         positions = self.node.take_token(token, self.app_id)
         if positions is None:
-            history.resume_failed = True
+            history.resume_failed = RESUME_FAILED_TICKS
         else:
             history.resume = positions

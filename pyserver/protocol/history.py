@@ -209,9 +209,10 @@ class ConnectionHistory:
         self.probe_ticks = 0
         self.resume: dict[str, Position] | None = None
         """Positions a `pusher:resume` handed over: channel → where catch-up starts."""
-        self.resume_failed = False
-        """A `pusher:resume` named an unknown or expired token: the next history subscribes
-        are told `pusher:recovery_failed` (reason `window`)."""
+        self.resume_failed = 0
+        """Sweep ticks left during which history subscribes are told `pusher:recovery_failed`
+        (reason `window`): a `pusher:resume` named an unknown or expired token, and the
+        re-subscribes that follow it cannot be recovered."""
 
     def track(self, channel: str, start: Position) -> None:
         self.marks[channel] = Mark(start)

@@ -329,8 +329,8 @@ class PusherSession:
         if self.auth_deadline and now > self.auth_deadline:
             return ConnectionUnauthorized()
         history = self.history
-        if history is not None:
-            history.resume_failed = False  # it applied to the re-subscribes that followed
+        if history is not None and history.resume_failed:
+            history.resume_failed -= 1  # it applies to the re-subscribes that follow it
         if self.active:
             self.active = False
             self.idle_ticks = 0

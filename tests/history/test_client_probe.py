@@ -1,6 +1,6 @@
 """What unmodified pusher-js 8 and 7 and Laravel Echo do with the frames the history feature
-needs, proven against a bare loopback WebSocket server that scripts every frame (the real
-server's wiring is part 2 of issue 13; these facts decide its design):
+needs, proven against a bare loopback WebSocket server that scripts every frame (these facts
+decided the server's design; test_live.py runs the real server):
 
 - a `pusher:`-prefixed event on a channel reaches `channel.bind`, `channel.bind_global`,
   `pusher.bind_global` and Echo's `.listen('.pusher:…')`, but not Echo's `.listenToAll`;

@@ -24,7 +24,8 @@
 // Commands (`client` names a driver-side client; `timeout` is in ms, also accepted as
 // `timeout_ms`):
 //   connect {client, version:'8'|'7', key, host, port, secret, app_id, options, log_raw,
-//            sdk_options, http_port, connect_timeout}            -> {socket_id}
+//            sdk_options, http_port, connect_timeout, resume_snippet}   -> {socket_id}
+//     (resume_snippet: install docs/history.md's anonymous catch-up snippet before connecting)
 //   set_presence {client, user_id, user_info, from_signin}   set_user {client, user_data}
 //     (from_signin: the authorizer returns no channel_data; the member is the signed-in user)
 //   set_auth_mode {client, mode:'ok'|'bad_signature'|'fail'}
@@ -76,6 +77,23 @@ if (process.env.JSDRIVER_DEBUG) {
 
 process.on('unhandledRejection', (err) => log('unhandled rejection:', err));
 process.on('uncaughtException', (err) => log('uncaught exception:', err));
+
+/**
+ * The anonymous catch-up snippet of docs/history.md, verbatim: the resume token is read from
+ * `pusher_internal:resume_token` and sent back with `pusher:resume` on the next connection,
+ * before pusher-js re-subscribes.
+ */
+function installResumeSnippet(pusher) {
+  let resumeToken = null;
+  pusher.connection.bind('message', (message) => {
+    if (message.event === 'pusher_internal:resume_token') resumeToken = message.data.token;
+  });
+  pusher.connection.bind('state_change', ({ current }) => {
+    if (current === 'connected' && resumeToken) {
+      pusher.send_event('pusher:resume', { token: resumeToken });
+    }
+  });
+}
 
 function reply(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -490,6 +508,7 @@ const commands = {
     };
     const pusher = constructQuiet(() => new PusherCls(args.key ?? 'app-key', opts), PusherCls);
     c.attach(pusher, { logRaw });
+    if (args.resume_snippet) installResumeSnippet(pusher);
     pusher.connect();
     return c.awaitConnected(args.connect_timeout ?? CONNECT_TIMEOUT_MS);
   },
