@@ -20,6 +20,9 @@ Invariants:
   first `user_info` is kept. Webhook-worthy transitions come from the Adapter, which decides
   them once per cluster.
 - A broadcast is encoded once: one payload, one WebSocket frame, handed to the Adapter.
+- On a channel with a history rule (`history`, docs/history.md), an event is stored before it
+  is published (tagged with its position), and a subscription enters the registry only after
+  its rewind or catch-up went out, with what was broadcast meanwhile.
 """
 
 from __future__ import annotations
@@ -146,9 +149,10 @@ class App:
         self.clients.pop(client.socket_id, None)
         self.stats.new_disconnections_total += 1
         session = client.session
-        if self.history is not None:
-            self.history.dropped(session)
+        remembering = self.history.dropped(session) if self.history is not None else None
         work = [self._leave(client, name) for name in list(session.channels)]
+        if remembering is not None:
+            work.append(remembering)
         user = session.user
         if user is not None:
             work.append(self._sign_out(client, user))
@@ -315,8 +319,6 @@ class App:
 
     def tick(self) -> None:
         """Called by the server's sweep: send subscription counts held back by the throttle."""
-        if self.history is not None:
-            self.history.tick()
         if not self._count_pending:
             return
         now = time.monotonic()
@@ -546,9 +548,9 @@ class App:
 
     def resume(self, client: Client, command: Resume) -> Handled:
         """`pusher:resume` (the anonymous catch-up snippet, docs/history.md)."""
-        if self.history is not None:
-            self.history.resume(client.session, command.token)
-        return None
+        if self.history is None:
+            return None
+        return self.history.resume(client.session, command.token)
 
     def latest(self, channel: str) -> Position | None:
         """The newest history position written to this node's subscribers of `channel`."""

@@ -34,6 +34,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
@@ -91,16 +92,17 @@ class NodeHistory:
         store: HistoryStore,
         bus: tuple[bytes, BusHead] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        marks: RecoveryMarks | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         """The Redis adapter's bus channel and message head: the append script publishes
         live events there."""
         self.memory = store if isinstance(store, MemoryHistoryStore) else None
+        self.marks: RecoveryMarks = marks if marks is not None else MemoryMarks(clock)
+        """Dropped subscriptions and resume tokens (in Redis with the Redis store)."""
+        self._purged = -PURGE_EVERY
         self.clock = clock
-        self.tokens: dict[str, tuple[str, dict[str, tuple[float, Position]]]] = {}
-        """token → (app id, channel → (expiry, position)) of closed connections."""
-        self._purged = 0.0
         self.catch_ups_total = 0
         self.recovery_failed_total = 0
 
@@ -110,37 +112,15 @@ class NodeHistory:
     def new_token(self) -> str:
         return secrets.token_urlsafe(18)
 
-    def keep_token(self, token: str, app_id: str, marks: dict[str, tuple[float, Position]]) -> None:
-        tokens = self.tokens
-        if len(tokens) >= MAX_TOKENS:
-            del tokens[next(iter(tokens))]
-        tokens[token] = (app_id, marks)
-
-    def take_token(self, token: str, app_id: str) -> dict[str, Position] | None:
-        """The positions a token stands for, once; None when unknown, of another app or
-        expired."""
-        found = self.tokens.pop(token, None)
-        if found is None or found[0] != app_id:
-            return None
-        now = self.clock()
-        alive = {name: pos for name, (expires, pos) in found[1].items() if expires > now}
-        return alive or None
-
     def tick(self) -> None:
-        """The server's sweep: purge expired history and tokens (at most once a second)."""
+        """The server's sweep: purge expired history, drops and tokens (once a second)."""
         now = self.clock()
         if now - self._purged < PURGE_EVERY:
             return
         self._purged = now
         if self.memory is not None:
             self.memory.purge()
-        expired = [
-            token
-            for token, (_, marks) in self.tokens.items()
-            if all(expires <= now for expires, _ in marks.values())
-        ]
-        for token in expired:
-            del self.tokens[token]
+        self.marks.purge()
 
     async def close(self) -> None:
         await self.store.close()
@@ -157,11 +137,13 @@ class AppHistory:
         self.holds: dict[str, list[tuple[Position | None, bytes, str | None]]] = {}
         """channel → every frame broadcast to it (position if it is a history event, frame,
         excluded socket) while replays of it are pending; the app's registry appends to it.
-        The key exists exactly while `waiting` counts one."""
-        self.waiting: dict[str, int] = {}
-        self.drops: dict[tuple[str, str], list[tuple[float, Position]]] = {}
-        """(user id, channel) → (expiry, delivered position) of dropped subscriptions."""
-        self._drop_count = 0
+        The key exists exactly while a replay of the channel is pending."""
+        self._hold_base: dict[str, int] = {}
+        """channel → how many frames were trimmed from the front of its hold list."""
+        self._hold_starts: dict[str, dict[int, int]] = {}
+        """channel → where each pending replay starts in the hold list (counted from the
+        first frame ever held while the list existed), with how many start there: the front
+        no pending replay needs is trimmed, so a steady stream of joins cannot grow it."""
 
     def rule_for(self, channel: str) -> HistoryRule | None:
         return self.rules.rule_for(channel)
@@ -238,17 +220,24 @@ class AppHistory:
     ) -> None:
         """After `subscription_succeeded`: send the replay, then the live events held
         meanwhile that it did not contain, then `add()` the client to the fan-out."""
-        waiting = self.waiting
-        waiting[channel] = waiting.get(channel, 0) + 1
         hold = self.holds.setdefault(channel, [])
-        first_held = len(hold)
+        base = self._hold_base.setdefault(channel, 0)
+        start = base + len(hold)
+        starts = self._hold_starts.setdefault(channel, {})
+        starts[start] = starts.get(start, 0) + 1
         try:
-            entries, head, catching_up = await self._replay(client, channel, rule, user_id)
+            try:
+                entries, head, catching_up = await self._replay(client, channel, rule, user_id)
+            except STORE_FAILURES as exc:
+                log.warning("history: no replay on %s, the store is unavailable (%s)", channel, exc)
+                client.send_message(frames.recovery_failed(channel, "unavailable"))
+                add()
+                return
             for entry in entries:
                 client.send_message(entry.payload)
             first = entries[0].position.serial if entries else None
             newest = end = head.position
-            for position, frame, except_id in hold[first_held:]:
+            for position, frame, except_id in hold[start - self._hold_base[channel] :]:
                 if position is not None:  # a history event (others: members, counts, …)
                     if (
                         position.epoch == end.epoch
@@ -264,12 +253,23 @@ class AppHistory:
             if history is not None and rule.recovery_window:
                 history.track(channel, newest)
         finally:
-            count = waiting[channel] - 1
-            if count:
-                waiting[channel] = count
-            else:
-                del waiting[channel]
-                del self.holds[channel]
+            self._release(channel, start)
+
+    def _release(self, channel: str, start: int) -> None:
+        """A replay is done: trim what no pending replay still needs."""
+        starts = self._hold_starts[channel]
+        if starts[start] > 1:
+            starts[start] -= 1
+            return
+        del starts[start]
+        if not starts:
+            del self._hold_starts[channel], self._hold_base[channel], self.holds[channel]
+            return
+        earliest = min(starts)
+        base = self._hold_base[channel]
+        if earliest > base:
+            del self.holds[channel][: earliest - base]
+            self._hold_base[channel] = earliest
 
     async def _replay(
         self, client: Replayed, channel: str, rule: HistoryRule, user_id: str | None
@@ -284,7 +284,7 @@ class AppHistory:
             elif history.resume_failed:
                 failed = "window"
         if after is None and failed is None and user_id is not None and rule.recovery_window:
-            after = self._take_drop(user_id, channel)
+            after = await self.node.marks.take_drop(self.app_id, user_id, channel)
         if after is not None:
             caught = await self.store.since(self.app_id, channel, rule, after)
             if caught.lost is None:
@@ -299,51 +299,126 @@ class AppHistory:
 
     # --- drops ---------------------------------------------------------------------------
 
-    def dropped(self, session: PusherSession) -> None:
+    def dropped(self, session: PusherSession) -> Coroutine[Any, Any, None] | None:
         """A connection closed (not unsubscribed): remember what each of its history
         subscriptions received, for its user's return and for its resume token."""
         history = session.history
         if history is None or not history.marks:
-            return
-        now = self.node.clock()
+            return None
         signed_in = session.user.user_id if session.user is not None else None
-        marks: dict[str, tuple[float, Position]] = {}
+        marks: dict[str, tuple[int, Position]] = {}
+        drops: list[Drop] = []
         for channel, position in history.delivered().items():
             rule = self.rules.rule_for(channel)
             if rule is None or not rule.recovery_window:
                 continue
-            expires = now + rule.recovery_window
-            marks[channel] = (expires, position)
+            marks[channel] = (rule.recovery_window, position)
             user_id = session.channels.get(channel) or signed_in
             if user_id is not None:
-                self._add_drop((user_id, channel), expires, position)
-        if marks:
-            self.node.keep_token(history.token, self.app_id, marks)
+                drops.append(Drop(user_id, channel, rule.recovery_window, position))
+        if not marks:
+            return None
+        return self.node.marks.keep(self.app_id, drops, history.token, marks)
 
-    def _add_drop(self, key: tuple[str, str], expires: float, position: Position) -> None:
+    def new_connection(self, session: PusherSession) -> bytes:
+        """A connection opened: give it its history state; returns the resume token frame."""
+        token = self.node.new_token()
+        session.history = ConnectionHistory(token)
+        return frames.resume_token(token)
+
+    async def resume(self, session: PusherSession, token: str) -> None:
+        """`pusher:resume`: the next subscribes to the token's channels catch up from it."""
+        history = session.history
+        if history is None:
+            return
+        positions = await self.node.marks.take_token(token, self.app_id)
+        if positions is None:
+            history.resume_failed = RESUME_FAILED_TICKS
+        else:
+            history.resume = positions
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """A dropped subscription of a known user: where its catch-up would start."""
+
+    user_id: str
+    channel: str
+    window: int
+    """Seconds it is remembered (the rule's `recovery_window`)."""
+    position: Position
+
+
+class RecoveryMarks(Protocol):
+    """Where dropped subscriptions and resume tokens are remembered: `MemoryMarks` (one
+    node) or `pyserver.history.redis.RedisMarks` (every node).
+
+    Rules both keep: a user's dropped subscriptions of a channel are used up one per return,
+    the latest first, and every return gets the earliest position still there, so each tab
+    that comes back recovers from no later than its own position; a token is good once, for
+    its own app, for the channels whose window has not passed.
+    """
+
+    async def keep(
+        self, app_id: str, drops: list[Drop], token: str, marks: dict[str, tuple[int, Position]]
+    ) -> None:
+        """Remember a closed connection's drops and its token (channel → (window, position))."""
+
+    async def take_drop(self, app_id: str, user_id: str, channel: str) -> Position | None:
+        """Where a returning user's subscription catches up from, or None."""
+
+    async def take_token(self, token: str, app_id: str) -> dict[str, Position] | None:
+        """The positions a token stands for, once; None when unknown, of another app or
+        expired."""
+
+    def purge(self) -> None:
+        """Forget what expired (the server's sweep)."""
+
+
+class MemoryMarks:
+    """`RecoveryMarks` in this process (the local adapter). Every coroutine completes
+    without suspending. Bounded: `MAX_DROPS` drops and `MAX_TOKENS` tokens, oldest first."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.drops: dict[tuple[str, str, str], list[tuple[float, Position]]] = {}
+        """(app, user, channel) → (expiry, position) of dropped subscriptions."""
+        self.tokens: dict[str, tuple[str, dict[str, tuple[float, Position]]]] = {}
+        """token → (app, channel → (expiry, position))."""
+        self._drop_count = 0
+
+    async def keep(
+        self, app_id: str, drops: list[Drop], token: str, marks: dict[str, tuple[int, Position]]
+    ) -> None:
+        now = self.clock()
+        for drop in drops:
+            self._add((app_id, drop.user_id, drop.channel), now + drop.window, drop.position)
+        tokens = self.tokens
+        if len(tokens) >= MAX_TOKENS:
+            del tokens[next(iter(tokens))]
+        tokens[token] = (app_id, {ch: (now + w, pos) for ch, (w, pos) in marks.items()})
+
+    def _add(self, key: tuple[str, str, str], expires: float, position: Position) -> None:
         drops = self.drops
         if self._drop_count >= MAX_DROPS:
-            oldest = next(iter(drops))
-            self._drop_count -= len(drops.pop(oldest))
+            self._drop_count -= len(drops.pop(next(iter(drops))))
         drops.setdefault(key, []).append((expires, position))
         self._drop_count += 1
 
-    def _take_drop(self, user_id: str, channel: str) -> Position | None:
-        """Where a returning user's subscription catches up from: the earliest position
-        among the user's dropped subscriptions of the channel. One mark is used up per
-        return (the latest), so each tab that comes back recovers from no later than its
-        own position."""
-        key = (user_id, channel)
+    async def take_drop(self, app_id: str, user_id: str, channel: str) -> Position | None:
+        key = (app_id, user_id, channel)
         found = self.drops.get(key)
         if found is None:
             return None
-        now = self.node.clock()
-        alive = [(expires, pos) for expires, pos in found if expires > now]
+        now = self.clock()
+        alive = sorted(
+            ((expires, pos) for expires, pos in found if expires > now),
+            key=lambda mark: mark[1].serial,
+        )
         self._drop_count -= len(found) - len(alive)
         if not alive:
             del self.drops[key]
             return None
-        alive.sort(key=lambda mark: mark[1].serial)
         earliest = alive[0][1]
         alive.pop()
         self._drop_count -= 1
@@ -353,11 +428,16 @@ class AppHistory:
             del self.drops[key]
         return earliest
 
-    def tick(self) -> None:
-        """Forget expired drops (the server's sweep)."""
-        if not self.drops:
-            return
-        now = self.node.clock()
+    async def take_token(self, token: str, app_id: str) -> dict[str, Position] | None:
+        found = self.tokens.pop(token, None)
+        if found is None or found[0] != app_id:
+            return None
+        now = self.clock()
+        alive = {name: pos for name, (expires, pos) in found[1].items() if expires > now}
+        return alive or None
+
+    def purge(self) -> None:
+        now = self.clock()
         for key, found in list(self.drops.items()):
             alive = [mark for mark in found if mark[0] > now]
             self._drop_count -= len(found) - len(alive)
@@ -365,20 +445,52 @@ class AppHistory:
                 self.drops[key] = alive
             else:
                 del self.drops[key]
+        for token, (_, marks) in list(self.tokens.items()):
+            if all(expires <= now for expires, _ in marks.values()):
+                del self.tokens[token]
 
-    def new_connection(self, session: PusherSession) -> bytes:
-        """A connection opened: give it its history state; returns the resume token frame."""
-        token = self.node.new_token()
-        session.history = ConnectionHistory(token)
-        return frames.resume_token(token)
 
-    def resume(self, session: PusherSession, token: str) -> None:
-        """`pusher:resume`: the next subscribes to the token's channels catch up from it."""
-        history = session.history
-        if history is None:
-            return
-        positions = self.node.take_token(token, self.app_id)
-        if positions is None:
-            history.resume_failed = RESUME_FAILED_TICKS
-        else:
-            history.resume = positions
+class SharedMarks:
+    """`RecoveryMarks` shared by every node (`RedisMarks`), with this node's own copy as a
+    fallback: when Redis lost its keys (a restart) or cannot be reached, a user coming back
+    to the node they left is still recognised, and told that the gap is gone (`epoch`)
+    rather than given a silent rewind."""
+
+    def __init__(self, shared: RecoveryMarks, local: MemoryMarks) -> None:
+        self.shared = shared
+        self.local = local
+
+    async def keep(
+        self, app_id: str, drops: list[Drop], token: str, marks: dict[str, tuple[int, Position]]
+    ) -> None:
+        await self.local.keep(app_id, drops, token, marks)
+        try:
+            await self.shared.keep(app_id, drops, token, marks)
+        except STORE_FAILURES as exc:
+            log.warning("history: drops kept on this node only (%s)", exc)
+
+    async def take_drop(self, app_id: str, user_id: str, channel: str) -> Position | None:
+        mine = await self.local.take_drop(app_id, user_id, channel)
+        try:
+            shared = await self.shared.take_drop(app_id, user_id, channel)
+        except STORE_FAILURES as exc:
+            log.warning("history: shared drops unavailable (%s)", exc)
+            return mine
+        if mine is None:
+            return shared
+        if shared is None or mine.epoch != shared.epoch or mine.serial < shared.serial:
+            return mine  # another epoch: the older one, which Redis forgot
+        return shared
+
+    async def take_token(self, token: str, app_id: str) -> dict[str, Position] | None:
+        mine = await self.local.take_token(token, app_id)
+        try:
+            shared = await self.shared.take_token(token, app_id)
+        except STORE_FAILURES as exc:
+            log.warning("history: shared resume tokens unavailable (%s)", exc)
+            return mine
+        return mine if mine is not None else shared
+
+    def purge(self) -> None:
+        self.local.purge()
+        self.shared.purge()

@@ -40,6 +40,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from pyserver.config import HistoryRule
+from pyserver.history.live import Drop
 from pyserver.history.store import (
     CatchUp,
     Direction,
@@ -51,7 +52,7 @@ from pyserver.history.store import (
     check_position,
     page,
 )
-from pyserver.protocol.history import Position, new_epoch
+from pyserver.protocol.history import BadPosition, Position, decode_position, new_epoch
 
 META_TTL_MS = 30 * 86_400 * 1000
 """How long a channel's epoch and newest serial outlive its last event (at least 2 x ttl)."""
@@ -261,3 +262,112 @@ def _entry(epoch: str, entry_id: bytes, fields: Sequence[Any]) -> Entry:
     stamp, _, serial = entry_id.partition(b"-")
     values = dict(zip(fields[::2], fields[1::2], strict=True))
     return Entry(Position(epoch, int(serial), int(stamp)), int(values[b"t"]), values[b"p"])
+
+
+TAKE_DROP = """
+local now = tonumber(ARGV[1])
+local alive = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local expires = tonumber(string.match(member, '|(%d+)|'))
+  if expires and expires > now then
+    table.insert(alive, member)
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+if #alive == 0 then return false end
+redis.call('ZREM', KEYS[1], alive[#alive])
+return alive[1]
+"""
+"""KEYS: a user's drops of one channel (a sorted set by serial of `position|expires_ms|n`).
+ARGV: now (ms). Drops what expired, uses up the latest drop and returns the earliest."""
+
+TAKE_TOKEN = """
+local found = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return found
+"""
+
+MAX_DROPS_PER_USER = 100
+"""Dropped subscriptions kept per user and channel (the earliest ones stay)."""
+
+
+class RedisMarks:
+    """Dropped subscriptions and resume tokens in Redis (`pyserver.history.live.RecoveryMarks`),
+    so that a user or page coming back to any node recovers.
+
+    Keys: `<prefix>:history:{<app>:<channel>}:drops:<user>`, a sorted set (score: the serial)
+    of `<position>|<expires ms>|<n>`, expiring with the rule's `recovery_window`; and
+    `<prefix>:history:token:<token>`, a hash of channel → `<expires ms>|<position>` plus
+    `" app"` (no channel name has a space), taken (read and deleted) atomically, so a token
+    is good once.
+    """
+
+    def __init__(
+        self, redis: Redis, prefix: str = "pyserver", clock: Callable[[], float] = time.time
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.clock = clock
+        self._take_drop = redis.register_script(TAKE_DROP)
+        self._take_token = redis.register_script(TAKE_TOKEN)
+        self._serial = secrets.randbits(32)
+
+    def drops_key(self, app_id: str, channel: str, user_id: str) -> str:
+        return f"{self.prefix}:history:{{{app_id}:{channel}}}:drops:{user_id}"
+
+    def token_key(self, token: str) -> str:
+        return f"{self.prefix}:history:token:{token}"
+
+    async def keep(
+        self, app_id: str, drops: list[Drop], token: str, marks: dict[str, tuple[int, Position]]
+    ) -> None:
+        now_ms = int(self.clock() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for drop in drops:
+                self._serial += 1
+                key = self.drops_key(app_id, drop.channel, drop.user_id)
+                expires = now_ms + drop.window * 1000
+                member = f"{drop.position.encode()}|{expires}|{self._serial}"
+                pipe.zadd(key, {member: drop.position.serial})
+                pipe.zremrangebyrank(key, MAX_DROPS_PER_USER, -1)
+                pipe.pexpire(key, drop.window * 1000)
+            fields: dict[str | bytes, str | bytes] = {" app": app_id}
+            for channel, (window, position) in marks.items():
+                fields[channel] = f"{now_ms + window * 1000}|{position.encode()}"
+            key = self.token_key(token)
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+            pipe.pexpire(key, max(window for window, _ in marks.values()) * 1000)
+            await pipe.execute()
+
+    async def take_drop(self, app_id: str, user_id: str, channel: str) -> Position | None:
+        found = await self._take_drop(
+            keys=[self.drops_key(app_id, channel, user_id)], args=[int(self.clock() * 1000)]
+        )
+        if not found:
+            return None
+        return _position(found.split(b"|", 1)[0])
+
+    async def take_token(self, token: str, app_id: str) -> dict[str, Position] | None:
+        raw = await self._take_token(keys=[self.token_key(token)])
+        found = {k.decode(): v.decode() for k, v in zip(raw[::2], raw[1::2], strict=True)}
+        if found.pop(" app", None) != app_id:
+            return None
+        now_ms = int(self.clock() * 1000)
+        alive: dict[str, Position] = {}
+        for channel, value in found.items():
+            expires, _, text = value.partition("|")
+            position = _position(text.encode())
+            if int(expires) > now_ms and position is not None:
+                alive[channel] = position
+        return alive or None
+
+    def purge(self) -> None:
+        return None  # Redis expires the keys
+
+
+def _position(raw: bytes) -> Position | None:
+    try:
+        return decode_position(raw.decode())
+    except BadPosition:
+        return None

@@ -27,7 +27,7 @@ from pyserver.cluster.adapter import Adapter
 from pyserver.cluster.local import LocalAdapter
 from pyserver.config import Settings
 from pyserver.console.console import Console
-from pyserver.history.live import NodeHistory
+from pyserver.history.live import MemoryMarks, NodeHistory, SharedMarks
 from pyserver.history.memory import MemoryHistoryStore
 from pyserver.http import Response, json_response
 from pyserver.metrics import Metrics, resident_bytes
@@ -333,13 +333,17 @@ def make_history(settings: Settings) -> NodeHistory:
         from pyserver.cluster import bus
         from pyserver.cluster.redis.connection import connect
         from pyserver.cluster.redis.keys import RedisKeys
-        from pyserver.history.redis import RedisHistoryStore
+        from pyserver.history.redis import RedisHistoryStore, RedisMarks
 
         def bus_head(app_id: str, channel: str, except_socket_id: str | None) -> bytes:
             return bus.encode_broadcast(HISTORY_ORIGIN, app_id, channel, except_socket_id, b"")
 
-        store = RedisHistoryStore(connect(settings), prefix=settings.redis_prefix)
-        return NodeHistory(store, (RedisKeys(settings.redis_prefix).bus(), bus_head))
+        client = connect(settings)
+        store = RedisHistoryStore(client, prefix=settings.redis_prefix)
+        marks = RedisMarks(client, prefix=settings.redis_prefix)
+        bus_channel = RedisKeys(settings.redis_prefix).bus()
+        shared = SharedMarks(marks, MemoryMarks(time.time))
+        return NodeHistory(store, (bus_channel, bus_head), marks=shared)
     return NodeHistory(MemoryHistoryStore(settings.history_max_memory_mb * 1_048_576))
 
 

@@ -5,12 +5,22 @@ The end-to-end behaviour is in test_live.py."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
 
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from pyserver.channels.registry import ChannelRegistry
 from pyserver.config import HistoryRule
-from pyserver.history.live import AppHistory, NodeHistory
+from pyserver.history.live import AppHistory, MemoryMarks, NodeHistory, RecoveryMarks
 from pyserver.history.memory import MemoryHistoryStore
+from pyserver.history.redis import RedisMarks
 from pyserver.protocol.history import ConnectionHistory, Position, RuleBook, tag, untag
 from pyserver.protocol.session import PusherSession, Tick
+from pyserver.protocol.websocket import text_frame
 
 
 def pos(serial: int, epoch: str = "e1") -> Position:
@@ -80,19 +90,33 @@ def test_a_tagged_frame_round_trips() -> None:
 
 
 class Clock:
-    now = 100.0
+    """Wall-clock seconds, moved by hand (both marks take their clock from here)."""
+
+    now = 1_760_000_000.0
 
     def __call__(self) -> float:
         return self.now
 
 
-def app_history(clock: Clock) -> AppHistory:
+@pytest.fixture(params=["memory", "redis"])
+def marks(request: pytest.FixtureRequest) -> Callable[[Clock], RecoveryMarks]:
+    def build(clock: Clock) -> RecoveryMarks:
+        if request.param == "memory":
+            return MemoryMarks(clock)
+        server = request.getfixturevalue("redis_server")
+        prefix = f"m{uuid.uuid4().hex[:8]}"
+        return RedisMarks(Redis.from_url(server.url), prefix, clock)
+
+    return build
+
+
+def app_history(clock: Clock, marks: RecoveryMarks | None = None) -> AppHistory:
     rule = HistoryRule(channels="presence-*", recovery_window=60)
-    node = NodeHistory(MemoryHistoryStore(1 << 20), clock=clock)
+    node = NodeHistory(MemoryHistoryStore(1 << 20), clock=clock, marks=marks)
     return AppHistory(node, "app", RuleBook([rule]))
 
 
-def drop(history: AppHistory, user: str, channel: str, position: Position) -> None:
+async def drop(history: AppHistory, user: str, channel: str, position: Position) -> str:
     session = PusherSession()
     session.open("1.1", 30, now=0.0, auth_timeout=0.0)
     history.new_connection(session)
@@ -100,49 +124,54 @@ def drop(history: AppHistory, user: str, channel: str, position: Position) -> No
     session.joined(channel)
     assert session.history is not None
     session.history.track(channel, position)
-    history.dropped(session)
+    work = history.dropped(session)
+    assert work is not None
+    await work
+    return session.history.token
 
 
-def test_every_returning_tab_recovers_from_the_earliest_drop() -> None:
-    clock = Clock()
-    history = app_history(clock)
-    drop(history, "u", "presence-a", pos(4))
-    drop(history, "u", "presence-a", pos(9))
-    drop(history, "u", "presence-a", pos(6))
-    assert [history._take_drop("u", "presence-a") for _ in range(4)] == [
-        pos(4),
-        pos(4),
-        pos(4),
-        None,
-    ]
+def test_every_returning_tab_recovers_from_the_earliest_drop(
+    marks: Callable[[Clock], RecoveryMarks],
+) -> None:
+    async def run() -> list[Position | None]:
+        clock = Clock()
+        kept = marks(clock)
+        history = app_history(clock, kept)
+        for serial in (4, 9, 6):
+            await drop(history, "u", "presence-a", pos(serial))
+        return [await kept.take_drop("app", "u", "presence-a") for _ in range(4)]
+
+    assert asyncio.run(run()) == [pos(4), pos(4), pos(4), None]
 
 
-def test_drops_expire_with_the_recovery_window() -> None:
-    clock = Clock()
-    history = app_history(clock)
-    drop(history, "u", "presence-a", pos(4))
-    clock.now += 61
-    history.tick()
-    assert history.drops == {}
-    assert history._take_drop("u", "presence-a") is None
+def test_drops_expire_with_the_recovery_window(marks: Callable[[Clock], RecoveryMarks]) -> None:
+    async def run() -> Position | None:
+        clock = Clock()
+        kept = marks(clock)
+        history = app_history(clock, kept)
+        await drop(history, "u", "presence-a", pos(4))
+        clock.now += 61
+        kept.purge()
+        return await kept.take_drop("app", "u", "presence-a")
+
+    assert asyncio.run(run()) is None
 
 
-def test_a_resume_token_is_good_once_for_its_app() -> None:
-    clock = Clock()
-    history = app_history(clock)
-    session = PusherSession()
-    session.open("1.1", 30, now=0.0, auth_timeout=0.0)
-    history.new_connection(session)
-    assert session.history is not None
-    token = session.history.token
-    session.subscribing("presence-a", "u")
-    session.joined("presence-a")
-    session.history.track("presence-a", pos(5))
-    history.dropped(session)
-    assert history.node.take_token(token, "other-app") is None
-    history.dropped(session)
-    assert history.node.take_token(token, "app") == {"presence-a": pos(5)}
-    assert history.node.take_token(token, "app") is None
+def test_a_resume_token_is_good_once_for_its_app(marks: Callable[[Clock], RecoveryMarks]) -> None:
+    async def run() -> None:
+        clock = Clock()
+        kept = marks(clock)
+        history = app_history(clock, kept)
+        token = await drop(history, "u", "presence-a", pos(5))
+        assert await kept.take_token(token, "other-app") is None  # and it is gone
+        token = await drop(history, "u", "presence-a", pos(5))
+        assert await kept.take_token(token, "app") == {"presence-a": pos(5)}
+        assert await kept.take_token(token, "app") is None
+        token = await drop(history, "u", "presence-a", pos(6))
+        clock.now += 61
+        assert await kept.take_token(token, "app") is None
+
+    asyncio.run(run())
 
 
 def test_record_in_memory_publishes_a_tagged_frame_after_storing() -> None:
@@ -159,3 +188,70 @@ def test_record_in_memory_publishes_a_tagged_frame_after_storing() -> None:
     assert channel == "presence-a" and excluded is None and frame.endswith(b'{"event":"m"}')
     replay = asyncio.run(history.store.last("app", "presence-a", rule, 5))
     assert [e.position for e in replay.entries] == [position]
+
+
+class FakeClient:
+    def __init__(self, socket_id: str) -> None:
+        self.socket_id = socket_id
+        self.session = PusherSession()
+        self.got: list[bytes] = []
+
+    def send(self, frame: bytes) -> None:
+        self.got.append(frame)
+
+    def send_message(self, payload: bytes) -> None:
+        self.got.append(text_frame(payload))
+
+
+class GatedStore(MemoryHistoryStore):
+    """Rewind reads wait for the test to open their gate (so replays overlap)."""
+
+    def __init__(self) -> None:
+        super().__init__(1 << 20)
+        self.gates: list[asyncio.Event] = []
+
+    async def last(self, *args: Any, **kw: Any) -> Any:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        return await super().last(*args, **kw)
+
+
+def test_overlapping_replays_get_every_event_once_and_the_hold_list_is_trimmed() -> None:
+    async def run() -> None:
+        store = GatedStore()
+        rule = HistoryRule(channels="chat-*", rewind=2)
+        history = AppHistory(NodeHistory(store), "app", RuleBook([rule]))
+        registry = ChannelRegistry()
+        registry.held = history.holds
+
+        def publish(n: int) -> None:
+            payload = f'{{"event":"m","channel":"chat-1","data":"{n}"}}'.encode()
+            history.record("chat-1", rule, payload, None, registry.broadcast)
+
+        publish(0)
+        a, b = FakeClient("1.1"), FakeClient("2.2")
+        join_a = asyncio.create_task(
+            history.join(a, "chat-1", rule, None, lambda: registry.add("chat-1", a))
+        )
+        await asyncio.sleep(0)
+        publish(1)  # held for a
+        join_b = asyncio.create_task(
+            history.join(b, "chat-1", rule, None, lambda: registry.add("chat-1", b))
+        )
+        await asyncio.sleep(0)
+        publish(2)  # held for both
+        store.gates[0].set()
+        await join_a
+        publish(3)  # live for a, held for b
+        assert len(history.holds["chat-1"]) == 2  # 1 is needed by no pending replay
+        store.gates[1].set()
+        await join_b
+        publish(4)
+        assert history.holds == {}
+        for client in (a, b):
+            data = [orjson.loads(f[2:])["data"] for f in client.got]
+            assert data == sorted(set(data)), data
+            assert data[-1] == "4" and data == [str(n) for n in range(int(data[0]), 5)]
+
+    asyncio.run(run())

@@ -579,3 +579,20 @@ def test_a_redis_restart_starts_a_new_epoch(js: JsDriver) -> None:
     finally:
         deployment.stop()
         redis.stop()
+
+
+def test_a_user_who_comes_back_on_another_node_catches_up(hist: Deployment, js: JsDriver) -> None:
+    """With Redis the drops are shared: gone from node A, back on node B (one node locally)."""
+    channel = name("presence-room-")
+    backend = api(hist)
+    first = join(js, hist, channel, "ida")
+    trigger(backend, channel, range(2))
+    wait_numbers(js, first, channel, 2)
+    time.sleep(2.5)
+    js.call("disconnect", client=first)
+    time.sleep(0.3)
+    trigger(backend, channel, range(2, 5))
+    other = Deployment(hist.nodes[::-1])  # WebSocket clients on the last node now
+    again = join(js, other, channel, "ida")
+    assert wait_numbers(js, again, channel, 3) == [2, 3, 4]
+    js.call("disconnect", client=again)
