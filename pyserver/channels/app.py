@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pyserver.auth.signatures import auth_problem, channel_string_to_sign, user_string_to_sign
 from pyserver.channels.observer import AppObserver
@@ -211,8 +211,37 @@ class App:
         assert self.history is not None
         user_id = user.user_id if isinstance(user, SignedInUser) else user
         await self.history.join(
-            client, name, rule, user_id, functools.partial(self._add_after_replay, client, name)
+            client,
+            name,
+            rule,
+            user_id,
+            functools.partial(self._add_after_replay, client, name),
+            functools.partial(self._silent_mark, name, user_id),
         )
+
+    def _silent_mark(self, name: str, user_id: str | None) -> Position | None:
+        """The earliest confirmed position of `user_id`'s subscriptions to `name` on this
+        node whose connections stopped answering pings: a user whose old connection is
+        half-open, not given up yet, catches up from there rather than getting the rewind."""
+        channel = self.registry.channels.get(name)
+        if user_id is None or channel is None:
+            return None
+        found: Position | None = None
+        for socket in channel.subscribers:
+            session = cast(Client, socket).session
+            history = session.history
+            if history is None or not history.unanswered or session.active:
+                continue
+            mark = history.marks.get(name)
+            member = session.channels.get(name)
+            if member is None and session.user is not None:
+                member = session.user.user_id
+            if mark is None or member != user_id:
+                continue
+            position = mark.confirmed
+            if found is None or (position.epoch == found.epoch and position.serial < found.serial):
+                found = position
+        return found
 
     def _add_after_replay(self, client: Client, name: str) -> None:
         if name in client.session.channels:  # not left meanwhile (a kick, a close)

@@ -217,9 +217,13 @@ class AppHistory:
         rule: HistoryRule,
         user_id: str | None,
         add: Callable[[], None],
+        silent: Callable[[], Position | None] = lambda: None,
     ) -> None:
         """After `subscription_succeeded`: send the replay, then the live events held
-        meanwhile that it did not contain, then `add()` the client to the fan-out."""
+        meanwhile that it did not contain, then `add()` the client to the fan-out.
+        `silent()`: the confirmed position of the same user's subscription to the channel
+        on a connection that stopped answering pings, if any (it may be this user's
+        previous connection, not given up yet)."""
         hold = self.holds.setdefault(channel, [])
         base = self._hold_base.setdefault(channel, 0)
         start = base + len(hold)
@@ -227,7 +231,9 @@ class AppHistory:
         starts[start] = starts.get(start, 0) + 1
         try:
             try:
-                entries, head, catching_up = await self._replay(client, channel, rule, user_id)
+                entries, head, catching_up = await self._replay(
+                    client, channel, rule, user_id, silent
+                )
             except STORE_FAILURES as exc:
                 log.warning("history: no replay on %s, the store is unavailable (%s)", channel, exc)
                 client.send_message(frames.recovery_failed(channel, "unavailable"))
@@ -272,7 +278,12 @@ class AppHistory:
             self._hold_base[channel] = earliest
 
     async def _replay(
-        self, client: Replayed, channel: str, rule: HistoryRule, user_id: str | None
+        self,
+        client: Replayed,
+        channel: str,
+        rule: HistoryRule,
+        user_id: str | None,
+        silent: Callable[[], Position | None],
     ) -> tuple[list[Entry], Any, bool]:
         """What to send first: (entries, the head they end at, whether it is a catch-up)."""
         history = client.session.history
@@ -285,6 +296,8 @@ class AppHistory:
                 failed = "window"
         if after is None and failed is None and user_id is not None and rule.recovery_window:
             after = await self.node.marks.take_drop(self.app_id, user_id, channel)
+            if after is None:
+                after = silent()
         if after is not None:
             caught = await self.store.since(self.app_id, channel, rule, after)
             if caught.lost is None:

@@ -197,7 +197,7 @@ class ConnectionHistory:
     everything written before it (docs/history.md, "What counts as delivered").
     """
 
-    __slots__ = ("marks", "probe", "probe_ticks", "resume", "resume_failed", "token")
+    __slots__ = ("marks", "probe", "probe_ticks", "resume", "resume_failed", "token", "unanswered")
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -207,6 +207,8 @@ class ConnectionHistory:
         self.probe = 0
         """Number of the newest ping probe sent (its payload); 0 before the first."""
         self.probe_ticks = 0
+        self.unanswered = False
+        """The newest probe is still waiting for its pong: the client may be gone."""
         self.resume: dict[str, Position] | None = None
         """Positions a `pusher:resume` handed over: channel → where catch-up starts."""
         self.resume_failed = 0
@@ -236,6 +238,7 @@ class ConnectionHistory:
         (`latest(channel)`). Returns the ping's payload, which the pong must echo."""
         self.probe += 1
         self.probe_ticks = 0
+        self.unanswered = True
         for channel, mark in self.marks.items():
             mark.probed = newer(latest(channel), mark.confirmed)
         return str(self.probe).encode()
@@ -244,6 +247,7 @@ class ConnectionHistory:
         """A pong arrived: if it answers the newest probe, its positions are confirmed."""
         if not self.probe or payload != str(self.probe).encode():
             return
+        self.unanswered = False
         for mark in self.marks.values():
             if mark.probed is not None:
                 mark.confirmed = mark.probed

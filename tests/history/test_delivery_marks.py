@@ -34,9 +34,9 @@ def test_a_pong_confirms_only_what_was_written_before_its_ping() -> None:
     payload = history.start_probe(latest.get)
     latest["chat"] = pos(9)  # written after the ping
     history.ponged(b"not-this-probe")
-    assert history.delivered() == {"chat": pos(3)}
+    assert history.delivered() == {"chat": pos(3)} and history.unanswered
     history.ponged(payload)
-    assert history.delivered() == {"chat": pos(7)}
+    assert history.delivered() == {"chat": pos(7)} and not history.unanswered
 
 
 def test_an_older_pong_confirms_nothing() -> None:

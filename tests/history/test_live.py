@@ -409,6 +409,24 @@ class Proxy:
 
         self._run(self._do(cut))
 
+    def cut_client(self) -> None:
+        """Abort only the client's side: the server's side stays open and silent (frozen),
+        as when a phone moves to another network."""
+
+        def cut() -> None:
+            for pipe in list(self.proxy.pipes):
+                transport = pipe.transport
+                if transport is None or transport.get_extra_info("sockname")[1] != self.port:
+                    continue  # the server's side
+                if pipe.peer is not None:
+                    pipe.peer.peer = None
+                pipe.peer = None
+                transport.abort()
+                self.proxy.pipes.remove(pipe)
+            self.proxy.frozen = False
+
+        self._run(self._do(cut))
+
     @staticmethod
     async def _do(action: Callable[[], None]) -> None:
         action()
@@ -596,3 +614,49 @@ def test_a_user_who_comes_back_on_another_node_catches_up(hist: Deployment, js: 
     again = join(js, other, channel, "ida")
     assert wait_numbers(js, again, channel, 3) == [2, 3, 4]
     js.call("disconnect", client=again)
+
+
+def test_a_user_back_before_the_server_gave_up_the_old_socket(js: JsDriver) -> None:
+    """A phone on a new network comes back while its old socket is still half-open on the
+    server (a long pong timeout here): the old subscription stopped answering pings, so the
+    new one catches up from what the old one confirmed instead of getting the rewind."""
+    deployment = deploy(
+        CONFIG, "local", env={"PYSERVER_ACTIVITY_TIMEOUT": "1", "PYSERVER_PONG_TIMEOUT": "30"}
+    )
+    proxy = Proxy(deployment.port)
+    try:
+        channel = name("presence-room-")
+        backend = api(deployment)
+        client = connect(js, deployment, port=proxy.port)
+        js.call("set_presence", client=client, user_id="kim", user_info={})
+        js.subscribe(client, channel)
+        trigger(backend, channel, range(3))
+        assert wait_numbers(js, client, channel, 3) == [0, 1, 2]
+        time.sleep(2.5)  # pongs confirm 0..2
+        proxy.freeze()
+        trigger(backend, channel, range(3, 10))  # into the half-open socket
+        time.sleep(2.5)  # the server's next ping goes unanswered
+        proxy.cut_client()  # pusher-js reconnects; the server still holds the old socket
+        js.wait(client, type="channel", channel=channel, event="m", data={"n": 9}, timeout_ms=15000)
+        assert len(backend.users_info(channel)["users"]) == 1  # the old one is still there
+        trigger(backend, channel, range(10, 11))
+        js.wait(client, type="channel", channel=channel, event="m", data={"n": 10})
+        assert numbers(js, client, channel) == list(range(11))
+        js.call("disconnect", client=client)
+    finally:
+        proxy.close()
+        deployment.stop()
+
+
+def test_batch_triggers_are_stored_before_the_answer(hist: Deployment) -> None:
+    channel, plain = name("chat-"), name("plain-")
+    backend = api(hist)
+    backend.trigger_batch(
+        [
+            {"channel": channel, "name": "m", "data": {"n": 0}},
+            {"channel": plain, "name": "m", "data": {"n": 1}},
+            {"channel": channel, "name": "m", "data": {"n": 2}},
+        ]
+    )
+    page = channel_history(backend, channel, direction="forward")  # at once, on the other node
+    assert [json.loads(e["data"])["n"] for e in page["events"]] == [0, 2]
