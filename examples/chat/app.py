@@ -170,11 +170,9 @@ class ChatHandler(BaseHTTPRequestHandler):
 def main() -> None:
     config = Config.from_env()
     server = ChatServer(config)
-    host, port = server.server_address[:2]
-    print(
-        f"chat on http://{host}:{port} (pyserver at {config.pusher_host}:{config.pusher_port})",
-        flush=True,
-    )
+    port = server.server_address[1]  # the one the OS chose when CHAT_PORT is 0
+    pyserver_at = f"{config.pusher_host}:{config.pusher_port}"
+    print(f"chat on http://{config.host}:{port} (pyserver at {pyserver_at})", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
