@@ -131,13 +131,23 @@ def test_page_assets_are_served(chat) -> None:
         assert response.read() == PUSHER_JS.read_bytes()
 
 
-def test_offline_page_catches_up_once_in_order_and_new_page_rewinds(chat) -> None:
+SENT = [
+    *(f"before-{i}" for i in range(3)),
+    "live-0",
+    *(f"unread-{i}" for i in range(3)),
+    *(f"away-{i}" for i in range(3)),
+    "after-0",
+]
+"""What tests/js/chat_example.mjs sends, in order."""
+
+
+def _drive(app: ChatApp, *args: str) -> dict[str, Any]:
+    """Run the browser half against `app`; what it saw."""
     assert shutil.which("chromium") or os.environ.get("CHROMIUM"), (
         "chromium is missing: scripts/test.sh installs it"
     )
-    _, app = chat
     result = subprocess.run(
-        ["node", str(ROOT / "tests" / "js" / "chat_example.mjs"), app.url],
+        ["node", str(ROOT / "tests" / "js" / "chat_example.mjs"), app.url, *args],
         capture_output=True,
         text=True,
         timeout=110,
@@ -145,16 +155,15 @@ def test_offline_page_catches_up_once_in_order_and_new_page_rewinds(chat) -> Non
     )
     lines = result.stdout.strip().splitlines()
     assert lines, result.stderr[-3000:]
-    seen = json.loads(lines[-1])
+    seen: dict[str, Any] = json.loads(lines[-1])
     assert result.returncode == 0 and "error" not in seen, json.dumps(seen, indent=1)
+    return seen
 
-    sent = [
-        *(f"before-{i}" for i in range(3)),
-        "live-0",
-        *(f"unread-{i}" for i in range(3)),
-        *(f"away-{i}" for i in range(3)),
-        "after-0",
-    ]
+
+def test_offline_page_catches_up_once_in_order_and_new_page_rewinds(chat) -> None:
+    _, app = chat
+    seen = _drive(app)
+    sent = SENT
     # Rewind: both pages opened after `before-*` was sent show it, and only it.
     assert seen["rewound"]["alice"][-3:] == sent[:3], seen["rewound"]
     assert seen["rewound"]["bob"][-3:] == sent[:3], seen["rewound"]
@@ -175,3 +184,23 @@ def test_offline_page_catches_up_once_in_order_and_new_page_rewinds(chat) -> Non
     # A page opened last shows the channel's last messages (rewind = 50 > all of them).
     assert seen["carol"][-len(sent) :] == sent, seen["carol"]
     assert seen["problems"] == [], seen["problems"]
+
+
+def test_page_away_longer_than_the_window_is_told_and_starts_over_from_the_rewind() -> None:
+    config = (EXAMPLE / "pyserver.toml").read_text()
+    assert "recovery_window = 300" in config
+    server = ServerProcess(config=config.replace("recovery_window = 300", "recovery_window = 1"))
+    app = ChatApp(server.port)
+    try:
+        seen = _drive(app, "2500")  # away 2.5 s > recovery_window
+    finally:
+        out = app.stop()
+        server.stop()
+    assert "Traceback" not in out, out
+    # Not recovered, and said so: the page's pusher:recovery_failed handler ran ...
+    assert seen["bobRecoveryFailed"] == [{"reason": "window"}], seen
+    assert "could not be recovered (window)" in seen["bobNotice"], seen["bobNotice"]
+    # ... and the rewind that follows (the last 50, here all of them) refilled the list:
+    # every message once, in order, nothing kept from before the notice.
+    assert seen["bob"] == SENT, seen["bob"]
+    assert seen["alice"] == SENT and seen["carol"] == SENT, seen

@@ -1,7 +1,7 @@
 // Drives the chat example (examples/chat) in real headless Chromium (Debian's /usr/bin/chromium,
 // or $CHROMIUM) with playwright-core, against a running pyserver and the example's backend:
 //
-//   node tests/js/chat_example.mjs CHAT_URL
+//   node tests/js/chat_example.mjs CHAT_URL [AWAY_MS]
 //
 // Page A stays online and sends every message through its form, as a user would. Page B
 // reaches pyserver through a loopback TCP proxy in this script (its /config.js is rewritten to
@@ -10,7 +10,8 @@
 // reaches the page), then cuts both sides and refuses new connections for a while. Messages
 // are sent during both phases. When the proxy lets it through again, pusher-js reconnects on
 // its own and the page's resume snippet asks for what it missed. Last, page C opens fresh and
-// must show the channel's last messages (rewind).
+// must show the channel's last messages (rewind). With AWAY_MS, page B stays away that much
+// longer before the proxy lets it through (to outlast the server's recovery_window).
 //
 // Prints one JSON line with what each page shows and what page B received (before the page's
 // de-duplication by message id); exits non-zero when a step times out or a page errs.
@@ -18,9 +19,9 @@ import net from 'node:net';
 
 import { chromium } from 'playwright-core';
 
-const [chatUrl] = process.argv.slice(2);
+const [chatUrl, awayMs = '0'] = process.argv.slice(2);
 if (!chatUrl) {
-  console.error('usage: chat_example.mjs CHAT_URL');
+  console.error('usage: chat_example.mjs CHAT_URL [AWAY_MS]');
   process.exit(2);
 }
 const base = chatUrl.endsWith('/') ? chatUrl : chatUrl + '/';
@@ -210,6 +211,7 @@ try {
   await b.page.waitForFunction(() => window.chat.pusher.connection.state !== 'connected');
   for (let i = 0; i < 3; i += 1) await send(a, `away-${i}`);
   const whileAway = await shown(b);
+  await sleep(Number(awayMs));
 
   // Back: pusher-js reconnects by itself; the resume snippet asks for what was missed.
   mark('restore');
