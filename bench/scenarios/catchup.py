@@ -28,7 +28,9 @@ answered before the next is sent), so their numbers are their publish order. Per
 they must arrive once each and in that order: counters `duplicates`, `out_of_order` (an
 event arrived after one published later), `missing` (never arrived), `recovery_failed`
 (`pusher:recovery_failed` frames) and `caught_up` (subscribers that got all of them), and
-the `catchup` latency: from the common return time to the subscriber's last event.
+the `catchup` latency: from the common return time to the subscriber's last event. With
+--server-pid, the server's CPU time from the return to the end of the measured phase
+(reconnects, resumes and replays), also per replayed event.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from bench.client import PusherClient
 from bench.clock import NS_PER_S, now_ns
 from bench.metrics import Merged
 from bench.protocol import Frame
+from bench.rss import read_cpu_s
 from bench.scenarios.base import (
     Driver,
     ParentContext,
@@ -328,9 +331,13 @@ class CatchupDriver(Driver):
             await lane(0)
             self.publish_s = (now_ns() - begin) / NS_PER_S
             with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pctx.aborted.wait(), max(0, return_ns - now_ns()) / NS_PER_S)
+            self.cpu_at_return = read_cpu_s(cfg.server_pid)
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     pctx.aborted.wait(), max(0, pctx.end_ns - now_ns()) / NS_PER_S
                 )
+            self.cpu_at_end = read_cpu_s(cfg.server_pid)
         finally:
             self.sender.close()
 
@@ -347,6 +354,8 @@ class CatchupDriver(Driver):
         slowest_s = max(catchup) / 1e6 if catchup else None
         delivered = c.get("delivered", 0)
         returned = sum(int(e.get("returned", 0)) for e in self.extras)
+        start, end = getattr(self, "cpu_at_return", None), getattr(self, "cpu_at_end", None)
+        cpu_s = end - start if start is not None and end is not None else None
         return {
             "subscribers": getattr(self, "subscribed", 0),
             "tokens": getattr(self, "tokens", 0),
@@ -371,4 +380,8 @@ class CatchupDriver(Driver):
             "replayed_per_s": rate(delivered, slowest_s) if slowest_s else None,
             "probes": c.get("probes", 0),
             "disconnects": c.get("disconnects", 0),
+            "server_cpu_after_return_s": round(cpu_s, 3) if cpu_s is not None else None,
+            "server_cpu_us_per_replayed": round(1e6 * cpu_s / delivered, 3)
+            if cpu_s is not None and delivered
+            else None,
         }
