@@ -217,7 +217,12 @@ class App:
             user_id,
             functools.partial(self._add_after_replay, client, name),
             functools.partial(self._silent_mark, name, user_id),
+            functools.partial(self._floor, client, name),
         )
+
+    def _floor(self, client: Client, name: str, position: Position) -> None:
+        if name in self.registry.channels and client in self.registry.channels[name].subscribers:
+            self.registry.floors.setdefault(name, {})[client] = position
 
     def _silent_mark(self, name: str, user_id: str | None) -> Position | None:
         """The earliest confirmed position of `user_id`'s subscriptions to `name` on this

@@ -15,6 +15,9 @@ Invariants:
 - While a subscription of a channel waits for its history replay (the channel is a key of
   `held`), every frame broadcast to the channel is also appended to its hold list, with its
   position when it has one, so the replay can send what it did not contain.
+- A subscriber with a floor on a channel (`floors`) gets none of its history events up to
+  that position (its replay from Redis had them, they were still on the bus); only channels
+  with floors pay for the per-subscriber check.
 """
 
 from __future__ import annotations
@@ -54,13 +57,17 @@ a subscription waits for its replay."""
 class ChannelRegistry:
     """The local channels of one app."""
 
-    __slots__ = ("channels", "held", "stats")
+    __slots__ = ("channels", "floors", "held", "stats")
 
     def __init__(self, stats: AppStats | None = None) -> None:
         self.channels: dict[str, LocalChannel] = {}
         self.stats = stats or AppStats()
         self.held: Held | None = None
         """The app's hold lists (`AppHistory.holds`), None for apps without history."""
+        self.floors: dict[str, dict[Socket, Position]] = {}
+        """channel → subscribers that must not get history events up to a position: their
+        replay (from Redis) contained events that may still be on the bus to this node. A
+        subscriber's floor goes once a later event passed (the bus keeps position order)."""
 
     def add(self, name: str, socket: Socket) -> bool:
         """Subscribe `socket`; True when it was not subscribed yet."""
@@ -78,6 +85,11 @@ class ChannelRegistry:
         if channel is None or socket not in channel.subscribers:
             return False
         del channel.subscribers[socket]
+        floors = self.floors.get(name)
+        if floors is not None:
+            floors.pop(socket, None)
+            if not floors:
+                del self.floors[name]
         if not channel.subscribers:
             del self.channels[name]
         return True
@@ -107,6 +119,8 @@ class ChannelRegistry:
             return 0
         if position is not None:
             channel.last = position
+            if self.floors and name in self.floors:
+                return self._above_floors(channel, position, frame, except_socket_id)
         subscribers = channel.subscribers
         if except_socket_id is None:
             for socket in subscribers:
@@ -121,6 +135,28 @@ class ChannelRegistry:
         stats = self.stats
         stats.ws_messages_sent_total += sent
         stats.socket_transmitted_bytes += sent * len(frame)
+        return sent
+
+    def _above_floors(
+        self, channel: LocalChannel, position: Position, frame: bytes, except_socket_id: str | None
+    ) -> int:
+        """A history event while some subscribers have a floor (see `floors`)."""
+        floors = self.floors[channel.name]
+        sent = 0
+        for socket in channel.subscribers:
+            if socket.socket_id == except_socket_id:
+                continue
+            floor = floors.get(socket)
+            if floor is not None and floor.epoch == position.epoch:
+                if position.serial <= floor.serial:
+                    continue  # it had it in its replay
+                del floors[socket]
+            socket.send(frame)
+            sent += 1
+        if not floors:
+            del self.floors[channel.name]
+        self.stats.ws_messages_sent_total += sent
+        self.stats.socket_transmitted_bytes += sent * len(frame)
         return sent
 
     def last(self, name: str) -> Position | None:

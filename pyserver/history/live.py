@@ -30,18 +30,19 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from redis.exceptions import RedisError
 
 from pyserver.config import HistoryRule
 from pyserver.history.memory import MemoryHistoryStore
-from pyserver.history.store import Entry, HistoryStore
+from pyserver.history.store import Entry, Head, HistoryStore
 from pyserver.protocol import frames
 from pyserver.protocol.history import ConnectionHistory, Position, RuleBook, newer, tag
 from pyserver.protocol.session import PusherSession
@@ -62,6 +63,7 @@ Publish = Callable[[str, bytes, str | None], None]
 
 
 log = logging.getLogger("pyserver.history")
+T = TypeVar("T")
 
 STORE_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
 """What a history store in Redis raises when it cannot answer."""
@@ -138,6 +140,9 @@ class AppHistory:
         """channel → every frame broadcast to it (position if it is a history event, frame,
         excluded socket) while replays of it are pending; the app's registry appends to it.
         The key exists exactly while a replay of the channel is pending."""
+        self._reads: dict[tuple[Any, ...], tuple[asyncio.Future[Any], int]] = {}
+        """Store reads in flight, by what they read, with where the hold list stood when
+        each was issued (merged, see `_shared`)."""
         self._hold_base: dict[str, int] = {}
         """channel → how many frames were trimmed from the front of its hold list."""
         self._hold_starts: dict[str, dict[int, int]] = {}
@@ -218,22 +223,28 @@ class AppHistory:
         user_id: str | None,
         add: Callable[[], None],
         silent: Callable[[], Position | None] = lambda: None,
+        floor: Callable[[Position], None] = lambda _: None,
     ) -> None:
         """After `subscription_succeeded`: send the replay, then the live events held
         meanwhile that it did not contain, then `add()` the client to the fan-out.
         `silent()`: the confirmed position of the same user's subscription to the channel
         on a connection that stopped answering pings, if any (it may be this user's
-        previous connection, not given up yet)."""
+        previous connection, not given up yet). `floor(position)`: live history events up
+        to `position` must not reach the client any more (they were replayed)."""
         hold = self.holds.setdefault(channel, [])
         base = self._hold_base.setdefault(channel, 0)
-        start = base + len(hold)
-        starts = self._hold_starts.setdefault(channel, {})
-        starts[start] = starts.get(start, 0) + 1
+        mine = [base + len(hold)]
+        """Where this replay's share of the hold list starts (more than one start when it
+        joins a store read issued before it: it then needs what was held since that read)."""
+        self._pin(channel, mine[0])
+
+        def pin(index: int) -> None:
+            self._pin(channel, index)
+            mine.append(index)
+
         try:
             try:
-                entries, head, catching_up = await self._replay(
-                    client, channel, rule, user_id, silent
-                )
+                entries, head = await self._replay(client, channel, rule, user_id, silent, pin)
             except STORE_FAILURES as exc:
                 log.warning("history: no replay on %s, the store is unavailable (%s)", channel, exc)
                 client.send_message(frames.recovery_failed(channel, "unavailable"))
@@ -241,25 +252,29 @@ class AppHistory:
                 return
             for entry in entries:
                 client.send_message(entry.payload)
-            first = entries[0].position.serial if entries else None
+            # The subscription starts at the head its read returned: what is older is history
+            # (the rewind or catch-up just sent), what is newer is live, from the hold list.
             newest = end = head.position
-            for position, frame, except_id in hold[start - self._hold_base[channel] :]:
+            for position, frame, except_id in hold[min(mine) - self._hold_base[channel] :]:
                 if position is not None:  # a history event (others: members, counts, …)
-                    if (
-                        position.epoch == end.epoch
-                        and position.serial <= end.serial
-                        and (catching_up or (first is not None and position.serial >= first))
-                    ):
-                        continue  # replayed, or before the gap
+                    if position.epoch == end.epoch and position.serial <= end.serial:
+                        continue  # replayed, or older than the subscription
                     newest = newer(position, newest)
                 if except_id != client.socket_id:
                     client.send(frame)
             add()
+            if newest == end and end.serial and self.node.memory is None:
+                floor(newest)  # the newest replayed event may still be on the bus to here
             history = client.session.history
             if history is not None and rule.recovery_window:
                 history.track(channel, newest)
         finally:
-            self._release(channel, start)
+            for start in mine:
+                self._release(channel, start)
+
+    def _pin(self, channel: str, start: int) -> None:
+        starts = self._hold_starts.setdefault(channel, {})
+        starts[start] = starts.get(start, 0) + 1
 
     def _release(self, channel: str, start: int) -> None:
         """A replay is done: trim what no pending replay still needs."""
@@ -284,8 +299,9 @@ class AppHistory:
         rule: HistoryRule,
         user_id: str | None,
         silent: Callable[[], Position | None],
-    ) -> tuple[list[Entry], Any, bool]:
-        """What to send first: (entries, the head they end at, whether it is a catch-up)."""
+        pin: Callable[[int], None],
+    ) -> tuple[list[Entry], Head]:
+        """What to send first: the entries and the head they end at."""
         history = client.session.history
         after: Position | None = None
         failed: str | None = None
@@ -299,16 +315,59 @@ class AppHistory:
             if after is None:
                 after = silent()
         if after is not None:
-            caught = await self.store.since(self.app_id, channel, rule, after)
+            caught = await self._shared(
+                ("since", channel, after), self.store.since, rule, after, pin
+            )
             if caught.lost is None:
                 self.node.catch_ups_total += 1
-                return list(caught.entries), caught.head, True
+                return list(caught.entries), caught.head
             failed = caught.lost.value
         if failed is not None:
             self.node.recovery_failed_total += 1
             client.send_message(frames.recovery_failed(channel, failed))
-        replay = await self.store.last(self.app_id, channel, rule, rule.rewind)
-        return list(replay.entries), replay.head, False
+        replay = await self._shared(("last", channel), self.store.last, rule, rule.rewind, pin)
+        return list(replay.entries), replay.head
+
+    async def _shared(
+        self,
+        key: tuple[Any, ...],
+        read: Callable[..., Awaitable[T]],
+        rule: HistoryRule,
+        arg: Any,
+        pin: Callable[[int], None],
+    ) -> T:
+        """`read(app, channel, rule, arg)`, merged with an identical read still in flight: a
+        thousand subscribers returning at once to one channel cost one store read, not a
+        thousand. (The in-memory store answers without suspending: nothing to merge.)
+
+        A read issued before this replay's hold list started may miss events held since
+        the read was issued: joining it `pin`s the hold list from there, so those come from
+        the hold list (events the read did contain are recognised by their position)."""
+        channel = key[1]
+        if self.node.memory is not None:
+            return await read(self.app_id, channel, rule, arg)
+        pending = self._reads.get(key)
+        if pending is not None:
+            future_pending, issued_at = pending
+            pin(issued_at)
+            return cast(T, await asyncio.shield(future_pending))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        hold = self.holds[channel]
+        self._reads[key] = (future, self._hold_base[channel] + len(hold))
+        try:
+            result = await read(self.app_id, channel, rule, arg)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._reads[key]
 
     # --- drops ---------------------------------------------------------------------------
 

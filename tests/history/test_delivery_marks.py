@@ -255,3 +255,50 @@ def test_overlapping_replays_get_every_event_once_and_the_hold_list_is_trimmed()
             assert data[-1] == "4" and data == [str(n) for n in range(int(data[0]), 5)]
 
     asyncio.run(run())
+
+
+class CountingStore:
+    """A store that suspends on every read (as Redis does) and counts its rewind reads."""
+
+    completes_synchronously = False
+
+    def __init__(self) -> None:
+        self.inner = MemoryHistoryStore(1 << 20)
+        self.reads = 0
+
+    async def last(self, *args: Any) -> Any:
+        self.reads += 1
+        await asyncio.sleep(0.01)
+        return await self.inner.last(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_identical_reads_in_flight_are_merged() -> None:
+    async def run() -> None:
+        store = CountingStore()
+        rule = HistoryRule(channels="chat-*", rewind=2)
+        history = AppHistory(NodeHistory(store), "app", RuleBook([rule]))  # type: ignore[arg-type]
+        store.inner.append_now("app", "chat-1", rule, b'{"event":"m","data":"x"}', 0)
+        clients = [FakeClient(f"{n}.1") for n in range(5)]
+        await asyncio.gather(
+            *(history.join(c, "chat-1", rule, None, lambda: None) for c in clients)
+        )
+        assert store.reads == 1
+        assert all(len(c.got) == 1 for c in clients)
+
+    asyncio.run(run())
+
+
+def test_a_floor_keeps_replayed_events_from_arriving_again_live() -> None:
+    registry = ChannelRegistry()
+    fresh, old = FakeClient("1.1"), FakeClient("2.2")
+    registry.add("chat-1", old)
+    registry.add("chat-1", fresh)
+    registry.floors["chat-1"] = {fresh: pos(5)}
+    for serial in (4, 5, 6, 7):
+        registry.broadcast("chat-1", tag(pos(serial), b"\x81\x01" + str(serial).encode()))
+    assert [f[2:] for f in old.got] == [b"4", b"5", b"6", b"7"]
+    assert [f[2:] for f in fresh.got] == [b"6", b"7"]
+    assert registry.floors == {}
