@@ -108,6 +108,28 @@ class ChannelRegistry:
 
         Returns how many connections were written to.
         """
+        if not frame[0] or self.held:  # a history event, or a replay is pending somewhere
+            return self._history_broadcast(name, frame, except_socket_id)
+        channel = self.channels.get(name)
+        if channel is None:
+            return 0
+        subscribers = channel.subscribers
+        if except_socket_id is None:
+            for socket in subscribers:
+                socket.send(frame)
+            sent = len(subscribers)
+        else:
+            sent = 0
+            for socket in subscribers:
+                if socket.socket_id != except_socket_id:
+                    socket.send(frame)
+                    sent += 1
+        stats = self.stats
+        stats.ws_messages_sent_total += sent
+        stats.socket_transmitted_bytes += sent * len(frame)
+        return sent
+
+    def _history_broadcast(self, name: str, frame: bytes, except_socket_id: str | None) -> int:
         position = None
         if not frame[0]:
             position, frame = untag(frame)
@@ -121,6 +143,10 @@ class ChannelRegistry:
             channel.last = position
             if self.floors and name in self.floors:
                 return self._above_floors(channel, position, frame, except_socket_id)
+        return self._fanout(channel, frame, except_socket_id)
+
+    def _fanout(self, channel: LocalChannel, frame: bytes, except_socket_id: str | None) -> int:
+        """`broadcast`'s loop, for history events (the plain path keeps it inline)."""
         subscribers = channel.subscribers
         if except_socket_id is None:
             for socket in subscribers:
