@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     target = p.add_argument_group("target")
     target.add_argument("--host", default="127.0.0.1", help="server host (default 127.0.0.1)")
     target.add_argument("--port", type=int, default=6001, help="server port (default 6001)")
+    target.add_argument(
+        "--api-port",
+        type=int,
+        help="send HTTP triggers to this port on the same host instead (another node of a "
+        "cluster, so that every delivery crosses nodes)",
+    )
     target.add_argument("--app-id", default="app-id")
     target.add_argument("--key", default="app-key")
     target.add_argument("--secret", default="app-secret")
@@ -241,6 +247,7 @@ def config_from_args(args: argparse.Namespace, connect_host: str) -> BenchConfig
         label=args.label,
         allow_remote=args.allow_remote,
         sources=args.sources,
+        api_port=args.api_port,
     )
 
 

@@ -87,6 +87,13 @@ class BenchConfig:
     sources: tuple[str, ...] = ()
     """Local IPv4 addresses the WebSocket connections leave from, round robin (empty: the
     kernel's choice). Spreads connections over several 4-tuples' worth of ephemeral ports."""
+    api_port: int | None = None
+    """Where HTTP triggers go when not to `port`: another node of a cluster, so that every
+    delivery crosses nodes (the WebSocket clients stay on `port`)."""
+
+    @property
+    def trigger_port(self) -> int:
+        return self.api_port or self.port
 
     def public(self) -> dict[str, Any]:
         """The settings for the result file, secret left out."""
@@ -124,6 +131,8 @@ def validate(cfg: BenchConfig) -> list[str]:
         problems.append(f"--max-samples must be in [1000, {MAX_SAMPLES}]")
     if not 1 <= cfg.port <= 65535:
         problems.append("--port must be in [1, 65535]")
+    if cfg.api_port is not None and not 1 <= cfg.api_port <= 65535:
+        problems.append("--api-port must be in [1, 65535]")
     if len(cfg.sources) > MAX_SOURCES:
         problems.append(f"--sources: at most {MAX_SOURCES} addresses")
     if cfg.sources and ":" in cfg.connect_host:

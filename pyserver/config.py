@@ -387,13 +387,6 @@ class Settings(BaseSettings):
     def warnings(self) -> list[str]:
         """Settings that are valid but cannot do what they seem to ask for."""
         found = []
-        if self.adapter == "redis" and self.redis_mode() != "single":
-            # Removed when the Redis adapter builds its clients with cluster/redis_connect.py.
-            found.append(
-                f"redis_{'sentinels' if self.redis_mode() == 'sentinel' else 'cluster'} is "
-                "read but not yet used by the Redis adapter of this version: it connects to "
-                f"redis_url ({_mask_url(self.redis_url)}) directly (docs/scaling.md)"
-            )
         for app in self.apps:
             for target in app.webhooks:
                 if "subscription_count" in target.event_types and not app.subscription_count:

@@ -390,6 +390,36 @@ class ClusterSetup:
             proc.cleanup()
 
 
+# --- one of each topology per test session, made on first use --------------------------------
+
+_shared: dict[str, SingleRedis | SentinelSetup | ClusterSetup] = {}
+
+
+def shared_sentinel() -> SentinelSetup:
+    """The session's Sentinel setup (the fixture's and the integration `deploy`'s)."""
+    if "sentinel" not in _shared:
+        _shared["sentinel"] = SentinelSetup()
+    setup = _shared["sentinel"]
+    assert isinstance(setup, SentinelSetup)
+    return setup
+
+
+def shared_cluster() -> ClusterSetup:
+    """The session's three-master cluster (the fixture's and the integration `deploy`'s)."""
+    if "cluster" not in _shared:
+        _shared["cluster"] = ClusterSetup()
+    setup = _shared["cluster"]
+    assert isinstance(setup, ClusterSetup)
+    return setup
+
+
+def stop_shared() -> None:
+    """At the end of the session (tests/conftest.py)."""
+    for setup in _shared.values():
+        setup.stop()
+    _shared.clear()
+
+
 # --- pytest fixtures, shared by the whole session (tests/conftest.py re-exports them) ---------
 
 
@@ -401,16 +431,12 @@ def redis_single() -> Iterator[SingleRedis]:
 
 
 @pytest.fixture(scope="session")
-def redis_sentinel() -> Iterator[SentinelSetup]:
+def redis_sentinel() -> SentinelSetup:
     """Shared: a test that fails over or kills the master leaves a working pair behind
     (the killed server comes back as a replica), so tests must ask who the master is."""
-    setup = SentinelSetup()
-    yield setup
-    setup.stop()
+    return shared_sentinel()
 
 
 @pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[ClusterSetup]:
-    setup = ClusterSetup()
-    yield setup
-    setup.stop()
+def redis_cluster() -> ClusterSetup:
+    return shared_cluster()

@@ -334,7 +334,7 @@ class TriggerSender:
         self.errors = errors
         self.latency_name = latency_name
         self.triggers = [
-            Trigger(cfg.connect_host, cfg.port, cfg.app_id, cfg.key, cfg.secret)
+            Trigger(cfg.connect_host, cfg.trigger_port, cfg.app_id, cfg.key, cfg.secret)
             for _ in range(max(1, lanes))
         ]
         self.last_ok_ns = now_ns()

@@ -7,12 +7,16 @@ bus listener hears. When a call finds the engine unreachable (`lost`), the node:
 
 1. turns unhealthy at once: every state call answers from local knowledge (its fallback),
    publishes stop (local delivery still happens), `/ready` says 503;
-2. retries `rejoin` with backoff (0.25 s doubling to 10 s) until one completes with no loss
-   during it;
+2. retries `rejoin` with backoff (0.25 s doubling to 10 s; at once when `nudge`d: the bus
+   is subscribed again, or a new master was named) until one completes with no loss during
+   it;
 3. `rejoin` (the engine's) makes the engine hold exactly this node's current state: it
    removes what the engine holds for the node, as the reaper would for a dead node, and
    writes `read_node_state()` back, in one transaction; each leave the removal implies and
    the node does not hold any more is reported once (`report_leaves`), like a reap.
+
+A failover (`moved`: the Sentinels name another master, which may lack the last writes
+that had not reached it) is handled as an outage: the node rebuilds its state there.
 
 The node's state is read from its owners when the rebuild starts (the apps' fan-out tables
 for subscription counts, the apps themselves for presence memberships and signed-in users):
@@ -130,6 +134,8 @@ class Recovery:
         self._settled = asyncio.Event()
         """Cleared while the rebuild transaction is on its way (see the theory)."""
         self._settled.set()
+        self._nudged = asyncio.Event()
+        """Set when the engine looks reachable again: the next rebuild goes at once."""
 
     @property
     def recovering(self) -> bool:
@@ -142,8 +148,20 @@ class Recovery:
         else:
             log.error("%s: a %s command failed: %r", self.label, self.engine, exc)
 
+    def moved(self, why: str) -> None:
+        """The engine was replaced under the node (a failover to a replica, which may lack
+        the last writes): rebuild the node's state on it, exactly as after an outage."""
+        log.warning("%s: %s; rebuilding this node's state there", self.label, why)
+        self._lose()
+        self.nudge()
+
+    def nudge(self) -> None:
+        """The engine looks reachable again (the bus resubscribed, a new master was
+        named): a rebuild waiting out its backoff starts now."""
+        if self._task is not None:
+            self._nudged.set()
+
     def lost(self, exc: BaseException) -> None:
-        self.losses += 1
         if self.healthy or self._task is None:
             log.error(
                 "%s: %s at %s is unreachable (%s); serving local clients only until it is back",
@@ -152,6 +170,10 @@ class Recovery:
                 self.where,
                 exc,
             )
+        self._lose()
+
+    def _lose(self) -> None:
+        self.losses += 1
         self.healthy = False
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._recover())
@@ -161,8 +183,12 @@ class Recovery:
         delay = 0.25
         try:
             while True:
-                await asyncio.sleep(delay)
-                delay = min(10.0, delay * 2)
+                try:
+                    await asyncio.wait_for(self._nudged.wait(), delay)
+                    delay = 0.25
+                except TimeoutError:
+                    delay = min(10.0, delay * 2)
+                self._nudged.clear()
                 losses = self.losses
                 try:
                     await self._rejoin()

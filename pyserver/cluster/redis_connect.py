@@ -24,6 +24,8 @@ for a single server, a master behind Redis Sentinel, or a Redis Cluster.
   Sentinels name a different master than the one connected so far ("host:port" each).
   A failover may lose the last writes that had not reached the replica, so the adapter
   must rebuild its state on the new master then, as after an outage.
+- `queue_script(pipe, script, keys, args)` queues a registered Lua script on a pipeline of
+  either kind, and `await mget(client, keys)` reads keys of any slots.
 - `await link.start()` once, in the event loop: with Sentinel it asks the Sentinels every
   `SENTINEL_POLL` seconds which server is the master (see `start`); `await link.aclose()`
   at the end.
@@ -58,29 +60,41 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pyserver.config import Settings, sentinel_address
+from pyserver.config import sentinel_address
 
 log = logging.getLogger("pyserver.redis")
 
 Mode = Literal["single", "sentinel", "cluster"]
+Client = aioredis.Redis | RedisCluster
+"""A command client of any topology (`RedisLink.client`)."""
+FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+"""What a failed Redis call may raise: a cluster's own errors (`RedisClusterException`) are
+not `RedisError`s, so every place that handles an outage catches all three."""
 Handler = Callable[[bytes, bytes], None]
 """Called with (channel, data) for each bus message; must not block."""
 
 POOL_SIZE = 64
-"""Connections to Redis per node (per cluster node on a cluster)."""
+"""Connections to Redis per node (per cluster node on a cluster): the adapter, the webhook
+queue and the console share them; a caller finding them all busy waits for one."""
+CLUSTER_POOL_SIZE = 2 * POOL_SIZE
+"""Connections per cluster node. redis-py's cluster client never waits for a free connection
+(it raises `MaxConnectionsError` at once), so its ceiling lies above what a node's callers
+can hold at the same time: the adapter's `POOL_SIZE - 8` state calls, the bus writer,
+heartbeats, the webhook queue's claimer, writer and reports, and the console."""
 POOL_WAIT = 30.0
 """Seconds a caller waits for a free connection (commands themselves time out after 5)."""
 BUS_SHARDS = 16
@@ -108,10 +122,27 @@ def _bus_tags(count: int) -> list[str]:
 _TAGS = _bus_tags(BUS_SHARDS)
 
 
+class LinkSettings(Protocol):
+    """What `connect` reads (`pyserver.config.Settings` has it)."""
+
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def redis_sentinels(self) -> list[str]: ...
+    @property
+    def redis_sentinel_master(self) -> str: ...
+    @property
+    def redis_sentinel_password(self) -> str | None: ...
+    @property
+    def redis_sentinel_tls(self) -> bool: ...
+    def redis_mode(self) -> Mode: ...
+
+
 def _retrying() -> dict[str, Any]:
     return {
         "socket_timeout": 5,
         "socket_connect_timeout": 2,
+        "health_check_interval": 10,
         # A pooled connection the server closed (restart, failover) fails once: retry on a
         # fresh one, which asks the Sentinels again, before calling it an outage.
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
@@ -259,8 +290,8 @@ class RedisLink:
     def describe(self) -> str:
         if self.mode == "sentinel" and self._sentinel_pool is not None:
             address = self._sentinel_pool.master_address
-            where = f"{address[0]}:{address[1]}" if address else "not yet asked"
-            return f"sentinel master {self._sentinel_pool.service_name} at {where}"
+            where = f" at {address[0]}:{address[1]}" if address else ""
+            return f"Sentinel master {self._sentinel_pool.service_name}{where}"
         return self.mode
 
     # --- the bus ------------------------------------------------------------------------
@@ -543,13 +574,31 @@ def _shard_kwargs(cluster: RedisCluster) -> dict[str, Any]:
     return kwargs
 
 
-def connect(settings: Settings) -> RedisLink:
+def queue_script(pipe: Any, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> None:
+    """Queue a registered script on a pipeline. A plain pipeline sends EVALSHA and loads the
+    scripts it lacks first (`pipe.scripts`: a restarted Redis has none); a cluster pipeline
+    cannot, so it sends the script's text (EVAL), routed by the slot of its keys."""
+    if isinstance(pipe, ClusterPipeline):
+        pipe.eval(script.script, len(keys), *keys, *args)  # type: ignore[arg-type]
+    else:
+        pipe.scripts.add(script)
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
+async def mget(client: Client, keys: Sequence[Any]) -> list[Any]:
+    """GET of many keys in one call; on a cluster split by slot (MGET refuses CROSSSLOT)."""
+    if isinstance(client, RedisCluster):
+        return list(await client.mget_nonatomic(list(keys)))
+    return list(await client.mget(list(keys)))
+
+
+def connect(settings: LinkSettings) -> RedisLink:
     """The Redis link the settings describe; connects lazily, on the first command."""
     mode = settings.redis_mode()
     if mode == "cluster":
         cluster = RedisCluster.from_url(
             settings.redis_url,
-            max_connections=POOL_SIZE,
+            max_connections=CLUSTER_POOL_SIZE,
             socket_timeout=5,
             socket_connect_timeout=2,
         )
@@ -562,7 +611,7 @@ def connect(settings: Settings) -> RedisLink:
     return RedisLink("single", aioredis.Redis.from_pool(pool))
 
 
-def _connect_sentinel(settings: Settings) -> RedisLink:
+def _connect_sentinel(settings: LinkSettings) -> RedisLink:
     master_kwargs: dict[str, Any] = dict(parse_url(settings.redis_url))
     for key in ("host", "port", "path"):
         master_kwargs.pop(key, None)  # the Sentinels name the master

@@ -23,6 +23,8 @@ Invariants:
   most `MAX_ENTRIES` per app per run.
 - Fixed memory: the ring, one position per app, and the sinks' own limits.
 - When Redis cannot be reached the task logs, waits and retries; open streams stay open.
+- On a Redis Cluster each app's stream is read with its own XREAD (they lie in different
+  slots); the adapter's link is shared, never closed here.
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
 
 from pyserver import tasks
+from pyserver.cluster.redis_connect import FAILURES
 from pyserver.console import stream
 from pyserver.console.cluster_stats import redis_client
 
 if TYPE_CHECKING:
+    from pyserver.cluster.redis_connect import Client
     from pyserver.console.feed import ConsoleFeed
     from pyserver.http import StreamSink
 
@@ -68,17 +72,23 @@ def _parse_id(value: str | bytes | None) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def _pairs(reply: Any) -> list[Any]:
+    """XREAD's answer as (stream, entries) pairs (a list in RESP2, a map in RESP3)."""
+    if not reply:
+        return []
+    return list(reply.items()) if isinstance(reply, dict) else list(reply)
+
+
 def _frame(entry_id: bytes, fields: dict[bytes, bytes]) -> bytes:
     return b"id: " + entry_id + b"\nevent: feed\ndata: " + fields.get(b"e", b"{}") + b"\n\n"
 
 
 class ClusterFeed:
-    def __init__(self, console: ConsoleFeed, url: str, prefix: str, node: str) -> None:
+    def __init__(self, console: ConsoleFeed, redis: str | Client, prefix: str, node: str) -> None:
         self.console = console
-        self.url = url
         self.prefix = prefix
         self.node = node
-        self.redis = redis_client(url)
+        self.redis, self._owns_client = redis_client(redis)
         self.published: dict[str, int] = {}
         """App id -> the feed position this node last published."""
         self.watched: set[str] = set()
@@ -121,7 +131,8 @@ class ClusterFeed:
         await tasks.stop(self._task)
         for audience in self.audiences.values():
             audience.close()
-        await self.redis.aclose()
+        if self._owns_client:
+            await self.redis.aclose()
 
     async def _run(self) -> None:
         refreshed = 0.0
@@ -140,7 +151,7 @@ class ClusterFeed:
                     log.warning("console feed: Redis answers again")
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except FAILURES as exc:
                 if not failing:  # once per outage, not once a second
                     failing = True
                     log.warning("console feed: cannot reach Redis (%s); retrying", exc)
@@ -223,8 +234,19 @@ class ClusterFeed:
             return
         streams: Any = {self._key(app_id): position for app_id, position in self.positions.items()}
         apps = {self._key(app_id): app_id for app_id in self.positions}
-        replies: Any = await self.redis.xread(streams, count=MAX_ENTRIES, block=int(TICK * 1000))
-        for key, entries in replies or ():
+        block = int(TICK * 1000)
+        if isinstance(self.redis, RedisCluster) and len(streams) > 1:
+            # One XREAD per stream: the apps' streams lie in different slots (CROSSSLOT).
+            parts: Any = await asyncio.gather(
+                *(
+                    self.redis.xread({key: position}, count=MAX_ENTRIES, block=block)
+                    for key, position in streams.items()
+                )
+            )
+            replies = [item for part in parts for item in _pairs(part)]
+        else:
+            replies = _pairs(await self.redis.xread(streams, count=MAX_ENTRIES, block=block))
+        for key, entries in replies:
             app_id = apps.get(key.decode() if isinstance(key, bytes) else key)
             if app_id is None or not entries or app_id not in self.positions:
                 continue

@@ -27,6 +27,8 @@ Invariants:
   peak; on one node it is exact).
 - A node that dies loses at most its last `FLUSH_EVERY` seconds of counts.
 - When Redis cannot be reached, reports fall back to this node's own numbers (logged).
+- Redis is the adapter's link (a single server, Sentinel or Cluster); each write and each
+  script touches the keys of one slot, a pipeline may span slots (split by the cluster).
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from pyserver import tasks
+from pyserver.cluster.redis_connect import FAILURES, Client, queue_script
 from pyserver.console.timeseries import (
     COUNTERS,
     DAY,
@@ -55,6 +57,7 @@ from pyserver.console.timeseries import (
 )
 
 log = logging.getLogger("pyserver.console")
+
 
 FLUSH_EVERY = 2.0
 """Seconds between two writes of this node's counts."""
@@ -98,12 +101,15 @@ return peak
 node's minute peak, its day peak, its 5 minute counts, its 5 day counts."""
 
 
-def redis_client(url: str) -> aioredis.Redis:
-    """The console's own small Redis client (the adapter's pool is the adapter's)."""
+def redis_client(redis: str | Client) -> tuple[Client, bool]:
+    """The client to use and whether it is the console's own (to close): the adapter's
+    (its link: a single server, Sentinel or Cluster), or for a URL a small one."""
+    if not isinstance(redis, str):
+        return redis, False
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=4, timeout=10, socket_timeout=5, socket_connect_timeout=2
+        redis, max_connections=4, timeout=10, socket_timeout=5, socket_connect_timeout=2
     )
-    return aioredis.Redis.from_pool(pool)
+    return aioredis.Redis.from_pool(pool), True
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +212,7 @@ class ClusterStats:
     def __init__(
         self,
         history: StatsHistory,
-        url: str,
+        redis: str | Client,
         prefix: str,
         node: str,
         every: float = FLUSH_EVERY,
@@ -214,13 +220,14 @@ class ClusterStats:
         app_ids: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.history = history
-        self.url = url
+        self._redis_given = redis
         self.prefix = prefix
         self.node = node
         self.every = every
         self.clock = clock
         self.app_ids = app_ids or (lambda: list(history.app_ids()))
-        self.redis: aioredis.Redis | None = None
+        self.redis: Client | None = None
+        self._owns_client = False
         self._write: Any = None
         self._last_minute: int | None = None
         self._task: asyncio.Task[None] | None = None
@@ -231,9 +238,9 @@ class ClusterStats:
     def _alive(self, kind: str, period: int) -> str:
         return f"{{{self.prefix}:stats}}:alive:{kind}:{period}"
 
-    def _client(self) -> aioredis.Redis:
+    def _client(self) -> Client:
         if self.redis is None:
-            self.redis = redis_client(self.url)
+            self.redis, self._owns_client = redis_client(self._redis_given)
             self._write = self.redis.register_script(WRITE)
         return self.redis
 
@@ -242,9 +249,9 @@ class ClusterStats:
 
     async def close(self) -> None:
         await tasks.stop(self._task)
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*FAILURES):
             await self.flush()  # the last seconds' counts
-        if self.redis is not None:
+        if self.redis is not None and self._owns_client:
             await self.redis.aclose()
 
     async def _run(self) -> None:
@@ -253,7 +260,7 @@ class ClusterStats:
             await asyncio.sleep(self.every)
             try:
                 await self.flush()
-            except (RedisError, OSError) as exc:
+            except FAILURES as exc:
                 if not failing:  # once per outage, not every flush
                     log.warning("console stats: cannot write to Redis (%s); retrying", exc)
                 failing = True
@@ -284,7 +291,7 @@ class ClusterStats:
                     self._key(write.app_id, "m", write.minute),
                     self._key(write.app_id, "d", write.day),
                 ]
-                await self._write(keys=keys, args=write.args(self.node), client=pipe)
+                queue_script(pipe, self._write, keys, write.args(self.node))
             await pipe.execute()
         self._last_minute = current
 
@@ -308,7 +315,7 @@ class ClusterStats:
                     pipe.hgetall(self._key(app_id, "d", d))
                     pipe.scard(self._alive("d", d))
                 replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             log.warning("console stats: cannot read Redis (%s); serving this node's", exc)
             return self.history.report(app_id, now, since)
         count = len(minutes) * 2

@@ -50,6 +50,7 @@ from pyserver.protocol.errors import (
 )
 
 if TYPE_CHECKING:
+    from pyserver.cluster.redis_connect import Client
     from pyserver.console.cluster_stats import ClusterStats
 
 __all__ = ["MAX_CHANNELS", "MAX_PRESENCE_CHANNELS", "Console"]
@@ -69,12 +70,13 @@ class Console(EventFeed):
         token: str | None,
         started_at: float,
         *,
-        redis_url: str | None = None,
+        redis: str | Client | None = None,
         redis_prefix: str = "",
         node: str = "",
     ) -> None:
-        """`redis_url` (the redis adapter's): share the stats and the feed across the cluster,
-        this process being `node` there."""
+        """`redis`, the redis adapter's client (or a URL for a client of the console's
+        own): share the stats and the feed across the cluster, this process being `node`
+        there."""
         super().__init__()
         self.apps = apps
         self.token = token
@@ -83,13 +85,13 @@ class Console(EventFeed):
         self.dashboard = StatsSampler(apps)
         self.cluster_stats: ClusterStats | None = None
         feed = None
-        if redis_url is not None:
+        if redis is not None:
             from pyserver.console.cluster_feed import ClusterFeed
             from pyserver.console.cluster_stats import ClusterStats
 
             node = node or str(id(self))
-            self.cluster_stats = ClusterStats(self.dashboard.history, redis_url, redis_prefix, node)
-            feed = ClusterFeed(self, redis_url, redis_prefix, node)
+            self.cluster_stats = ClusterStats(self.dashboard.history, redis, redis_prefix, node)
+            feed = ClusterFeed(self, redis, redis_prefix, node)
         self.cluster_feed = feed
         self.live = LiveHub(self, self._stats_report, feed)
 

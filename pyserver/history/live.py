@@ -68,9 +68,18 @@ T = TypeVar("T")
 STORE_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
 """What a history store in Redis raises when it cannot answer."""
 
-BusHead = Callable[[str, str, str | None], bytes]
-"""`(app id, channel, except_socket_id)` → the head of a cluster-bus broadcast message from an
-origin that is no node's id, to which the append script adds the tag and the frame."""
+
+@dataclass(frozen=True, slots=True)
+class HistoryBus:
+    """How the Redis store's events reach every node's subscribers."""
+
+    route: Callable[[str, str, str | None], tuple[bytes, bytes]]
+    """`(app id, channel, except_socket_id)` → the bus channel and the head of a broadcast
+    message from an origin that is no node's id; the tag and the frame follow the head."""
+    publish: Callable[[bytes, bytes], Awaitable[None]] | None = None
+    """None: the append script publishes (bus order is position order). Otherwise (sharded
+    pub/sub on a Redis Cluster, out of the script's reach) the event is published with this
+    right after its append."""
 
 
 class Replayed(Protocol):
@@ -92,14 +101,16 @@ class NodeHistory:
     def __init__(
         self,
         store: HistoryStore,
-        bus: tuple[bytes, BusHead] | None = None,
+        bus: HistoryBus | None = None,
         clock: Callable[[], float] = time.monotonic,
         marks: RecoveryMarks | None = None,
+        owns_store: bool = True,
     ) -> None:
         self.store = store
         self.bus = bus
-        """The Redis adapter's bus channel and message head: the append script publishes
-        live events there."""
+        """The Redis adapter's bus, where live events of the Redis store go."""
+        self.owns_store = owns_store
+        """False when the store runs on a connection someone else closes (the adapter's)."""
         self.memory = store if isinstance(store, MemoryHistoryStore) else None
         self.marks: RecoveryMarks = marks if marks is not None else MemoryMarks(clock)
         """Dropped subscriptions and resume tokens (in Redis with the Redis store)."""
@@ -125,7 +136,8 @@ class NodeHistory:
         self.marks.purge()
 
     async def close(self) -> None:
-        await self.store.close()
+        if self.owns_store:
+            await self.store.close()
 
 
 class AppHistory:
@@ -201,17 +213,17 @@ class AppHistory:
         except_socket_id: str | None,
         time_ms: int,
     ) -> None:
-        assert self.node.bus is not None
-        bus_channel, bus_head = self.node.bus
-        head = bus_head(self.app_id, channel, except_socket_id)
-        await self.store.append(  # type: ignore[call-arg]
-            self.app_id,
-            channel,
-            rule,
-            payload,
-            time_ms,
-            publish=(bus_channel, head, text_frame(payload)),
-        )
+        bus = self.node.bus
+        assert bus is not None
+        bus_channel, head = bus.route(self.app_id, channel, except_socket_id)
+        frame = text_frame(payload)
+        if bus.publish is None:
+            await self.store.append(  # type: ignore[call-arg]
+                self.app_id, channel, rule, payload, time_ms, publish=(bus_channel, head, frame)
+            )
+            return
+        position = await self.store.append(self.app_id, channel, rule, payload, time_ms)
+        await bus.publish(bus_channel, head + tag(position, frame))
 
     # --- subscribing: rewind or catch-up -------------------------------------------------
 

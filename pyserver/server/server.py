@@ -25,9 +25,10 @@ from pyserver.channels.app import App
 from pyserver.channels.observer import Observers
 from pyserver.cluster.adapter import Adapter
 from pyserver.cluster.local import LocalAdapter
+from pyserver.cluster.redis_connect import RedisLink
 from pyserver.config import Settings
 from pyserver.console.console import Console
-from pyserver.history.live import MemoryMarks, NodeHistory, SharedMarks
+from pyserver.history.live import HistoryBus, MemoryMarks, NodeHistory, SharedMarks
 from pyserver.history.memory import MemoryHistoryStore
 from pyserver.http import Response, json_response
 from pyserver.metrics import Metrics, resident_bytes
@@ -57,7 +58,7 @@ class Server:
         self.apps_by_key: dict[str, App] = {}
         self.observers = Observers()
         self.webhooks: WebhookDispatcher | None = None
-        self.history = make_history(settings)
+        self.history = make_history(settings, self.adapter)
         for config in settings.apps:
             history = self.history.for_app(config.id, config.history)
             app = App(config, self.adapter, self.observers, history)
@@ -72,12 +73,13 @@ class Server:
             lambda: self.webhooks,
             history=self.history,
         )
-        shared = settings.adapter == "redis" and settings.console  # the cluster's stats, feed
+        link = _redis_link(self.adapter)
+        shared = link is not None and settings.console  # the cluster's stats, feed
         self.console = Console(
             self.apps_by_id,
             settings.console_token,
             self.started_at,
-            redis_url=settings.redis_url if shared else None,
+            redis=link.client if shared and link is not None else None,
             redis_prefix=settings.redis_prefix,
             node=str(getattr(self.adapter, "node", "") or ""),
         )
@@ -205,10 +207,11 @@ class Server:
             timeout=settings.webhook_timeout,
             retry_window=settings.webhook_retry_window,
             retry_base=settings.webhook_retry_base,
-            # Where deliveries wait: in memory, or in Redis with the Redis adapter, so that a
-            # node killed meanwhile loses none (webhooks/queue.py). The sender's close()
-            # (via the dispatcher's, at shutdown) closes the queue and its Redis client.
-            queue=make_queue(settings),
+            # Where deliveries wait: in memory, or in Redis with the Redis adapter (through
+            # its link, which the adapter closes last), so that a node killed meanwhile loses
+            # none (webhooks/queue.py). The sender's close() (via the dispatcher's, at
+            # shutdown) closes the queue.
+            queue=make_queue(settings, _redis_link(self.adapter)),
         )
         sender.start()
         if settings.console:
@@ -314,6 +317,7 @@ class Server:
 def make_adapter(settings: Settings) -> Adapter:
     if settings.adapter == "redis":
         from pyserver.cluster.redis import RedisAdapter
+        from pyserver.cluster.redis.connection import connect
 
         return RedisAdapter(
             settings.redis_url,
@@ -322,34 +326,43 @@ def make_adapter(settings: Settings) -> Adapter:
             heartbeat=settings.redis_heartbeat,
             dead_after=settings.redis_dead_after,
             node_id=settings.node_id,
+            client=connect(settings),
         )
     return LocalAdapter(settings.webhook_delay)
 
 
-def make_history(settings: Settings) -> NodeHistory:
-    """This node's history store: in memory (capped) with the local adapter, in Redis with
-    the Redis adapter, where the append script also publishes on the cluster bus."""
-    if settings.adapter == "redis":
-        from pyserver.cluster import bus
-        from pyserver.cluster.redis.connection import connect
-        from pyserver.cluster.redis.keys import RedisKeys
-        from pyserver.history.redis import RedisHistoryStore, RedisMarks
+def make_history(settings: Settings, adapter: Adapter) -> NodeHistory:
+    """This node's history store: in memory (capped) with the local adapter; in Redis, on the
+    Redis adapter's link, with the Redis adapter. There the append script also publishes on
+    the cluster bus (a single server or Sentinel), or, on a Redis Cluster, the event is
+    published right after its append (sharded pub/sub cannot be reached from the script)."""
+    link = _redis_link(adapter)
+    if link is None:
+        return NodeHistory(MemoryHistoryStore(settings.history_max_memory_mb * 1_048_576))
+    from pyserver.cluster import bus
+    from pyserver.history.redis import RedisHistoryStore, RedisMarks
 
-        def bus_head(app_id: str, channel: str, except_socket_id: str | None) -> bytes:
-            return bus.encode_broadcast(HISTORY_ORIGIN, app_id, channel, except_socket_id, b"")
+    prefix = settings.redis_prefix
 
-        client = connect(settings)
-        store = RedisHistoryStore(client, prefix=settings.redis_prefix)
-        marks = RedisMarks(client, prefix=settings.redis_prefix)
-        bus_channel = RedisKeys(settings.redis_prefix).bus()
-        shared = SharedMarks(marks, MemoryMarks(time.time))
-        return NodeHistory(store, (bus_channel, bus_head), marks=shared)
-    return NodeHistory(MemoryHistoryStore(settings.history_max_memory_mb * 1_048_576))
+    def route(app_id: str, channel: str, except_socket_id: str | None) -> tuple[bytes, bytes]:
+        head = bus.encode_broadcast(HISTORY_ORIGIN, app_id, channel, except_socket_id, b"")
+        return link.bus_channel(prefix, app_id, channel), head
+
+    store = RedisHistoryStore(link.client, prefix=prefix)  # type: ignore[arg-type]
+    marks = SharedMarks(RedisMarks(link.client, prefix=prefix), MemoryMarks(time.time))  # type: ignore[arg-type]
+    publish = link.publish if link.mode == "cluster" else None
+    return NodeHistory(store, HistoryBus(route, publish), marks=marks, owns_store=False)
 
 
 HISTORY_ORIGIN = "history"
-"""The bus origin of history events, which the append script publishes: no node has this
-id, so every node, the publishing one included, delivers them from the bus."""
+"""The bus origin of history events: no node has this id, so every node, the publishing one
+included, delivers them from the bus."""
+
+
+def _redis_link(adapter: Adapter) -> RedisLink | None:
+    """The Redis adapter's link, which the webhook queue and the console share."""
+    link = getattr(adapter, "link", None)
+    return link if isinstance(link, RedisLink) else None
 
 
 def _format_address(address: object) -> str:

@@ -33,9 +33,10 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
+from pyserver.cluster.redis_connect import FAILURES
 from pyserver.webhooks.delivery import Delivery
 from pyserver.webhooks.queue import Claim, DeliveryQueue
 from pyserver.webhooks.redis_store import RedisDeliveryStore
@@ -49,8 +50,8 @@ POLL = 1.0
 a delivery that another (dead) node left behind, once it is due."""
 _BACKOFF_MIN = 0.1
 _BACKOFF_MAX = 5.0
-_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
-"""What a failed Redis call raises."""
+_FAILURES = FAILURES
+"""What a failed Redis call raises (`redis_connect.FAILURES`)."""
 
 
 class RedisQueue(DeliveryQueue):
@@ -58,14 +59,17 @@ class RedisQueue(DeliveryQueue):
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Redis | RedisCluster,
         prefix: str,
         *,
         maxsize: int,
         lease: float,
         poll: float = POLL,
+        owns_client: bool = True,
     ) -> None:
+        """`owns_client`: `close` closes `redis` (False when it is the adapter's link)."""
         super().__init__(maxsize)
+        self._owns_client = owns_client
         self.store = RedisDeliveryStore(redis, prefix)
         self.lease = lease
         self.poll = poll
@@ -243,8 +247,9 @@ class RedisQueue(DeliveryQueue):
                 "restart, sends them",
                 self._depth,
             )
-        with contextlib.suppress(*_FAILURES):
-            await self.store.redis.aclose()
+        if self._owns_client:
+            with contextlib.suppress(*_FAILURES):
+                await self.store.redis.aclose()
         return [delivery for _, delivery in self._outbox]
 
     async def _unreachable(self, exc: BaseException) -> None:

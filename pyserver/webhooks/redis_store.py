@@ -35,7 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 _NOW = """
 if redis.replicate_commands then redis.replicate_commands() end
@@ -163,7 +164,7 @@ class ClaimResult:
 class RedisDeliveryStore:
     """The scripts above, bound to one Redis client and key prefix."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis | RedisCluster, prefix: str) -> None:
         self.redis = redis
         tag = f"{{{prefix}:webhooks}}"
         self.records = f"{tag}:records"

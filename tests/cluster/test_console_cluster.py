@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import MAIN, PusherSocket, sdk
+from tests.integration.conftest import MAIN, PusherSocket, redis_env, sdk
 from tests.integration.httpapi import request
 from tests.integration.serverproc import ServerProcess
 from tests.integration.sse import SseClient
@@ -39,12 +39,19 @@ def redis() -> Iterator[RedisProcess]:
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-def nodes(redis: RedisProcess) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+@pytest.fixture(scope="module", params=["redis", "cluster"])
+def nodes(
+    redis: RedisProcess, request: pytest.FixtureRequest
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two nodes on one Redis server, or on a three-master Redis Cluster (the apps' stats
+    and feeds then lie on different shards, and each app's stream is read on its own)."""
+    where = {"PYSERVER_REDIS_URL": redis.url}
+    if request.param == "cluster":
+        where = redis_env("cluster")
     env = {
         "PYSERVER_ADAPTER": "redis",
-        "PYSERVER_REDIS_URL": redis.url,
-        "PYSERVER_REDIS_PREFIX": "dash",
+        **where,
+        "PYSERVER_REDIS_PREFIX": f"dash-{request.param}",
         "PYSERVER_REDIS_HEARTBEAT": "0.5",
     }
     pair = (ServerProcess(CONFIG, env=env), ServerProcess(CONFIG, env=env))

@@ -1,6 +1,8 @@
 """The Redis adapter coming back after an outage, in-process against a real Redis: it must
 end healthy even when Redis goes away again during the rebuild, and it must leave in Redis
-exactly what its clients hold, reporting the leaves that happened while it was cut off."""
+exactly what its clients hold, reporting the leaves that happened while it was cut off. The
+rebuild also runs on a three-master Redis Cluster with two apps on different shards (one
+transaction per app: each app's keys share one slot)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pyserver.channels.registry import ChannelRegistry
 from pyserver.cluster.leaves import LeaveKey
 from pyserver.cluster.redis import RedisAdapter
+from pyserver.cluster.redis.connection import UrlSettings, connect
 from tests.redisproc import RedisProcess
 
 APP = "app"
+OTHER = "other"
 _prefixes = itertools.count()
 
 
@@ -75,12 +80,23 @@ def redis() -> Iterator[RedisProcess]:
     proc.stop()
 
 
-async def _started(redis: RedisProcess) -> tuple[RedisAdapter, ChannelRegistry, Peer]:
+async def _started(
+    redis: Any, cluster: bool = False, others: dict[str, ChannelRegistry] | None = None
+) -> tuple[RedisAdapter, ChannelRegistry, Peer]:
+    """An adapter on `redis` (a RedisProcess, or with `cluster` a ClusterSetup) serving APP
+    and the apps in `others`."""
     adapter = RedisAdapter(
-        redis.url, f"rec{next(_prefixes)}", leave_delay=0.5, heartbeat=0.5, dead_after=2
+        redis.url,
+        f"rec{next(_prefixes)}",
+        leave_delay=0.5,
+        heartbeat=0.5,
+        dead_after=2,
+        client=connect(UrlSettings(redis.url, cluster=cluster)),
     )
     registry, peer = ChannelRegistry(), Peer()
     adapter.attach(APP, registry, peer)
+    for app_id, other in (others or {}).items():
+        adapter.attach(app_id, other, Peer())
     await adapter.start()
     assert adapter.healthy
     return adapter, registry, peer
@@ -124,9 +140,21 @@ def test_redis_lost_again_during_the_rebuild_is_retried(redis) -> None:
     asyncio.run(scenario())
 
 
-def test_redis_rebuild_removes_what_left_during_the_outage(redis) -> None:
+@pytest.mark.parametrize("topology", ["single", "cluster"])
+def test_redis_rebuild_removes_what_left_during_the_outage(
+    request: pytest.FixtureRequest, topology: str
+) -> None:
+    cluster = topology == "cluster"
+    redis = request.getfixturevalue("redis_cluster" if cluster else "redis")
+    # On the cluster the two apps' keys lie on different shards.
+    assert key_slot(b"{app}") // 5462 != key_slot(b"{other}") // 5462
+
     async def scenario() -> None:
-        adapter, registry, peer = await _started(redis)
+        other = ChannelRegistry()
+        adapter, registry, peer = await _started(redis, cluster, {OTHER: other})
+        watcher = Sock("1.9")
+        other.add("elsewhere", watcher)
+        await adapter.subscribe(OTHER, "elsewhere", watcher.socket_id)
         stays, goes = Sock("1.1"), Sock("1.2")
         for sock, channel in ((stays, "keep"), (goes, "gone"), (stays, "presence-room")):
             registry.add(channel, sock)
@@ -164,6 +192,7 @@ def test_redis_rebuild_removes_what_left_during_the_outage(redis) -> None:
                 ("member_removed", "presence-room", "u2"),
                 ("user_offline", "u2"),
             ]
+            assert set(await adapter.occupied_channels(OTHER, "")) == {"elsewhere"}
         finally:
             await adapter.close()
 

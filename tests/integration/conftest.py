@@ -24,6 +24,7 @@ from tests.integration.jsdriver import JsDriver, js_deps_installed
 from tests.integration.rawws import RawWebSocket
 from tests.integration.serverproc import ServerProcess
 from tests.redisproc import RedisProcess
+from tests.redisprocs import shared_cluster, shared_sentinel
 
 CONFIG = """
 [[apps]]
@@ -98,8 +99,9 @@ WS_QUERY = "?protocol=7&client=js&version=8.4.0&flash=false"
 class Deployment:
     """Where the tests connect: WebSocket clients to `port`, every HTTP call to `api_port`.
 
-    `local` is one server; `redis` is two nodes sharing a real Redis, clients on node A and
-    the HTTP API on node B, so every scenario crosses nodes.
+    `local` is one server; `redis`, `sentinel` and `cluster` are two nodes sharing a real
+    Redis (one server, a master behind Sentinels, a three-master Redis Cluster), clients on
+    node A and the HTTP API on node B, so every scenario crosses nodes.
     """
 
     def __init__(self, nodes: list[ServerProcess]) -> None:
@@ -115,17 +117,41 @@ class Deployment:
             node.stop()
 
 
+def redis_env(kind: str) -> dict[str, str]:
+    """How the nodes of a `kind` deployment reach Redis: `redis`, one server; `sentinel`, a
+    master and a replica behind three Sentinels; `cluster`, a three-master Redis Cluster
+    (the session's shared topologies, tests/redisprocs.py)."""
+    if kind == "redis":
+        return {"PYSERVER_REDIS_URL": _redis().url}
+    if kind == "sentinel":
+        setup = shared_sentinel()
+        return {
+            "PYSERVER_REDIS_URL": "redis://sentinel-names-the-host/0",
+            "PYSERVER_REDIS_SENTINELS": ",".join(setup.sentinel_addresses),
+            "PYSERVER_REDIS_SENTINEL_MASTER": setup.master_name,
+        }
+    if kind == "cluster":
+        return {"PYSERVER_REDIS_URL": shared_cluster().url, "PYSERVER_REDIS_CLUSTER": "true"}
+    raise ValueError(kind)
+
+
 def deploy(config: str, kind: str, env: dict[str, str] | None = None) -> Deployment:
+    """`local`: one server. `redis`, `sentinel`, `cluster`: two nodes sharing that Redis
+    topology (`redis_env`)."""
     if kind == "local":
         return Deployment([ServerProcess(config, env=env)])
-    redis = _redis()
     cluster_env = {
         "PYSERVER_ADAPTER": "redis",
-        "PYSERVER_REDIS_URL": redis.url,
+        **redis_env(kind),
         "PYSERVER_REDIS_PREFIX": f"t{next(_counter)}",
         **(env or {}),
     }
     return Deployment([ServerProcess(config, env=cluster_env) for _ in range(2)])
+
+
+KINDS = ["local", "redis", "sentinel", "cluster"]
+"""Every deployment the shared scenarios run on: all of them on all four (the two HA
+topologies add about 70 s to the suite)."""
 
 
 _redis_process: RedisProcess | None = None
@@ -143,7 +169,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         _redis_process.stop()
 
 
-@pytest.fixture(scope="session", params=["local", "redis"])
+@pytest.fixture(scope="session", params=KINDS)
 def server(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     deployment = deploy(CONFIG, request.param)
     yield deployment

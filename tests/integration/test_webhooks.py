@@ -8,7 +8,7 @@ import time
 import pusher
 import pytest
 
-from tests.integration.conftest import AppCreds, PusherSocket, deploy
+from tests.integration.conftest import KINDS, AppCreds, PusherSocket, deploy
 from tests.integration.jsdriver import JsDriver
 from tests.integration.serverproc import ServerProcess
 from tests.integration.webhook_receiver import WebhookReceiver
@@ -81,7 +81,7 @@ def receiver():
     r.close()
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=KINDS)
 def hook_server(receiver, request):
     """One server, or two Redis nodes (clients connect to node A)."""
     deployment = deploy(_config(receiver), request.param)

@@ -14,6 +14,9 @@ Invariants:
   listener, the outbox writer, heartbeats, reaping and recovery.
 - While Redis is unreachable the node serves its own clients from local knowledge and
   reports `healthy = False` (`pyserver.cluster.recovery`).
+- Redis is reached through one `RedisLink` (a single server, Sentinel or Cluster): when the
+  Sentinels name a new master, the node rebuilds its state there exactly as after an
+  outage, since a failover may lose the last writes that had not reached the replica.
 """
 
 from __future__ import annotations
@@ -26,9 +29,6 @@ import socket
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from pyserver import tasks
 from pyserver.cluster import bus
@@ -48,6 +48,7 @@ from pyserver.cluster.recovery import Busy, Recovery
 from pyserver.cluster.redis.connection import (
     FAILURES,
     POOL_SIZE,
+    RedisLink,
     UrlSettings,
     connect,
     is_outage,
@@ -64,6 +65,7 @@ bus_log = logging.getLogger("pyserver.cluster.bus")
 
 IN_FLIGHT = POOL_SIZE - 8
 """State calls running at once."""
+_JOIN_FAILURES: tuple[type[BaseException], ...] = (*FAILURES, Busy)
 
 
 class RedisAdapter(Adapter):
@@ -78,25 +80,29 @@ class RedisAdapter(Adapter):
         heartbeat: float = 5.0,
         dead_after: float = 15.0,
         node_id: str | None = None,
-        client: aioredis.Redis | None = None,
+        client: RedisLink | None = None,
     ) -> None:
-        """`client` replaces the one made from `url` (`connection.connect`)."""
-        self.url = url
+        """`client`, the link to Redis (`connection.connect(settings)`), replaces the one
+        made from `url` (a single server); the adapter closes it in `close`."""
+        self.link: RedisLink = client or connect(UrlSettings(url))
+        self.url = url if self.link.mode != "sentinel" else self.link.describe()
+        """Where Redis is, for log lines (with Sentinel, the master's name)."""
         self.node = node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.redis: aioredis.Redis = client or connect(UrlSettings(url))
+        self.redis = self.link.client
         self.keys = RedisKeys(prefix)
         self._fanouts: dict[str, LocalFanout] = {}
         self._peers: dict[str, AppPeer] = {}
         self.recovery = Recovery(
-            self._rejoin, is_outage, FAILURES, "redis adapter", "Redis", url, limit=IN_FLIGHT
+            self._rejoin, is_outage, FAILURES, "redis adapter", "Redis", self.url, limit=IN_FLIGHT
         )
+        self.link.on_master_change(self._master_changed)
         ttl_ms = int(cluster_marker_ttl(leave_delay, dead_after, heartbeat) * 1000)
         scripts = Scripts(self.redis)
         self.markers = RedisLeaveMarkers(self.redis, self.keys, self.node, ttl_ms, self.recovery)
         self.state = RedisState(
             self.redis, self.keys, scripts, self.node, self.markers, self.recovery, self._fanouts
         )
-        self.transport = RedisTransport(self.redis, self.keys.bus(), self._received, self.recovery)
+        self.transport = RedisTransport(self.link, prefix, self._received, self.recovery)
         self.share = RedisShare(
             self.redis,
             self.keys,
@@ -138,6 +144,7 @@ class RedisAdapter(Adapter):
     async def start(self) -> None:
         self._debug = bus_log.isEnabledFor(logging.DEBUG)
         self.state.start()
+        await self.link.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.transport.listen()),
@@ -146,11 +153,16 @@ class RedisAdapter(Adapter):
         ]
         try:
             await self._rejoin()
-        except (RedisError, OSError, Busy) as exc:
+        except _JOIN_FAILURES as exc:
             self.recovery.healthy = False
             self.recovery.lost(exc)
         else:
-            log.info("redis adapter: node %s joined the cluster at %s", self.node, self.url)
+            log.info(
+                "redis adapter: node %s joined the cluster at %s (%s)",
+                self.node,
+                self.url,
+                self.link.describe(),
+            )
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -159,10 +171,14 @@ class RedisAdapter(Adapter):
         await self.recovery.close()
         with contextlib.suppress(*FAILURES):
             await self.share.leave()
-        await self.redis.aclose()
+        await self.link.aclose()
 
     async def _rejoin(self) -> None:
         await self.share.rejoin()
+
+    def _master_changed(self, old: str, new: str) -> None:
+        """The Sentinels promoted another server: rebuild this node's state on it."""
+        self.recovery.moved(f"the Sentinels moved the master from {old} to {new}")
 
     def _lost(self, exc: BaseException) -> None:
         """Redis was found unreachable (also the tests' way to simulate an outage)."""
@@ -179,7 +195,8 @@ class RedisAdapter(Adapter):
         self._fanouts[app_id].broadcast(channel, frame, except_socket_id)
         if self.recovery.healthy:
             self.transport.send(
-                bus.encode_broadcast(self.node, app_id, channel, except_socket_id, frame)
+                self.transport.channel(app_id, channel),
+                bus.encode_broadcast(self.node, app_id, channel, except_socket_id, frame),
             )
             if self._debug:
                 bus_log.debug("sent broadcast %s/%s (%d bytes)", app_id, channel, len(frame))
@@ -190,15 +207,15 @@ class RedisAdapter(Adapter):
 
     def kick(self, app_id: str, channel: str, user_id: str | None, socket_id: str | None) -> None:
         self._peers[app_id].kick_local(channel, user_id, socket_id)
-        self._send(bus.Kick(self.node, app_id, channel, user_id, socket_id))
+        self._send(bus.Kick(self.node, app_id, channel, user_id, socket_id), channel)
 
     def announce_user(self, app_id: str, user_id: str, online: bool) -> None:
         self._peers[app_id].user_announced(user_id, online)
         self._send(bus.UserAnnounced(self.node, app_id, user_id, online))
 
-    def _send(self, message: bus.Message) -> None:
+    def _send(self, message: bus.Message, channel: str | None = None) -> None:
         if self.recovery.healthy:
-            self.transport.send(bus.encode(message))
+            self.transport.send(self.transport.channel(message.app, channel), bus.encode(message))
             if self._debug:
                 bus_log.debug("sent %r", message)
 

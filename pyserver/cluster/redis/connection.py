@@ -1,72 +1,98 @@
-"""Making the Redis client of the cluster: the one place that constructs one.
+"""The Redis link of the cluster: `connect(settings)` is the one way the package gets one.
 
-`connect(settings)` returns a ready (lazily connecting) client; everything else in the
-package receives that client. A deployment with Sentinel or Redis Cluster changes only how
-the client is built, here.
+The link itself (a single server, a master behind Sentinel, or a Redis Cluster; pools,
+retries, the bus subscriber) is `pyserver.cluster.redis_connect`; everything in this
+package receives the `RedisLink` it returns, or its `client`. A deployment with Sentinel
+or Redis Cluster changes only which link `connect` builds.
 
 Invariants:
-- Connections come from a blocking pool of `POOL_SIZE`: a caller finding them all busy
-  waits up to `POOL_WAIT` seconds instead of failing (a burst of clients queues for Redis).
-- A pooled connection that Redis closed (it restarted) fails once and is retried on a fresh
-  one before the caller sees an error, or every stale connection would be another outage.
+- Connections come from one pool per Redis server of `POOL_SIZE` (`redis_connect`), shared
+  by the adapter, the webhook queue and the console: a caller finding them all busy waits
+  instead of failing (a burst of clients queues for Redis).
+- A pooled connection that Redis closed (it restarted, or a failover) fails once and is
+  retried on a fresh one before the caller sees an error, or every stale connection would
+  be another outage.
 - `is_outage` tells "Redis cannot be reached" (the node goes local-only) from "one command
-  failed" or "our own pool stayed busy" (load, not an outage).
+  failed" or "our own pool stayed busy" (load, not an outage). On a cluster "cannot be
+  reached" includes a shard that is down or a slot nobody serves yet (a failover under
+  way): the calls that failed then are made whole by the rebuild.
+- `FAILURES` is what any Redis call may raise: `RedisClusterException` is not a
+  `RedisError`, so both are caught wherever an outage is handled.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Literal
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    RedisClusterException,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-POOL_SIZE = 64
-"""Connections to Redis per node; a caller finding them all busy waits for one."""
-POOL_WAIT = 30.0
-"""Seconds a caller waits for a free connection (commands themselves time out after 5)."""
+from pyserver.cluster.redis_connect import (
+    FAILURES,
+    POOL_SIZE,
+    POOL_WAIT,
+    Client,
+    LinkSettings,
+    Mode,
+    RedisLink,
+)
+from pyserver.cluster.redis_connect import connect as _connect
 
-FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
-"""What a failed Redis call raises."""
-
-
-class ConnectSettings(Protocol):
-    """What `connect` reads (`pyserver.config.Settings` has it)."""
-
-    @property
-    def redis_url(self) -> str: ...
+__all__ = [
+    "FAILURES",
+    "POOL_SIZE",
+    "POOL_WAIT",
+    "Client",
+    "RedisLink",
+    "UrlSettings",
+    "connect",
+    "is_outage",
+    "text",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class UrlSettings:
-    """`ConnectSettings` for a caller that has only a URL."""
+    """`LinkSettings` for a caller that has only a URL (a single server, or with
+    `cluster=True` any node of a Redis Cluster)."""
 
     redis_url: str
+    cluster: bool = False
+    redis_sentinels: list[str] = field(default_factory=list)
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: str | None = None
+    redis_sentinel_tls: bool = False
+
+    def redis_mode(self) -> Mode:
+        mode: Literal["single", "sentinel", "cluster"] = "single"
+        if self.redis_sentinels:
+            mode = "sentinel"
+        elif self.cluster:
+            mode = "cluster"
+        return mode
 
 
-def connect(settings: ConnectSettings) -> aioredis.Redis:
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=POOL_SIZE,
-        timeout=POOL_WAIT,
-        socket_timeout=5,
-        socket_connect_timeout=2,
-        health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
-    return aioredis.Redis.from_pool(pool)
+def connect(settings: LinkSettings) -> RedisLink:
+    """The link the settings describe (connects lazily; call `await link.start()`)."""
+    return _connect(settings)
 
 
 def is_outage(exc: BaseException) -> bool:
     """True when `exc` means Redis cannot be reached, not that one command failed."""
+    if isinstance(exc, MaxConnectionsError):
+        return False  # our own pool is full: load, not an outage
     if isinstance(exc, RedisConnectionError) and "No connection available" in str(exc):
         return False  # our own pool stayed busy too long: load, not an outage
-    return isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError))
+    return isinstance(
+        exc,
+        (RedisConnectionError, RedisTimeoutError, ClusterDownError, RedisClusterException, OSError),
+    )
 
 
 def text(value: bytes | str) -> str:

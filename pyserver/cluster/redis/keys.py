@@ -84,7 +84,8 @@ class RedisKeys:
         return f"{self.prefix}:reaping:{{{node}}}"
 
     def bus(self) -> bytes:
-        """The pub/sub channel of the cluster bus."""
+        """The pub/sub channel of the cluster bus on one server or behind Sentinel (on a
+        Redis Cluster the bus is sharded: `RedisLink.bus_channels` names every channel)."""
         return f"{self.prefix}:bus".encode()
 
 

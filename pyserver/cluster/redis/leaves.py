@@ -17,17 +17,17 @@ import time
 from typing import cast
 
 import orjson
-import redis.asyncio as aioredis
 
 from pyserver.cluster.leaves import LeaveKey, LeaveMarkers
 from pyserver.cluster.recovery import Recovery
+from pyserver.cluster.redis.connection import Client
 from pyserver.cluster.redis.keys import RedisKeys
 
 
 class RedisLeaveMarkers(LeaveMarkers):
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         keys: RedisKeys,
         node: str,
         ttl_ms: int,

@@ -12,8 +12,13 @@ Invariants:
   that `REAP_PRESENCE` is given each pending-leave key it may set in KEYS. Nobody writes
   those fields meanwhile: the node is dead, or it is this node rebuilding, whose calls are
   held by `Recovery` until the rebuild is sent.
-- The rebuild removes and re-writes this node's share in one MULTI transaction, holding the
-  claim `P:reaping:{node}` so that no reaper works on it at the same time.
+- The rebuild removes and re-writes this node's share in one MULTI transaction on a single
+  server, and in one per hash slot of apps on a Redis Cluster (all of an app's keys share
+  its slot, and a cluster runs a transaction in one slot only), holding the claim
+  `P:reaping:{node}` so that no reaper works on it at the same time. The node's calls wait
+  until every transaction is sent (`Recovery.rebuilding`).
+- Reads of keys of several nodes (the connection counts) are split by slot on a cluster
+  (`redis_connect.mget`).
 """
 
 from __future__ import annotations
@@ -25,18 +30,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from pyserver import tasks
 from pyserver.cluster.adapter import AppPeer, LocalFanout
 from pyserver.cluster.leaves import LeaveKey
 from pyserver.cluster.recovery import Busy, NodeState, Recovery, read_node_state, report_leaves
-from pyserver.cluster.redis.connection import text
+from pyserver.cluster.redis.connection import Client, text
 from pyserver.cluster.redis.keys import RedisKeys, field
 from pyserver.cluster.redis.leaves import RedisLeaveMarkers
 from pyserver.cluster.redis.scripts import Scripts
 from pyserver.cluster.redis.state import RedisState, entry
 from pyserver.cluster.redis.transport import RedisTransport
+from pyserver.cluster.redis_connect import mget
 
 log = logging.getLogger("pyserver.cluster.reaping")
 
@@ -52,7 +59,7 @@ class RedisShare:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         keys: RedisKeys,
         scripts: Scripts,
         node: str,
@@ -87,7 +94,7 @@ class RedisShare:
         await self.redis.set(self.keys.conns(self.node), orjson.dumps(mine), px=self.dead_after_ms)
         totals: dict[str, int] = {}
         if others:
-            for raw in await self.redis.mget([self.keys.conns(n) for n in others]):
+            for raw in await mget(self.redis, [self.keys.conns(n) for n in others]):
                 for app_id, count in (orjson.loads(raw) if raw else {}).items():
                     totals[app_id] = totals.get(app_id, 0) + count
         return totals
@@ -155,13 +162,23 @@ class RedisShare:
             if holder is not None and text(holder) != self.node:
                 raise Busy(text(holder))
         apps, entries, users = await self._read_share(self.node)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self._queue_reap(pipe, self.node, apps, entries, users)
-            # From reading the state to the end of the transaction, calls wait.
-            state = read_node_state(self.fanouts, self.peers)
-            self._queue_republish(pipe, state)
-            with self.recovery.rebuilding():
-                results = await pipe.execute()
+        # From reading the state to the end of the transactions, calls wait.
+        state = read_node_state(self.fanouts, self.peers)
+        apps = sorted(
+            {*apps, *(app for app, _ in state.counts)}
+            | {app for app, _ in state.presence}
+            | {app for app, _ in state.users}
+        )
+        by_app: dict[str, list[_Entry]] = {app: [] for app in apps}
+        for e in entries:
+            by_app.setdefault(e[1], []).append(e)
+        groups = self._same_slot(list(by_app))
+        with self.recovery.rebuilding():
+            replies = await asyncio.gather(
+                *(self._rebuild_apps(group, by_app, users, state) for group in groups)
+            )
+        entries = [e for group in groups for app in group for e in by_app[app]]
+        results = [r for reply in replies for r in reply]
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "rebuilt node %s: %d channels, %d presence channels, %d users",
@@ -174,9 +191,44 @@ class RedisShare:
         with contextlib.suppress(*self.recovery.failures):
             await self.redis.delete(lock)
 
-    def _queue_republish(self, pipe: Any, state: NodeState) -> None:
+    def _same_slot(self, apps: list[str]) -> list[list[str]]:
+        """The apps in groups whose keys one transaction may touch: all of them on one
+        server, those of one hash slot on a cluster."""
+        if not isinstance(self.redis, RedisCluster):
+            return [apps] if apps else []
+        groups: dict[int, list[str]] = {}
+        for app in apps:
+            groups.setdefault(key_slot(self.keys.channels(app).encode()), []).append(app)
+        return list(groups.values())
+
+    async def _rebuild_apps(
+        self,
+        apps: list[str],
+        by_app: dict[str, list[_Entry]],
+        users: dict[_Entry, list[str]],
+        state: NodeState,
+    ) -> list[Any]:
+        """These apps' shares removed and written back in one transaction; the reap
+        scripts' results, one per entry, app after app."""
+        results: list[Any] = []
+        async with self.redis.pipeline(transaction=True) as pipe:
+            counts = []
+            for app in apps:
+                before = len(pipe)
+                self._queue_reap(pipe, self.node, [app], by_app[app], users)
+                self._queue_republish(pipe, state, app)
+                counts.append((before, len(by_app[app])))
+            replies: list[Any] = await pipe.execute()
+        for start, count in counts:
+            results += replies[start : start + count]
+        return results
+
+    def _queue_republish(self, pipe: Any, state: NodeState, app: str) -> None:
+        """Queue writing back this node's state of `app`."""
         keys, node = self.keys, self.node
         for (app_id, name), count in state.counts.items():
+            if app_id != app:
+                continue
             self.scripts.queue(
                 pipe,
                 "SET_COUNT",
@@ -184,6 +236,8 @@ class RedisShare:
                 [self.node, name, count, entry("count", app_id, name)],
             )
         for (app_id, name), conns in state.presence.items():
+            if app_id != app:
+                continue
             pipe.sadd(keys.index(app_id, node), entry("presence", app_id, name))
             for socket_id, user_id in conns.items():
                 pipe.hset(keys.pconns(app_id, name), field(self.node, socket_id), user_id)
@@ -191,6 +245,8 @@ class RedisShare:
                     keys.pmembers(app_id, name), user_id, self.state.info_of(app_id, name, user_id)
                 )
         for (app_id, user_id), sockets in state.users.items():
+            if app_id != app:
+                continue
             pipe.sadd(keys.index(app_id, node), entry("user", app_id, user_id))
             for socket_id in sockets:
                 pipe.hset(keys.user(app_id, user_id), field(self.node, socket_id), b"1")

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+
+from pyserver.cluster.redis_connect import Client, queue_script
 
 COUNT = """
 -- KEYS: subs, channels, pending, index; ARGV: node, channel, delta, pending_ttl_ms, entry
@@ -186,7 +187,7 @@ class Scripts:
     """The scripts registered on one client: `await scripts.call(name, keys, args)`, or
     `scripts.queue(pipe, ...)` inside a pipeline."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self._registered: dict[str, AsyncScript] = {
             name: client.register_script(globals()[name]) for name in NAMES
         }
@@ -195,8 +196,6 @@ class Scripts:
         return await self._registered[name](keys=keys, args=args)
 
     def queue(self, pipe: Any, name: str, keys: list[Any], args: list[Any]) -> None:
-        """Queue a call on a pipeline. redis-py loads a pipeline's missing scripts before it
-        runs when they are in `pipe.scripts` (a Redis restarted meanwhile has none)."""
-        registered = self._registered[name]
-        pipe.scripts.add(registered)
-        pipe.evalsha(registered.sha, len(keys), *keys, *args)
+        """Queue a call on a pipeline (`redis_connect.queue_script`: EVALSHA with the
+        missing scripts loaded first, or EVAL on a cluster)."""
+        queue_script(pipe, self._registered[name], keys, args)

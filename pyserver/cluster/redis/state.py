@@ -21,7 +21,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from pyserver.cluster.adapter import (
     CachedEvent,
@@ -33,7 +32,7 @@ from pyserver.cluster.adapter import (
 )
 from pyserver.cluster.leaves import LeaveKey
 from pyserver.cluster.recovery import Recovery
-from pyserver.cluster.redis.connection import text
+from pyserver.cluster.redis.connection import Client, text
 from pyserver.cluster.redis.keys import RedisKeys, field
 from pyserver.cluster.redis.leaves import RedisLeaveMarkers
 from pyserver.cluster.redis.scripts import Scripts
@@ -66,7 +65,7 @@ class _Member:
 class RedisState:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         keys: RedisKeys,
         scripts: Scripts,
         node: str,
