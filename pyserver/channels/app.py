@@ -192,19 +192,31 @@ class App:
     async def _subscribed(self, client: Client, name: str) -> None:
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
         client.session.joined(name)
+        if client.log is not None:
+            client.log.debug("subscribed to %s", name)
+        announce = functools.partial(
+            self._announce, client, name, frames.subscription_succeeded(name)
+        )
         rule = self.history.rule_for(name) if self.history is not None else None
         if rule is None:
             self.registry.add(name, client)
-        if client.log is not None:
-            client.log.debug("subscribed to %s", name)
-        client.send_message(frames.subscription_succeeded(name))
-        await self._send_cached(client, name)
-        if rule is not None:
-            await self._replay(client, name, rule, client.session.user)
+            await announce()
+        else:
+            await self._replay(client, name, rule, client.session.user, announce)
         self._count_changed(name, change)
 
+    async def _announce(self, client: Client, name: str, succeeded: bytes) -> None:
+        """`subscription_succeeded`, then a cache channel's last event."""
+        client.send_message(succeeded)
+        await self._send_cached(client, name)
+
     async def _replay(
-        self, client: Client, name: str, rule: HistoryRule, user: SignedInUser | str | None
+        self,
+        client: Client,
+        name: str,
+        rule: HistoryRule,
+        user: SignedInUser | str | None,
+        announce: Callable[[], Coroutine[Any, Any, None]],
     ) -> None:
         """Rewind or catch-up, then the fan-out (docs/history.md): live events are held
         until the replay went out, so none is both replayed and live."""
@@ -218,6 +230,7 @@ class App:
             functools.partial(self._add_after_replay, client, name),
             functools.partial(self._silent_mark, name, user_id),
             functools.partial(self._floor, client, name),
+            announce,
         )
 
     def _floor(self, client: Client, name: str, position: Position) -> None:
@@ -285,15 +298,16 @@ class App:
         )
         change = await self.adapter.subscribe(self.id, name, client.socket_id)
         client.session.joined(name)
+        if client.log is not None:
+            client.log.debug("joined %s as user %s", name, member.user_id)
+        succeeded = frames.presence_subscription_succeeded(name, join.members)
+        announce = functools.partial(self._announce, client, name, succeeded)
         rule = self.history.rule_for(name) if self.history is not None else None
         if rule is None:
             self.registry.add(name, client)
-        if client.log is not None:
-            client.log.debug("joined %s as user %s", name, member.user_id)
-        client.send_message(frames.presence_subscription_succeeded(name, join.members))
-        await self._send_cached(client, name)
-        if rule is not None:
-            await self._replay(client, name, rule, member.user_id)
+            await announce()
+        else:
+            await self._replay(client, name, rule, member.user_id, announce)
         self._count_changed(name, change)
         if join.first_for_user:
             info = join.members.get(member.user_id)

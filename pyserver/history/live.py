@@ -236,9 +236,12 @@ class AppHistory:
         add: Callable[[], None],
         silent: Callable[[], Position | None] = lambda: None,
         floor: Callable[[Position], None] = lambda _: None,
+        announce: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """After `subscription_succeeded`: send the replay, then the live events held
-        meanwhile that it did not contain, then `add()` the client to the fan-out.
+        """Read the replay, then `announce()` the subscription (`subscription_succeeded`:
+        whatever the client publishes once it saw that comes after the head the read
+        found), send the replay, then the live events held meanwhile that it did not
+        contain, then `add()` the client to the fan-out.
         `silent()`: the confirmed position of the same user's subscription to the channel
         on a connection that stopped answering pings, if any (it may be this user's
         previous connection, not given up yet). `floor(position)`: live history events up
@@ -256,12 +259,20 @@ class AppHistory:
 
         try:
             try:
-                entries, head = await self._replay(client, channel, rule, user_id, silent, pin)
+                entries, head, failed = await self._replay(
+                    client, channel, rule, user_id, silent, pin
+                )
             except STORE_FAILURES as exc:
                 log.warning("history: no replay on %s, the store is unavailable (%s)", channel, exc)
+                if announce is not None:
+                    await announce()
                 client.send_message(frames.recovery_failed(channel, "unavailable"))
                 add()
                 return
+            if announce is not None:
+                await announce()
+            if failed is not None:
+                client.send_message(frames.recovery_failed(channel, failed))
             for entry in entries:
                 client.send_message(entry.payload)
             # The subscription starts at the head its read returned: what is older is history
@@ -312,8 +323,9 @@ class AppHistory:
         user_id: str | None,
         silent: Callable[[], Position | None],
         pin: Callable[[int], None],
-    ) -> tuple[list[Entry], Head]:
-        """What to send first: the entries and the head they end at."""
+    ) -> tuple[list[Entry], Head, str | None]:
+        """What to send first: the entries, the head they end at, and why a catch-up was
+        not recovered (then the entries are the rewind)."""
         history = client.session.history
         after: Position | None = None
         failed: str | None = None
@@ -332,13 +344,12 @@ class AppHistory:
             )
             if caught.lost is None:
                 self.node.catch_ups_total += 1
-                return list(caught.entries), caught.head
+                return list(caught.entries), caught.head, None
             failed = caught.lost.value
         if failed is not None:
             self.node.recovery_failed_total += 1
-            client.send_message(frames.recovery_failed(channel, failed))
         replay = await self._shared(("last", channel), self.store.last, rule, rule.rewind, pin)
-        return list(replay.entries), replay.head
+        return list(replay.entries), replay.head, failed
 
     async def _shared(
         self,

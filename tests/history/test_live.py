@@ -2,8 +2,9 @@
 SDK's `get` and Python: rewind, catch-up after a dropped socket (several tabs too), the
 not-recovered event, client events kept or not, and the history API.
 
-Both adapters run every test: `local` is one server; `redis` is two nodes sharing a real
-Redis, WebSocket clients on node A and every HTTP call (triggers, history reads) on node B.
+Every test runs on `local` (one server), `redis` (two nodes sharing a real Redis) and
+`cluster` (two nodes on a three-master Redis Cluster): WebSocket clients on node A and every
+HTTP call (triggers, history reads) on node B.
 The servers are shared by the whole module; each test uses its own channel names.
 """
 
@@ -68,7 +69,7 @@ ENV = {"PYSERVER_ACTIVITY_TIMEOUT": "1", "PYSERVER_PONG_TIMEOUT": "1"}
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=["local", "redis", "cluster"])
 def hist(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     deployment = deploy(CONFIG, str(request.param), env=ENV)
     yield deployment
