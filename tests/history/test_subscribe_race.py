@@ -12,9 +12,10 @@ already includes it; node A must still deliver it, live or replayed.
 Found in a full-suite run under load, where
 `test_catch_up_after_a_dropped_socket_replaces_the_rewind[redis-8]` and
 `test_a_half_open_client_recovers_what_it_never_read[redis]` lost the first event triggered
-after a fresh presence subscription (rewind 0) in the same way. This test passes at c970528
-and fails (3 of 3 events lost) from 395c5eb on ("the subscription starts exactly at the head
-its read returned"); with no delay it passes.
+after a fresh presence subscription (rewind 0) in the same way. This test passes at c970528,
+fails (3 of 3 events lost) from 395c5eb ("the subscription starts exactly at the head its
+read returned") and passes again from cb73e7e (the replay is read before
+`subscription_succeeded` goes out).
 """
 
 from __future__ import annotations
@@ -109,12 +110,6 @@ def nodes() -> Iterator[tuple[ServerProcess, ServerProcess]]:
         redis.stop()
 
 
-@pytest.mark.xfail(
-    reason="since 395c5eb the subscription starts at the head of its replay read, so with "
-    "rewind 0 an event published between subscription_succeeded and that read is neither "
-    "replayed nor delivered live; remove this mark with the fix",
-    strict=False,
-)
 def test_an_event_published_right_after_subscription_succeeded_arrives(nodes) -> None:
     node_a, node_b = nodes
     backend = pusher.Pusher(
