@@ -43,6 +43,9 @@ scenarios:
   client-events  --connections clients in pairs on private channels, --rate events/s each
   presence       --connections churners join/leave presence channels at --rate joins/s in
                  total while --watchers per channel count member_added/removed
+  catchup        --connections subscribers leave a history channel, --catchup-events are
+                 published during --away s, they come back at --rate/s (0 = max) with
+                 their resume tokens and catch up while --watchers ping the server
 
 Only loopback targets (127.0.0.0/8, ::1) are accepted unless --allow-remote is given.
 
@@ -132,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="channels per trigger in the channels scenario (default 1, max 100)",
     )
     load.add_argument(
-        "--watchers", type=int, default=2, help="presence: watchers per channel (default 2)"
+        "--watchers",
+        type=int,
+        default=2,
+        help="presence: watchers per channel; catchup: clients probing the server (default 2)",
     )
     load.add_argument(
         "--presence-channels", type=int, default=1, help="presence: number of channels (default 1)"
@@ -142,6 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.2,
         help="presence: seconds a churner stays joined (default 0.2)",
+    )
+    load.add_argument(
+        "--catchup-events",
+        type=int,
+        default=1_000,
+        help="catchup: events published while the subscribers are away (default 1000)",
+    )
+    load.add_argument(
+        "--away",
+        type=float,
+        default=2.0,
+        help="catchup: seconds the subscribers stay away (default 2)",
+    )
+    load.add_argument(
+        "--probe-interval",
+        type=float,
+        default=10.0,
+        help="catchup: ms between a watcher's pong and its next ping (default 10)",
     )
     limits = p.add_argument_group("limits")
     limits.add_argument(
@@ -208,6 +232,9 @@ def config_from_args(args: argparse.Namespace, connect_host: str) -> BenchConfig
         watchers=args.watchers,
         presence_channels=args.presence_channels,
         hold=args.hold,
+        catchup_events=args.catchup_events,
+        away=args.away,
+        probe_interval=args.probe_interval,
         drain=args.drain,
         setup_timeout=args.setup_timeout,
         connect_timeout=args.connect_timeout,

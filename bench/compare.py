@@ -85,6 +85,8 @@ CONNECT_P99 = Metric("connect p99 ms", "latency_ms.connect.p99", False)
 FAILED = Metric("failed connections", "summary.failed", False)
 IDLE_CPU = Metric("idle CPU %", "summary.idle_cpu_pct", False)
 SERVER_CPU_PER_OP = Metric("server CPU µs/op", "server.cpu_us_per_op", False)
+SERVER_US = Metric("server CPU µs per message", "summary.server_cpu_us_per_message", False)
+SERVER_CPU = Metric("server CPU %", "summary.server_cpu_pct", False)
 PEAK_RSS = Metric("server RSS at end MB", "server.rss_kb.end", False, scale=1024.0)
 
 
@@ -175,6 +177,14 @@ def _idle(n: int, seconds: float) -> Case:
     )
 
 
+def _history_fanout(n: int, rate: float, seconds: float) -> Case:
+    """A fan-out case for `--profile history`: A and B are the same server without and with
+    a history rule on the fan-out channel, so the server's CPU per message is the cost."""
+    case = _fanout(n, rate, seconds)
+    metrics = (DELIVERED, SERVER_US, RATIO, P99) if not rate else (SERVER_US, SERVER_CPU, P99)
+    return Case(case.name, case.scenario, case.args, metrics, seconds, about=case.about)
+
+
 PROFILES: dict[str, tuple[Case, ...]] = {
     "smoke": (
         Case(
@@ -215,6 +225,12 @@ PROFILES: dict[str, tuple[Case, ...]] = {
         _presence(10),
         _idle(10_000, 15),
         _idle(19_500, 20),
+    ),
+    # The same server without (A) and with (B) history on the fan-out channel:
+    # --b "... --config bench/servers/pyserver-history.toml" (docs/performance.md, History).
+    "history": (
+        _history_fanout(1000, 0, 10),
+        _history_fanout(1000, 50_000, 10),
     ),
 }
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.netguard import is_loopback
 
-SCENARIO_NAMES = ("fanout", "channels", "http", "idle", "client-events", "presence")
+SCENARIO_NAMES = ("fanout", "channels", "http", "idle", "client-events", "presence", "catchup")
 
 MAX_DURATION = 600.0
 MAX_CONNECTIONS = 100_000
@@ -26,9 +26,10 @@ DEFAULT_CONNECTIONS = {
     "idle": 1000,
     "client-events": 100,
     "presence": 20,
+    "catchup": 100,
 }
 """--connections: subscribers, channels (one subscriber each), HTTP keep-alive connections,
-idle connections, clients (two per pair), presence churners."""
+idle connections, clients (two per pair), presence churners, returning subscribers."""
 
 DEFAULT_RATE = {
     "fanout": 10.0,
@@ -37,9 +38,10 @@ DEFAULT_RATE = {
     "idle": 0.0,
     "client-events": 5.0,
     "presence": 10.0,
+    "catchup": 0.0,
 }
 """--rate (0 = as fast as possible): triggers/s, triggers/s, requests/s, connects/s,
-client events/s per client, joins/s across all churners."""
+client events/s per client, joins/s across all churners, reconnects/s."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,12 @@ class BenchConfig:
     watchers: int = 2
     presence_channels: int = 1
     hold: float = 0.2
+    catchup_events: int = 1_000
+    """catchup: events published while the subscribers are away."""
+    away: float = 2.0
+    """catchup: seconds the subscribers stay away (the events are published meanwhile)."""
+    probe_interval: float = 10.0
+    """catchup: milliseconds between a watcher's pong and its next ping."""
     drain: float = 5.0
     setup_timeout: float = 60.0
     connect_timeout: float = 10.0
@@ -145,6 +153,17 @@ def validate(cfg: BenchConfig) -> list[str]:
             problems.append("--hold must be in (0, 60] seconds")
         if cfg.rate <= 0:
             problems.append("presence needs a --rate > 0 (joins per second)")
+    if cfg.scenario == "catchup":
+        if not 1 <= cfg.catchup_events <= 100_000:
+            problems.append("--catchup-events must be in [1, 100000]")
+        if not 0 < cfg.away <= 60:
+            problems.append("--away must be in (0, 60] seconds")
+        if not 1 <= cfg.probe_interval <= 1_000:
+            problems.append("--probe-interval must be in [1, 1000] ms")
+        if not 1 <= cfg.watchers <= 100:
+            problems.append("--watchers must be in [1, 100]")
+        if cfg.duration <= 1.0 + cfg.away:
+            problems.append("catchup: --duration must be longer than 1 s + --away")
     return problems
 
 

@@ -47,7 +47,7 @@ if [ "$(cat tests/js/node_modules/.lock-hash 2>/dev/null)" != "$lock_hash" ]; th
 fi
 
 step "ruff"
-"$PYTHON" -m ruff check pyserver tests bench
+"$PYTHON" -m ruff check pyserver tests bench examples
 step "mypy"
 "$PYTHON" -m mypy
 step "pytest"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.scenarios.base import Driver, Role
+from bench.scenarios.catchup import CatchupDriver, CatchupRole
 from bench.scenarios.channels import ChannelsDriver, ChannelsRole
 from bench.scenarios.client_events import ClientEventsDriver, ClientEventsRole
 from bench.scenarios.fanout import FanoutDriver, FanoutRole
@@ -38,6 +39,12 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "presence", PresenceRole, PresenceDriver, "presence join/leave churn seen by watchers"
+        ),
+        Scenario(
+            "catchup",
+            CatchupRole,
+            CatchupDriver,
+            "returning subscribers catch up on history while watchers probe the server",
         ),
     )
 }

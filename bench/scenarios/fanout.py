@@ -1,5 +1,11 @@
 """`fanout`: N subscribers on one channel; the parent triggers over HTTP at --rate (0 = max)
 from --http-connections keep-alive connections. Every accepted trigger is expected N times.
+
+With --server-pid, the server's CPU time over the measured phase is reported too, and per
+message expected in it (`server_cpu_us_per_message`): at a fixed rate that the server keeps
+up with (ratio 1.0), this is what one delivered message costs the server, independent of how
+fast the load generator reads, so two server configurations compare by it even where the
+generator is the bottleneck of delivered msg/s.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from bench import protocol
 from bench.client import PusherClient
 from bench.metrics import Merged
 from bench.protocol import Frame
+from bench.rss import read_cpu_s
 from bench.scenarios.base import (
     Driver,
     ParentContext,
@@ -53,6 +60,7 @@ class FanoutDriver(Driver):
         cfg = self.cfg
         self.sender = TriggerSender(cfg, self.recorder, pctx.errors, cfg.http_connections)
         channels = [channel_name(cfg.run_id)]
+        self.cpu_start = read_cpu_s(cfg.server_pid)
         try:
             await drive_triggers(
                 pctx,
@@ -63,6 +71,7 @@ class FanoutDriver(Driver):
                 lambda _seq, _channels, now: self.recorder.count("expected", now, self.subscribers),
             )
         finally:
+            self.cpu_end = read_cpu_s(cfg.server_pid)
             self.sender.close()
 
     def status(self, counters: dict[str, int], live: int) -> str:
@@ -70,6 +79,9 @@ class FanoutDriver(Driver):
 
     def summary(self, merged: Merged, measured_s: float, drain_s: float) -> dict[str, Any]:
         c = merged.counters
+        cpu_start, cpu_end = getattr(self, "cpu_start", None), getattr(self, "cpu_end", None)
+        cpu_s = cpu_end - cpu_start if cpu_start is not None and cpu_end is not None else None
+        expected = c.get("expected", 0)
         return {
             "subscribers": getattr(self, "subscribers", 0),
             "subscribe_failed": c.get("connect_failed", 0),
@@ -81,4 +93,11 @@ class FanoutDriver(Driver):
             "delivery_rate": rate(c.get("delivered", 0), measured_s + drain_s),
             "ratio": ratio(c.get("delivered", 0), c.get("expected", 0)),
             "disconnects": c.get("disconnects", 0),
+            "server_cpu_s": round(cpu_s, 3) if cpu_s is not None else None,
+            "server_cpu_pct": round(100 * cpu_s / measured_s, 1)
+            if cpu_s is not None and measured_s > 0
+            else None,
+            "server_cpu_us_per_message": round(1e6 * cpu_s / expected, 3)
+            if cpu_s is not None and expected > 0
+            else None,
         }

@@ -33,10 +33,11 @@ def _drain(stream: Any, lines: queue.Queue[str]) -> None:
 
 
 @contextlib.contextmanager
-def start_pyserver() -> Iterator[tuple[int, int]]:
-    """(port, pid) of a pyserver that runs for the `with` block."""
+def start_pyserver(config: Path | None = None) -> Iterator[tuple[int, int]]:
+    """(port, pid) of a pyserver that runs for the `with` block (with `config`, a TOML file)."""
+    extra = ["--config", str(config)] if config is not None else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pyserver", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "pyserver", "--host", "127.0.0.1", "--port", "0", *extra],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
