@@ -113,21 +113,7 @@ class ChannelRegistry:
         channel = self.channels.get(name)
         if channel is None:
             return 0
-        subscribers = channel.subscribers
-        if except_socket_id is None:
-            for socket in subscribers:
-                socket.send(frame)
-            sent = len(subscribers)
-        else:
-            sent = 0
-            for socket in subscribers:
-                if socket.socket_id != except_socket_id:
-                    socket.send(frame)
-                    sent += 1
-        stats = self.stats
-        stats.ws_messages_sent_total += sent
-        stats.socket_transmitted_bytes += sent * len(frame)
-        return sent
+        return self._fanout(channel, frame, except_socket_id)
 
     def _history_broadcast(self, name: str, frame: bytes, except_socket_id: str | None) -> int:
         position = None
@@ -146,7 +132,7 @@ class ChannelRegistry:
         return self._fanout(channel, frame, except_socket_id)
 
     def _fanout(self, channel: LocalChannel, frame: bytes, except_socket_id: str | None) -> int:
-        """`broadcast`'s loop, for history events (the plain path keeps it inline)."""
+        """Send `frame` to the channel's subscribers but one, and count it (every broadcast)."""
         subscribers = channel.subscribers
         if except_socket_id is None:
             for socket in subscribers:
