@@ -133,7 +133,10 @@ def test_catchup_run_replays_every_missed_event_once_in_order(
     for stream in ("probe_quiet", "probe_publish", "probe_catchup", "catchup"):
         assert latency[stream]["count"] > 0, stream
     assert latency["catchup"]["count"] == 20
-    assert s["server_cpu_after_return_s"] > 0, s
+    # /proc counts CPU in 10 ms ticks, and 2000 small replays can cost less than one tick on a
+    # fast machine: the run must report the figure, not a particular size of it.
+    assert isinstance(s["server_cpu_after_return_s"], float), s
+    assert s["server_cpu_after_return_s"] >= 0, s
     assert s["server_cpu_us_per_replayed"] == pytest.approx(
         1e6 * s["server_cpu_after_return_s"] / 2000, rel=0.01
     )
