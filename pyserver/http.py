@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -30,25 +30,50 @@ import orjson
 from pyserver.stats import AppStats
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Request:
     method: str
     raw_path: str
     query: dict[str, str]
     headers: dict[str, str]
-    body: bytes = b""
-    keep_alive: bool = True
-    peer: str = ""
-    path: str = field(init=False)
-    stats: AppStats | None = None
+    body: bytes
+    keep_alive: bool
+    peer: str
+    path: str
+    """`raw_path` percent-decoded."""
+    stats: AppStats | None
     """The app's counters, once the API knows which app the request is for."""
-    prefix: str = ""
+    prefix: str
     """The configured `path_prefix` when the target began with it (already cut off)."""
-    too_large: bool = False
+    too_large: bool
     """The body was over `max_request_bytes` (not kept): the answer is 413."""
 
-    def __post_init__(self) -> None:
-        self.path = unquote(self.raw_path) if "%" in self.raw_path else self.raw_path
+    def __init__(
+        self,
+        method: str,
+        raw_path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes = b"",
+        keep_alive: bool = True,
+        peer: str = "",
+        stats: AppStats | None = None,
+        prefix: str = "",
+        too_large: bool = False,
+    ) -> None:
+        # Written out rather than generated: a dataclass's `__init__` plus `__post_init__`
+        # are two calls on every request.
+        self.method = method
+        self.raw_path = raw_path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.peer = peer
+        self.path = unquote(raw_path) if "%" in raw_path else raw_path
+        self.stats = stats
+        self.prefix = prefix
+        self.too_large = too_large
 
     @property
     def signed_paths(self) -> tuple[str, ...]:

@@ -132,8 +132,6 @@ class Api:
             return json_response({"ok": True})
         if self.protected and not from_this_machine(request.peer, request.headers):
             raise Forbidden(PROTECTED_MODE_REFUSAL)
-        if self.console is not None and (path == "/console" or path.startswith("/console/")):
-            return self.console(request)
         if path.startswith("/apps/"):  # /apps/{app_id}[/...]: one split, no regex
             app_id, slash, tail = path[6:].partition("/")
             if app_id:
@@ -144,7 +142,11 @@ class Api:
                     raise NotFound(f"Unknown app id '{app_id[:100]}'")
                 _count(app, request)
                 self._authenticate(app, request)
+                if slash and tail == "events" and request.method == "POST":
+                    return self._events(app, request)  # the hot route, without the table
                 return self._app_route(app, slash + tail, request)
+        if self.console is not None and (path == "/console" or path.startswith("/console/")):
+            return self.console(request)
         parts = path.split("/")
         if len(parts) == 4 and parts[1] == "users" and parts[3] == "terminate_connections":
             # pusher-http-python posts here without the /apps/{id} prefix (§8.5).
@@ -198,8 +200,10 @@ class Api:
     def _events(self, app: App, request: Request) -> HandlerResult:
         started = time.perf_counter()
         body = json_object(request.body)
-        trigger = parse_trigger(app.config, body, multi_channel=True)
-        self._spend(app, "events", app.config.max_backend_events_per_second, len(trigger.channels))
+        config = app.config
+        trigger = parse_trigger(config, body, multi_channel=True)
+        if config.max_backend_events_per_second > 0:
+            self._spend(app, "events", config.max_backend_events_per_second, len(trigger.channels))
         storing = app.trigger(trigger.name, trigger.channels, trigger.data, trigger.socket_id)
         if storing is not None:  # history in Redis: answer once the event is stored
             return self._stored(storing, lambda: self._events_answer(app, trigger))

@@ -72,19 +72,14 @@ def parse_trigger(
         and not name.startswith(RESERVED_EVENT_PREFIXES)
     ):
         raise BadRequest(f"'{name_field}': {event_name_problem(name)}")
-    if multi_channel and "channels" in body:
-        channels = body["channels"]
-        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-            raise BadRequest("'channels' must be a list of channel names")
-    elif "channel" in body:
-        channels = [body["channel"]]
+    channels = get("channels") if multi_channel else None
+    if type(channels) is list and 0 < len(channels) <= config.max_channels_per_event:
+        for channel in channels:  # one C call a channel when all are plain names
+            if type(channel) is not str or _PLAIN_CHANNEL(channel) is None:
+                channels = _checked_channels(config, body, multi_channel)
+                break
     else:
-        raise BadRequest("'channels' (a list) or 'channel' is required")
-    limit = config.max_channels_per_event
-    if not 1 <= len(channels) <= limit:
-        raise BadRequest(f"An event goes to 1 to {limit} channels, not {len(channels)}")
-    for channel in channels:
-        check_channel(channel)
+        channels = _checked_channels(config, body, multi_channel)
     data = get("data")
     if type(data) is str and len(data) * 4 <= config.max_event_payload_bytes:
         pass  # UTF-8 takes at most 4 bytes a character: under the limit without encoding
@@ -100,6 +95,25 @@ def parse_trigger(
     info = get("info")
     fields = _NO_INFO if info is None else info_fields(info, {"user_count", "subscription_count"})
     return Trigger(name, channels, data, socket_id, fields)
+
+
+def _checked_channels(config: AppConfig, body: dict[str, Any], multi_channel: bool) -> list[Any]:
+    """The event's channels after the full checks, in the order that picks the error message;
+    `parse_trigger` calls this only when its shortcut did not accept them."""
+    if multi_channel and "channels" in body:
+        channels = body["channels"]
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            raise BadRequest("'channels' must be a list of channel names")
+    elif "channel" in body:
+        channels = [body["channel"]]
+    else:
+        raise BadRequest("'channels' (a list) or 'channel' is required")
+    limit = config.max_channels_per_event
+    if not 1 <= len(channels) <= limit:
+        raise BadRequest(f"An event goes to 1 to {limit} channels, not {len(channels)}")
+    for channel in channels:
+        check_channel(channel)
+    return channels
 
 
 def info_fields(value: object, allowed: set[str]) -> frozenset[str]:

@@ -45,8 +45,10 @@ REFUSAL = (
 def from_this_machine(peer: str, headers: Mapping[str, str]) -> bool:
     """Whether a request came from a loopback peer and names no other client in the
     forwarding headers. `peer` is `host:port` as the connection records it."""
-    if not _is_loopback(peer.rpartition(":")[0]):
+    if not _loopback_peer(peer):
         return False
+    if headers.keys().isdisjoint(FORWARDING_HEADERS):  # no proxy named: one C call
+        return True
     for name in FORWARDING_HEADERS:
         value = headers.get(name)
         if value is not None and not all(map(_is_loopback, _named_clients(name, value))):
@@ -86,6 +88,12 @@ def _named_clients(header: str, value: str) -> list[str]:
             if key.strip().lower() == "for":
                 clients.append(named.strip())
     return clients
+
+
+@lru_cache(maxsize=1024)
+def _loopback_peer(peer: str) -> bool:
+    """Whether a connection's `host:port` is a loopback address (one cached call a request)."""
+    return _is_loopback(peer.rpartition(":")[0])
 
 
 @lru_cache(maxsize=1024)

@@ -125,7 +125,11 @@ class EventFeed(AppObserver):
     # --- AppObserver -------------------------------------------------------------------
 
     def api_event(self, app_id: str, channel: str, event: str, data: str) -> None:
-        self._add(app_id, "api", channel, event, data)
+        # `_add`, inlined: one call less on every channel of every trigger.
+        records = self._records.get(app_id) or self._ring(app_id)
+        self.last_seq = seq = self.last_seq + 1
+        records.append((seq, _now(), "api", channel, event, data, None, None))
+        self.added[app_id] += 1
 
     def client_event(
         self,

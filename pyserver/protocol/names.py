@@ -65,6 +65,8 @@ _PREFIXES: tuple[tuple[str, ChannelType], ...] = (
     (SERVER_TO_USER_PREFIX, ChannelType(ChannelKind.SERVER_TO_USER, False)),
 )
 _PUBLIC = ChannelType(ChannelKind.PUBLIC, False)
+CACHE_PREFIXES = tuple(prefix for prefix, kind in _PREFIXES if kind.cache)
+"""`name.startswith(CACHE_PREFIXES)` is `channel_type(name).cache`, in one call."""
 
 
 _TYPED_STARTS = ("private-", "presence-", "cache-", "#")

@@ -235,18 +235,20 @@ class HttpConnection(asyncio.Protocol):
         prefix = ""
         if settings.path_prefix:
             prefix, raw_path = strip_prefix(raw_path, settings.path_prefix)
-        method = self.parser.get_method()
+        parser = self.parser
+        method = parser.get_method()
         self.backlog.append(
-            Request(
-                method=_METHODS.get(method) or method.decode(),
-                raw_path=raw_path,
-                query=query,
-                headers=self.headers,
-                body=b"".join(self.body),
-                keep_alive=self.parser.should_keep_alive(),
-                peer=self.peer,
-                prefix=prefix,
-                too_large=self.body_size > settings.max_request_bytes,
+            Request(  # positional: the hot path of every request
+                _METHODS.get(method) or method.decode(),
+                raw_path,
+                query,
+                self.headers,
+                b"".join(self.body),
+                parser.should_keep_alive(),
+                self.peer,
+                None,
+                prefix,
+                self.body_size > settings.max_request_bytes,
             )
         )
 

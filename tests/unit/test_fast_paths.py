@@ -95,3 +95,103 @@ def test_the_keyed_state_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) ->
             == hmac.new(f"secret-{i}".encode(), b"m", hashlib.sha256).hexdigest()
         )
         assert len(signatures._keyed) <= 3
+
+
+CHANNEL_ITEMS = (
+    st.text(NAME_ALPHABET, max_size=210)
+    | st.sampled_from(["a", "#server-to-user-1", "a" * 201, ""])
+    | st.integers()
+    | st.none()
+)
+
+
+@given(
+    st.one_of(
+        st.lists(CHANNEL_ITEMS, max_size=5),
+        st.none(),
+        st.text(max_size=5),
+        st.integers(),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    ),
+    st.one_of(st.none(), CHANNEL_ITEMS),
+    st.booleans(),
+    st.booleans(),
+)
+def test_the_channel_list_shortcut_agrees_with_the_full_checks(
+    channels: object, channel: object, give_channels: bool, multi_channel: bool
+) -> None:
+    """`parse_trigger` takes a list of plain names without a call per channel; anything
+    else goes through `_checked_channels`, which raises the error the full checks pick."""
+    from pyserver.api.triggers import _checked_channels
+
+    config = AppConfig(id="1", key="k", secret="s", max_channels_per_event=3)
+    body: dict[str, object] = {"name": "e", "data": "d"}
+    if give_channels:
+        body["channels"] = channels
+    if channel is not None:
+        body["channel"] = channel
+    try:
+        expected: object = _checked_channels(config, body, multi_channel)
+    except BadRequest as exc:
+        expected = exc.message
+    try:
+        got: object = parse_trigger(config, body, multi_channel=multi_channel).channels
+    except BadRequest as exc:
+        got = exc.message
+    assert got == expected
+
+
+PREFIXED = st.builds(
+    lambda prefix, rest: prefix + rest,
+    st.sampled_from(
+        [
+            "",
+            "private-",
+            "private-encrypted-",
+            "private-encrypted-cache-",
+            "private-cache-",
+            "presence-",
+            "presence-cache-",
+            "cache-",
+            "#server-to-user-",
+            "cache",
+            "privatE-",
+        ]
+    ),
+    st.text(NAME_ALPHABET, max_size=8),
+)
+
+
+@given(PREFIXED)
+def test_the_cache_prefixes_are_the_cache_channel_types(name: str) -> None:
+    from pyserver.protocol.names import CACHE_PREFIXES, channel_type
+
+    assert name.startswith(CACHE_PREFIXES) == channel_type(name).cache
+
+
+@given(
+    st.sampled_from(["127.0.0.1:5000", "[::1]:80", "10.0.0.1:5000", "::ffff:127.0.0.1:1", "x"]),
+    st.dictionaries(
+        st.sampled_from(["x-forwarded-for", "forwarded", "x-real-ip", "connection", "origin"]),
+        st.sampled_from(["127.0.0.1", "10.1.2.3", "for=127.0.0.1", "for=10.0.0.1", "", "a, b"]),
+        max_size=3,
+    ),
+)
+def test_the_protected_mode_shortcut_agrees_with_the_header_loop(
+    peer: str, headers: dict[str, str]
+) -> None:
+    """Without a forwarding header `from_this_machine` skips the per-header loop: the
+    answer is the peer's alone, as the loop would find."""
+    from pyserver.auth.protected import (
+        FORWARDING_HEADERS,
+        _is_loopback,
+        _named_clients,
+        from_this_machine,
+    )
+
+    expected = _is_loopback(peer.rpartition(":")[0]) and all(
+        all(map(_is_loopback, _named_clients(name, headers[name])))
+        for name in FORWARDING_HEADERS
+        if name in headers
+    )
+    assert from_this_machine(peer, headers) == expected
