@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+import orjson
+
 from pyserver.api.triggers import (
     SOCKET_ID,
     Trigger,
@@ -140,7 +142,9 @@ class Api:
                     if self.missed_id is not None:
                         self.missed_id(app_id)
                     raise NotFound(f"Unknown app id '{app_id[:100]}'")
-                _count(app, request)
+                stats = request.stats = app.stats  # `_count`, inlined on the hot route
+                stats.http_calls_received_total += 1
+                stats.http_received_bytes += len(request.body)
                 self._authenticate(app, request)
                 if slash and tail == "events" and request.method == "POST":
                     return self._events(app, request)  # the hot route, without the table
@@ -199,7 +203,12 @@ class Api:
 
     def _events(self, app: App, request: Request) -> HandlerResult:
         started = time.perf_counter()
-        body = json_object(request.body)
+        try:  # `json_object`, inlined on the hot route
+            body = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            raise BadRequest("The body must be a JSON object") from None
+        if type(body) is not dict:
+            raise BadRequest("The body must be a JSON object")
         config = app.config
         trigger = parse_trigger(config, body, multi_channel=True)
         if config.max_backend_events_per_second > 0:

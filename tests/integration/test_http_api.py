@@ -331,3 +331,11 @@ def test_per_app_rate_limits_answer_429_with_retry_after(server, uid) -> None:
     time.sleep(1.1)
     assert signed_post(port, "/apps/1008/events", event, app=LIMITED)[0] == 200
     assert signed(port, "GET", "/apps/1008/channels", app=LIMITED)[0] == 200
+
+
+def test_a_trigger_body_that_is_not_a_json_object_is_refused(server) -> None:
+    """The events route reads its body without `json_object` (the hot path): the same 400."""
+    for raw in (b"not json", b"[1, 2]", b'"text"', b"{"):
+        status, value = signed(server.api_port, "POST", "/apps/1001/events", raw)
+        assert status == 400, raw
+        assert value["error"] == "The body must be a JSON object", raw
