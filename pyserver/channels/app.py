@@ -339,6 +339,8 @@ class App:
     def _leave(self, client: Client, name: str) -> Coroutine[Any, Any, None]:
         user_id = client.session.leave(name)
         self.registry.remove(name, client)
+        if self.history is not None:
+            self.history.left(client.socket_id, name)  # a replay still under way stops
         if client.log is not None:
             client.log.debug("left %s", name)
         return self._left(client.socket_id, name, user_id)
