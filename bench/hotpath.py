@@ -10,7 +10,9 @@ server's Python per operation (the syscalls it would make are not in it):
   `python -m bench http` sends it (one request per `data_received`);
 - `http-pipelined`: the same, 16 requests per `data_received`;
 - `channels`: a trigger to one channel with one subscriber (`bench channels`, k=1);
-- `client`: a client event on a private channel relayed to the other member of its pair.
+- `client`: a client event on a private channel relayed to the other member of its pair;
+- `fanout`: a trigger to one channel with `FANOUT` subscribers (`bench fanout`): the
+  microseconds are per trigger, so divide by `FANOUT` for the cost per recipient.
 
     python -m bench.hotpath                     # every case, best of 5 repeats
     python -m bench.hotpath http --profile      # cProfile of one case, top functions
@@ -35,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench import protocol, signing
 from bench.wsframes import OP_TEXT, encode_frame
@@ -43,6 +45,8 @@ from bench.wsframes import OP_TEXT, encode_frame
 APP_ID, KEY, SECRET = "app-id", "app-key", "app-secret"
 PARITY_CONFIG = Path(__file__).parent / "servers" / "pyserver-parity.toml"
 """pyserver configured as in `python -m bench compare` (see that file)."""
+FANOUT = 1000
+"""Subscribers of the `fanout` case's channel (the issue's N=1000 case)."""
 DISTINCT = 100
 """Distinct requests (or frames) per case, sent in turn: the setup costs the same for any
 `-n`, so two runs under `valgrind --tool=callgrind` differ by the operations alone."""
@@ -94,11 +98,20 @@ class Transport:
         pass
 
 
+class _Loop:
+    """Enough of an event loop for the real `WriteBatcher`, flushed by hand."""
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        pass
+
+
 class Batcher:
     """The write batcher, flushed by hand at the end of each operation."""
 
     def __init__(self) -> None:
         self.pending: list[Any] = []
+        self.loop = _Loop()
+        """What a connection schedules the flush on when it queues its first frame."""
 
     def add(self, connection: Any) -> None:
         self.pending.append(connection)
@@ -107,6 +120,10 @@ class Batcher:
         pending, self.pending = self.pending, []
         for connection in pending:
             connection.flush()
+
+
+class Flusher(Protocol):
+    def flush(self) -> None: ...
 
 
 def _server() -> tuple[Any, Batcher]:
@@ -142,7 +159,7 @@ def _http_connection(server: Any) -> tuple[Any, Transport]:
     return connection, transport
 
 
-def _websocket(server: Any, batcher: Batcher) -> tuple[Any, Transport, str]:
+def _websocket(server: Any, batcher: Flusher) -> tuple[Any, Transport, str]:
     """An upgraded, handshaken connection: (protocol, transport, socket id)."""
     http, transport = _http_connection(server)
     http.data_received(
@@ -155,7 +172,7 @@ def _websocket(server: Any, batcher: Batcher) -> tuple[Any, Transport, str]:
     return websocket, transport, websocket.socket_id
 
 
-def _subscribe(websocket: Any, batcher: Batcher, channel: str, socket_id: str) -> None:
+def _subscribe(websocket: Any, batcher: Flusher, channel: str, socket_id: str) -> None:
     auth = None
     if channel.startswith("private-"):
         auth = signing.channel_auth(KEY, SECRET, socket_id, channel)
@@ -229,11 +246,43 @@ def case_client(n: int) -> Callable[[], None]:
     return run
 
 
+def case_fanout(n: int, subscribers: int = FANOUT) -> Callable[[], None]:
+    """The server's own write batcher (not `Batcher`): its per-connection work is part of
+    what a fan-out costs per recipient."""
+    from pyserver.server.flow import WriteBatcher
+
+    server, _ = _server()
+    batcher = WriteBatcher(_Loop())  # type: ignore[arg-type]
+    server.state.batcher = batcher
+    channel = "bench-fanout-run"
+    transports = []
+    for _ in range(subscribers):
+        websocket, transport, socket_id = _websocket(server, batcher)
+        _subscribe(websocket, batcher, channel, socket_id)
+        transports.append(transport)
+    connection, transport = _http_connection(server)
+    requests = [_trigger_request([channel], i) for i in range(DISTINCT)]
+    requests = [requests[i % DISTINCT] for i in range(n)]
+    feed = connection.data_received
+    first, last = transports[0], transports[-1]
+
+    def run() -> None:
+        before = first.writes, last.writes
+        for data in requests:
+            feed(data)
+            batcher.flush()
+        assert transport.last.startswith(b"HTTP/1.1 200"), transport.last[:200]
+        assert (first.writes - before[0], last.writes - before[1]) == (n, n), last.last[:200]
+
+    return run
+
+
 CASES: dict[str, Callable[[int], Callable[[], None]]] = {
     "http": case_http,
     "http-pipelined": lambda n: case_http(n, 16),
     "channels": case_channels,
     "client": case_client,
+    "fanout": case_fanout,
 }
 
 
