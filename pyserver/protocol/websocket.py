@@ -225,6 +225,8 @@ class FrameReader:
                 if b0 & 0x40:
                     raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Control frames are not compressed")
                 out.append((opcode, payload))
+            elif b0 == 0x81 and self._fragments is None:  # the usual: one whole text frame
+                out.append((OP_TEXT, payload))
             else:
                 if b0 & 0x40:
                     if opcode == OP_CONTINUATION:
