@@ -137,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the next as soon as its peer reads one (default 4)",
     )
     load.add_argument(
+        "--cork",
+        action="store_true",
+        help="client-events at --rate 0: send each sender's events of one loop turn in one "
+        "write (cheaper for the generator, but the server then reads several events per "
+        "segment, which changes its work; default: one write per event)",
+    )
+    load.add_argument(
         "--channels-per-event",
         type=int,
         default=1,
@@ -237,6 +244,7 @@ def config_from_args(args: argparse.Namespace, connect_host: str) -> BenchConfig
         run_id=secrets.token_hex(4),
         http_connections=args.http_connections,
         window=args.window,
+        cork=args.cork,
         channels_per_event=args.channels_per_event,
         watchers=args.watchers,
         presence_channels=args.presence_channels,

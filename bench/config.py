@@ -66,6 +66,9 @@ class BenchConfig:
     window: int = 4
     """client-events at --rate 0: events each sender keeps in flight (sent, not yet read by
     its peer); a closed loop, so the offered rate is whatever the server relays."""
+    cork: bool = False
+    """client-events at --rate 0: a sender's events of one loop turn share one write (else one
+    write each, as browsers and the neutral generators send them)."""
     channels_per_event: int = 1
     watchers: int = 2
     presence_channels: int = 1

@@ -7,12 +7,16 @@ Both members of a pair live in the same worker.
 At --rate 0 (max) it is a closed loop, as the neutral load generators do it: each sender
 keeps --window events in flight and sends the next one as soon as its peer reads one, so the
 offered rate follows what the server relays and the generator's buffers stay bounded. The
-events are built by string formatting and written without awaiting (`send_nowait`): the
-window is the flow control.
+events are built by string formatting and written without awaiting: the window is the flow
+control. Each event is its own write, as browsers and the neutral generators send them;
+with --cork a sender's events of one loop turn share one write (its peer's read usually
+brings several events, each refilling one), which costs the generator much less but lets
+the server read several events per segment: a different load (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from bench import protocol, signing
@@ -39,10 +43,16 @@ def event_prefix(channel: str, run_id: str) -> str:
     )
 
 
+PADDING = "x" * 64
+"""Makes a max-rate event's `data` about 100 bytes, as the neutral generators pad theirs:
+the size of what a server parses and re-encodes per event changes its cost."""
+
+
 def marked_event(prefix: str, seq: int, t_ns: int) -> str:
-    """`protocol.client_event(CLIENT_EVENT, channel, make_marker(run_id, seq, t_ns))`, by
-    string formatting: the max-rate loop sends one per relayed event."""
-    return f'{prefix}{seq},"t":{t_ns}}}}}'
+    """`protocol.client_event(CLIENT_EVENT, channel, make_marker(run_id, seq, t_ns))` with
+    `"p": PADDING` added to the marker, by string formatting: the max-rate loop sends one per
+    relayed event."""
+    return f'{prefix}{seq},"t":{t_ns},"p":"{PADDING}"}}}}'
 
 
 class ClientEventsRole(Role):
@@ -131,19 +141,46 @@ class ClientEventsRole(Role):
         for client in senders:
             prefix[client] = event_prefix(client.tag, run_id)
         seq = 0
+        cork = ctx.cfg.cork
+        corked: dict[PusherClient, list[str]] = {}
+        loop = asyncio.get_running_loop()
 
         def fire(client: PusherClient, now: int) -> None:
             nonlocal seq
-            ws = client.ws
-            if ws is None or now >= end or stop.is_set() or not client.is_open:
+            if now >= end or stop.is_set() or not client.is_open:
                 return
             seq += 1
-            try:
-                ws.send_nowait(marked_event(prefix[client], seq, now))
-            except Exception as exc:
-                ctx.errors.add("send", exc)
+            if not cork:
+                ws = client.ws
+                try:
+                    if ws is None:
+                        raise ConnectionError("not connected")
+                    ws.send_nowait(marked_event(prefix[client], seq, now))
+                except Exception as exc:
+                    ctx.errors.add("send", exc)
+                    return
+                rec.count("sent", now)
                 return
+            queued = corked.get(client)
+            if queued is None:
+                if not corked:
+                    loop.call_soon(flush)
+                corked[client] = [marked_event(prefix[client], seq, now)]
+            else:
+                queued.append(marked_event(prefix[client], seq, now))
             rec.count("sent", now)
+
+        def flush() -> None:
+            """One write per sender per loop turn for what its peer's reads refilled."""
+            for client, texts in corked.items():
+                ws = client.ws
+                try:
+                    if ws is None:
+                        raise ConnectionError("not connected")
+                    ws.send_nowait_many(texts)
+                except Exception as exc:
+                    ctx.errors.add("send", exc)
+            corked.clear()
 
         def refill(receiver: PusherClient, now: int) -> None:
             sender = partner.get(receiver)

@@ -87,7 +87,8 @@ def test_a_run_against_a_closed_port_aborts_quickly(tmp_path: Path) -> None:
     assert result["status"] == "aborted"
 
 
-def test_client_events_at_max_rate_run_a_bounded_closed_loop(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cork", [False, True])
+def test_client_events_at_max_rate_run_a_bounded_closed_loop(tmp_path: Path, cork: bool) -> None:
     """`--rate 0`: each sender keeps --window events in flight and sends the next as its
     peer reads one; the loop goes on past the first window and every event is relayed once."""
     from tests.bench.pyserverproc import start_pyserver
@@ -104,6 +105,7 @@ def test_client_events_at_max_rate_run_a_bounded_closed_loop(tmp_path: Path) -> 
             "--window", "3",
             "--server-pid", str(pid),
             "--out", str(tmp_path),
+            *(["--cork"] if cork else []),
         )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     (file,) = tmp_path.glob("*.json")

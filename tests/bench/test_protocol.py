@@ -117,12 +117,14 @@ def test_parse_vmrss() -> None:
 
 
 def test_max_rate_client_events_are_the_same_json() -> None:
-    from bench.scenarios.client_events import event_prefix, marked_event
+    from bench.scenarios.client_events import PADDING, event_prefix, marked_event
 
     for channel, run in (("private-bench-ab12-0", "ab12"), ('private-"odd\\é', 'r"\\')):
         prefix = event_prefix(channel, run)
         for seq, t_ns in ((0, 0), (7, 1_733_000_000_123_456_789)):
-            built = protocol.client_event(
-                protocol.CLIENT_EVENT, channel, protocol.make_marker(run, seq, t_ns)
-            )
+            marker = {**protocol.make_marker(run, seq, t_ns), "p": PADDING}
+            built = protocol.client_event(protocol.CLIENT_EVENT, channel, marker)
             assert marked_event(prefix, seq, t_ns) == built
+            frame = protocol.parse_frame(built)
+            assert protocol.parse_marker(frame.data) == protocol.Marker(run, seq, t_ns)
+    assert 90 <= len(protocol.dumps(marker)) <= 120  # about 100 bytes of data, as padded
