@@ -11,6 +11,10 @@ server's Python per operation (the syscalls it would make are not in it):
 - `http-pipelined`: the same, 16 requests per `data_received`;
 - `channels`: a trigger to one channel with one subscriber (`bench channels`, k=1);
 - `client`: a client event on a private channel relayed to the other member of its pair;
+- `client-batched`: the same, 4 client events per `data_received` (as at max rate, when a
+  sender's read brings several frames and its peer gets them in one write);
+- `client-limited`: `client` with the per-connection client-event limit on (set too high to
+  refuse anything), so the token bucket's share shows.
 - `fanout`: a trigger to one channel with `FANOUT` subscribers (`bench fanout`): the
   microseconds are per trigger, so divide by `FANOUT` for the cost per recipient.
 
@@ -217,8 +221,11 @@ def case_channels(n: int) -> Callable[[], None]:
     return run
 
 
-def case_client(n: int) -> Callable[[], None]:
+def case_client(n: int, per_feed: int = 1, limit: int = 0) -> Callable[[], None]:
     server, batcher = _server()
+    if limit:  # the per-connection client-event limit on, high enough never to refuse
+        for app in server.state.apps_by_key.values():
+            app.config = app.config.model_copy(update={"max_client_events_per_second": limit})
     channel = "private-bench-run-0"
     sender, _, sender_id = _websocket(server, batcher)
     receiver, received, receiver_id = _websocket(server, batcher)
@@ -233,15 +240,19 @@ def case_client(n: int) -> Callable[[], None]:
         )
         for i in range(DISTINCT)
     ]
+    sizes = [len(_relayed(frame, channel)) for frame in frames]
+    expected = sum(sizes[i % DISTINCT] for i in range(n))
     frames = [frames[i % DISTINCT] for i in range(n)]
+    feeds = [b"".join(frames[i : i + per_feed]) for i in range(0, n, per_feed)]
     feed = sender.data_received
 
     def run() -> None:
-        before = received.writes
-        for frame in frames:
-            feed(frame)
+        before = received.written
+        for data in feeds:
+            feed(data)
             batcher.flush()
-        assert received.writes - before == n, (received.writes - before, received.last[:200])
+        written = received.written - before
+        assert written == expected, (written, expected, received.last[:200])
 
     return run
 
@@ -282,8 +293,21 @@ CASES: dict[str, Callable[[int], Callable[[], None]]] = {
     "http-pipelined": lambda n: case_http(n, 16),
     "channels": case_channels,
     "client": case_client,
+    "client-batched": lambda n: case_client(n, 4),
+    "client-limited": lambda n: case_client(n, 1, 1_000_000_000),
     "fanout": case_fanout,
 }
+
+
+def _relayed(frame: bytes, channel: str) -> bytes:
+    """The frame a subscriber gets for the client's masked `frame` (short frames only)."""
+    from pyserver.protocol.commands import parse_command
+    from pyserver.protocol.frames import channel_event
+    from pyserver.protocol.websocket import FrameReader, text_frame
+
+    ((_, payload),) = FrameReader(1 << 20).feed(frame)
+    command = parse_command(payload)
+    return text_frame(channel_event(command.event, channel, command.data))  # type: ignore[union-attr]
 
 
 def main(argv: list[str] | None = None) -> int:
