@@ -41,6 +41,7 @@ scenarios:
                  --sources addresses across --processes; with --server-pid report the
                  server's RSS per connection and its CPU use while idle
   client-events  --connections clients in pairs on private channels, --rate events/s each
+                 (0 = max: --window events in flight per sender, a closed loop)
   presence       --connections churners join/leave presence channels at --rate joins/s in
                  total while --watchers per channel count member_added/removed
   catchup        --connections subscribers leave a history channel, --catchup-events are
@@ -127,6 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=4,
         help="keep-alive connections for triggers in fanout/channels (default 4)",
+    )
+    load.add_argument(
+        "--window",
+        type=int,
+        default=4,
+        help="client-events at --rate 0 (max): events each sender keeps in flight, sending "
+        "the next as soon as its peer reads one (default 4)",
+    )
+    load.add_argument(
+        "--cork",
+        action="store_true",
+        help="client-events at --rate 0: send each sender's events of one loop turn in one "
+        "write (cheaper for the generator, but the server then reads several events per "
+        "segment, which changes its work; default: one write per event)",
     )
     load.add_argument(
         "--channels-per-event",
@@ -228,6 +243,8 @@ def config_from_args(args: argparse.Namespace, connect_host: str) -> BenchConfig
         processes=args.processes,
         run_id=secrets.token_hex(4),
         http_connections=args.http_connections,
+        window=args.window,
+        cork=args.cork,
         channels_per_event=args.channels_per_event,
         watchers=args.watchers,
         presence_channels=args.presence_channels,
@@ -277,10 +294,12 @@ def prepare(argv: Sequence[str] | None) -> BenchConfig:
 
 def warnings_for(cfg: BenchConfig) -> list[str]:
     notes: list[str] = []
-    if cfg.scenario == "client-events" and cfg.rate > DEFAULT_SERVER_LIMIT:
+    if cfg.scenario == "client-events" and (cfg.rate > DEFAULT_SERVER_LIMIT or not cfg.rate):
+        offered = f"--rate {cfg.rate:g} is" if cfg.rate else "--rate 0 (max) goes"
         notes.append(
-            f"--rate {cfg.rate:g} is above the default server limit of "
-            f"{DEFAULT_SERVER_LIMIT:g} client events/s per connection: expect 4301 errors"
+            f"{offered} above the default server limit of {DEFAULT_SERVER_LIMIT:g} client "
+            "events/s per connection: expect 4301 errors"
+            + (" (each one ends one of its sender's --window slots)" if not cfg.rate else "")
         )
     if cfg.scenario == "presence":
         note = check_members(cfg.connections, cfg.presence_channels, cfg.watchers)

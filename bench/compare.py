@@ -148,6 +148,18 @@ def _client(seconds: float, rate: float) -> Case:
     )
 
 
+def _client_max(seconds: float) -> Case:
+    return Case(
+        "client-p500-max",
+        "client-events",
+        _args("--connections 1000 --rate 0 --window 4 --processes 2"),
+        (DELIVERED, RATIO, SERVER_CPU_PER_OP, P99),
+        seconds,
+        about="500 pairs on private channels, each sender keeping 4 client events in flight "
+        "(max relay rate)",
+    )
+
+
 def _presence(seconds: float) -> Case:
     return Case(
         "presence-k10-w20-j20-max",
@@ -204,6 +216,7 @@ PROFILES: dict[str, tuple[Case, ...]] = {
         _http(5),
         _client(5, 10),
         _client(5, 50),
+        _client_max(5),
         _presence(5),
         _idle(10_000, 12),
     ),
@@ -222,6 +235,7 @@ PROFILES: dict[str, tuple[Case, ...]] = {
         _http(10),
         _client(10, 10),
         _client(10, 50),
+        _client_max(10),
         _presence(10),
         _idle(10_000, 15),
         _idle(19_500, 20),

@@ -63,6 +63,12 @@ class BenchConfig:
     processes: int
     run_id: str
     http_connections: int = 4
+    window: int = 4
+    """client-events at --rate 0: events each sender keeps in flight (sent, not yet read by
+    its peer); a closed loop, so the offered rate is whatever the server relays."""
+    cork: bool = False
+    """client-events at --rate 0: a sender's events of one loop turn share one write (else one
+    write each, as browsers and the neutral generators send them)."""
     channels_per_event: int = 1
     watchers: int = 2
     presence_channels: int = 1
@@ -142,8 +148,8 @@ def validate(cfg: BenchConfig) -> list[str]:
             problems.append(f"--sources: {source} is not a loopback address (127.0.0.0/8)")
     if cfg.scenario == "client-events" and cfg.connections < 2:
         problems.append("client-events needs --connections >= 2 (one pair)")
-    if cfg.scenario == "client-events" and cfg.rate <= 0:
-        problems.append("client-events needs a --rate > 0 (events per second per client)")
+    if cfg.scenario == "client-events" and not 1 <= cfg.window <= 1_000:
+        problems.append("--window must be in [1, 1000] (events in flight per sender)")
     if cfg.scenario == "presence":
         if not 1 <= cfg.presence_channels <= 1_000:
             problems.append("--presence-channels must be in [1, 1000]")

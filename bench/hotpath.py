@@ -10,7 +10,13 @@ server's Python per operation (the syscalls it would make are not in it):
   `python -m bench http` sends it (one request per `data_received`);
 - `http-pipelined`: the same, 16 requests per `data_received`;
 - `channels`: a trigger to one channel with one subscriber (`bench channels`, k=1);
-- `client`: a client event on a private channel relayed to the other member of its pair.
+- `client`: a client event on a private channel relayed to the other member of its pair;
+- `client-batched`: the same, 4 client events per `data_received` (as at max rate, when a
+  sender's read brings several frames and its peer gets them in one write);
+- `client-limited`: `client` with the per-connection client-event limit on (set too high to
+  refuse anything), so the token bucket's share shows.
+- `fanout`: a trigger to one channel with `FANOUT` subscribers (`bench fanout`): the
+  microseconds are per trigger, so divide by `FANOUT` for the cost per recipient.
 
     python -m bench.hotpath                     # every case, best of 5 repeats
     python -m bench.hotpath http --profile      # cProfile of one case, top functions
@@ -35,7 +41,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench import protocol, signing
 from bench.wsframes import OP_TEXT, encode_frame
@@ -43,6 +49,8 @@ from bench.wsframes import OP_TEXT, encode_frame
 APP_ID, KEY, SECRET = "app-id", "app-key", "app-secret"
 PARITY_CONFIG = Path(__file__).parent / "servers" / "pyserver-parity.toml"
 """pyserver configured as in `python -m bench compare` (see that file)."""
+FANOUT = 1000
+"""Subscribers of the `fanout` case's channel (the issue's N=1000 case)."""
 DISTINCT = 100
 """Distinct requests (or frames) per case, sent in turn: the setup costs the same for any
 `-n`, so two runs under `valgrind --tool=callgrind` differ by the operations alone."""
@@ -94,11 +102,20 @@ class Transport:
         pass
 
 
+class _Loop:
+    """Enough of an event loop for the real `WriteBatcher`, flushed by hand."""
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        pass
+
+
 class Batcher:
     """The write batcher, flushed by hand at the end of each operation."""
 
     def __init__(self) -> None:
         self.pending: list[Any] = []
+        self.loop = _Loop()
+        """What a connection schedules the flush on when it queues its first frame."""
 
     def add(self, connection: Any) -> None:
         self.pending.append(connection)
@@ -107,6 +124,10 @@ class Batcher:
         pending, self.pending = self.pending, []
         for connection in pending:
             connection.flush()
+
+
+class Flusher(Protocol):
+    def flush(self) -> None: ...
 
 
 def _server() -> tuple[Any, Batcher]:
@@ -142,7 +163,7 @@ def _http_connection(server: Any) -> tuple[Any, Transport]:
     return connection, transport
 
 
-def _websocket(server: Any, batcher: Batcher) -> tuple[Any, Transport, str]:
+def _websocket(server: Any, batcher: Flusher) -> tuple[Any, Transport, str]:
     """An upgraded, handshaken connection: (protocol, transport, socket id)."""
     http, transport = _http_connection(server)
     http.data_received(
@@ -155,7 +176,7 @@ def _websocket(server: Any, batcher: Batcher) -> tuple[Any, Transport, str]:
     return websocket, transport, websocket.socket_id
 
 
-def _subscribe(websocket: Any, batcher: Batcher, channel: str, socket_id: str) -> None:
+def _subscribe(websocket: Any, batcher: Flusher, channel: str, socket_id: str) -> None:
     auth = None
     if channel.startswith("private-"):
         auth = signing.channel_auth(KEY, SECRET, socket_id, channel)
@@ -200,8 +221,11 @@ def case_channels(n: int) -> Callable[[], None]:
     return run
 
 
-def case_client(n: int) -> Callable[[], None]:
+def case_client(n: int, per_feed: int = 1, limit: int = 0) -> Callable[[], None]:
     server, batcher = _server()
+    if limit:  # the per-connection client-event limit on, high enough never to refuse
+        for app in server.state.apps_by_key.values():
+            app.config = app.config.model_copy(update={"max_client_events_per_second": limit})
     channel = "private-bench-run-0"
     sender, _, sender_id = _websocket(server, batcher)
     receiver, received, receiver_id = _websocket(server, batcher)
@@ -216,15 +240,50 @@ def case_client(n: int) -> Callable[[], None]:
         )
         for i in range(DISTINCT)
     ]
+    sizes = [len(_relayed(frame, channel)) for frame in frames]
+    expected = sum(sizes[i % DISTINCT] for i in range(n))
     frames = [frames[i % DISTINCT] for i in range(n)]
+    feeds = [b"".join(frames[i : i + per_feed]) for i in range(0, n, per_feed)]
     feed = sender.data_received
 
     def run() -> None:
-        before = received.writes
-        for frame in frames:
-            feed(frame)
+        before = received.written
+        for data in feeds:
+            feed(data)
             batcher.flush()
-        assert received.writes - before == n, (received.writes - before, received.last[:200])
+        written = received.written - before
+        assert written == expected, (written, expected, received.last[:200])
+
+    return run
+
+
+def case_fanout(n: int, subscribers: int = FANOUT) -> Callable[[], None]:
+    """The server's own write batcher (not `Batcher`): its per-connection work is part of
+    what a fan-out costs per recipient."""
+    from pyserver.server.flow import WriteBatcher
+
+    server, _ = _server()
+    batcher = WriteBatcher(_Loop())  # type: ignore[arg-type]
+    server.state.batcher = batcher
+    channel = "bench-fanout-run"
+    transports = []
+    for _ in range(subscribers):
+        websocket, transport, socket_id = _websocket(server, batcher)
+        _subscribe(websocket, batcher, channel, socket_id)
+        transports.append(transport)
+    connection, transport = _http_connection(server)
+    requests = [_trigger_request([channel], i) for i in range(DISTINCT)]
+    requests = [requests[i % DISTINCT] for i in range(n)]
+    feed = connection.data_received
+    first, last = transports[0], transports[-1]
+
+    def run() -> None:
+        before = first.writes, last.writes
+        for data in requests:
+            feed(data)
+            batcher.flush()
+        assert transport.last.startswith(b"HTTP/1.1 200"), transport.last[:200]
+        assert (first.writes - before[0], last.writes - before[1]) == (n, n), last.last[:200]
 
     return run
 
@@ -234,7 +293,21 @@ CASES: dict[str, Callable[[int], Callable[[], None]]] = {
     "http-pipelined": lambda n: case_http(n, 16),
     "channels": case_channels,
     "client": case_client,
+    "client-batched": lambda n: case_client(n, 4),
+    "client-limited": lambda n: case_client(n, 1, 1_000_000_000),
+    "fanout": case_fanout,
 }
+
+
+def _relayed(frame: bytes, channel: str) -> bytes:
+    """The frame a subscriber gets for the client's masked `frame` (short frames only)."""
+    from pyserver.protocol.commands import parse_command
+    from pyserver.protocol.frames import channel_event
+    from pyserver.protocol.websocket import FrameReader, text_frame
+
+    ((_, payload),) = FrameReader(1 << 20).feed(frame)
+    command = parse_command(payload)
+    return text_frame(channel_event(command.event, channel, command.data))  # type: ignore[union-attr]
 
 
 def main(argv: list[str] | None = None) -> int:

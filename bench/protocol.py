@@ -13,8 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 try:  # orjson is a pyserver dependency and several times faster; plain json works too.
@@ -39,9 +38,10 @@ TRIGGER_EVENT = "bench"
 CLIENT_EVENT = "client-bench"
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One message from the server."""
+class Frame(NamedTuple):
+    """One message from the server. Named tuples, not frozen dataclasses, for the two types
+    built per message received: a frozen dataclass's `__init__` costs about 1 µs (one
+    `object.__setattr__` per field) against 0.2 µs."""
 
     event: str
     channel: str | None
@@ -49,8 +49,7 @@ class Frame:
     user_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Marker:
+class Marker(NamedTuple):
     """What the bench puts in each event it sends."""
 
     run: str

@@ -20,12 +20,19 @@ class TokenBucket:
     def take(self, cost: float, now: float) -> bool:
         """Spend `cost` tokens if there are enough; a refusal spends nothing. A cost above
         `rate` costs `rate`: it needs a full bucket instead of never passing."""
-        cost = min(cost, self.rate)
-        self.allowance = min(self.rate, self.allowance + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.allowance < cost:
+        rate = self.rate
+        if cost > rate:
+            cost = rate
+        allowance = self.allowance
+        if now != self.stamp:  # several messages of one read share one refill
+            allowance += (now - self.stamp) * rate
+            if allowance > rate:
+                allowance = rate
+            self.stamp = now
+        if allowance < cost:
+            self.allowance = allowance
             return False
-        self.allowance -= cost
+        self.allowance = allowance - cost
         return True
 
     def seconds_until(self, cost: float) -> float:

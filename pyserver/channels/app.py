@@ -75,6 +75,10 @@ from pyserver.stats import AppStats
 
 Handled = Coroutine[Any, Any, None] | None
 
+_PRIVATE, _PRESENCE = ChannelKind.PRIVATE, ChannelKind.PRESENCE
+"""`ChannelType.allows_client_events` inlined: two identity tests instead of a property call
+(and no set, since hashing an enum member calls Python code)."""
+
 COUNT_THROTTLE_ABOVE = 100
 COUNT_THROTTLE_SECONDS = 5.0
 
@@ -340,6 +344,8 @@ class App:
     def _leave(self, client: Client, name: str) -> Coroutine[Any, Any, None]:
         user_id = client.session.leave(name)
         self.registry.remove(name, client)
+        if self.history is not None:
+            self.history.left(client.socket_id, name)  # a replay still under way stops
         if client.log is not None:
             client.log.debug("left %s", name)
         return self._left(client.socket_id, name, user_id)
@@ -541,29 +547,33 @@ class App:
     # --- events --------------------------------------------------------------------------
 
     def client_event(self, client: Client, command: ClientEvent) -> Handled:
-        name = command.channel
-        if not self.config.client_events:
+        """Relay a client event to the channel's other subscribers. Called once per relayed
+        event, so the checks read each attribute once and the publish is inlined."""
+        event, name, data = command
+        config = self.config
+        if not config.client_events:
             raise ClientEventRejected("Client events are not enabled for this app")
-        if len(command.event) > MAX_EVENT_NAME:
+        if len(event) > MAX_EVENT_NAME:
             raise ClientEventRejected(f"Event name is longer than {MAX_EVENT_NAME} characters")
         session = client.session
         channels = session.channels
         if name not in channels:
             raise ClientEventRejected(f"Client event rejected: not subscribed to {name[:200]}")
-        if not channel_type(name).allows_client_events:
+        kind = channel_type(name).kind
+        if kind is not _PRIVATE and kind is not _PRESENCE:
             raise ClientEventRejected(
                 "Client events are only allowed on private and presence channels "
                 "(not on public or encrypted ones)"
             )
-        if len(command.data) > self.config.max_event_payload_bytes:
+        if len(data) > config.max_event_payload_bytes:
             raise ClientEventRejected(
-                f"Client event data is larger than {self.config.max_event_payload_bytes} bytes"
+                f"Client event data is larger than {config.max_event_payload_bytes} bytes"
             )
-        per_second = self.config.max_client_events_per_second
+        per_second = config.max_client_events_per_second
         if per_second and not session.take_client_event_token(per_second, time.monotonic()):
             raise ClientEventRateLimited()
         user_id = channels[name]
-        payload = frames.channel_event(command.event, name, command.data, user_id)
+        payload = frames.channel_event(event, name, data, user_id)
         history = self.history
         rule = history.rule_for(name) if history is not None else None
         stored: Handled = None
@@ -573,11 +583,10 @@ class App:
             stored = history.record(
                 name, rule, payload, client.socket_id, self._publish_tagged, best_effort=True
             )
-        else:
-            self.publish(name, payload, client.socket_id)
-        self.observer.client_event(
-            self.id, name, command.event, command.data, client.socket_id, user_id
-        )
+        else:  # `publish`, inlined
+            self.stats.broadcasts_total += 1
+            self.adapter.publish(self.id, name, text_frame(payload), client.socket_id)
+        self.observer.client_event(self.id, name, event, data, client.socket_id, user_id)
         return stored
 
     def trigger(

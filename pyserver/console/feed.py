@@ -140,7 +140,11 @@ class EventFeed(AppObserver):
         socket_id: str,
         user_id: str | None,
     ) -> None:
-        self._add(app_id, "client", channel, event, data, socket_id, user_id)
+        # `_add`, inlined: this runs once per relayed client event
+        records = self._records.get(app_id) or self._ring(app_id)
+        self.last_seq = seq = self.last_seq + 1
+        records.append((seq, _now(), "client", channel, event, data, socket_id, user_id))
+        self.added[app_id] += 1
 
     def channel_occupied(self, app_id: str, channel: str) -> None:
         self._add(app_id, "channel", channel, "occupied")

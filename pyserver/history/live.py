@@ -24,6 +24,12 @@ Invariants:
   are appended once per channel to a hold list while any replay of it is pending, and each
   replay sends, after the stored events, exactly the held events it did not replay. No event
   is both replayed and live; none published after the subscription is missing.
+- Replays are written by the node's `ReplayPump`, in slices across loop turns when they are
+  long or many (a burst of catch-ups must not stall other clients). A subscription's held
+  events and its entry into the fan-out come in the same step as its last replayed event;
+  its hold list stays pinned until then. A subscription that ends first (`left`) has its
+  replay cancelled and unpinned; a connection that closes mid-replay is remembered at the
+  last replayed event written (`ReplayJob.reached`).
 - Catch-up is all of the gap or nothing: `pusher:recovery_failed` then the rewind.
 - Drops and tokens are node-local and bounded by time (`recovery_window`) and count.
 """
@@ -42,6 +48,7 @@ from redis.exceptions import RedisError
 
 from pyserver.config import HistoryRule
 from pyserver.history.memory import MemoryHistoryStore
+from pyserver.history.pump import ReplayPump
 from pyserver.history.store import Entry, Head, HistoryStore
 from pyserver.protocol import frames
 from pyserver.protocol.history import ConnectionHistory, Position, RuleBook, newer, tag
@@ -116,6 +123,8 @@ class NodeHistory:
         """Dropped subscriptions and resume tokens (in Redis with the Redis store)."""
         self._purged = -PURGE_EVERY
         self.clock = clock
+        self.pump = ReplayPump()
+        """Writes every app's replays in slices (`pyserver.history.pump`)."""
         self.catch_ups_total = 0
         self.recovery_failed_total = 0
 
@@ -157,6 +166,8 @@ class AppHistory:
         each was issued (merged, see `_shared`)."""
         self._hold_base: dict[str, int] = {}
         """channel → how many frames were trimmed from the front of its hold list."""
+        self.replays: dict[tuple[str, str], ReplayJob] = {}
+        """(socket id, channel) → its replay handed to the pump and not finished yet."""
         self._hold_starts: dict[str, dict[int, int]] = {}
         """channel → where each pending replay starts in the hold list (counted from the
         first frame ever held while the list existed), with how many start there: the front
@@ -240,8 +251,10 @@ class AppHistory:
     ) -> None:
         """Read the replay, then `announce()` the subscription (`subscription_succeeded`:
         whatever the client publishes once it saw that comes after the head the read
-        found), send the replay, then the live events held meanwhile that it did not
-        contain, then `add()` the client to the fan-out.
+        found), and hand the replay to the node's pump (`pyserver.history.pump`). It sends
+        the replay, in slices when it is long or others wait, then the live events held
+        meanwhile that it did not contain, then `add()`s the client to the fan-out: when
+        this returns, that may not have happened yet (`left` cancels it).
         `silent()`: the confirmed position of the same user's subscription to the channel
         on a connection that stopped answering pings, if any (it may be this user's
         previous connection, not given up yet). `floor(position)`: live history events up
@@ -257,9 +270,10 @@ class AppHistory:
             self._pin(channel, index)
             mine.append(index)
 
+        handed = False
         try:
             try:
-                entries, head, failed = await self._replay(
+                entries, head, after, failed = await self._replay(
                     client, channel, rule, user_id, silent, pin
                 )
             except STORE_FAILURES as exc:
@@ -273,27 +287,60 @@ class AppHistory:
                 await announce()
             if failed is not None:
                 client.send_message(frames.recovery_failed(channel, failed))
-            for entry in entries:
-                client.send_message(entry.payload)
+            job = ReplayJob(self, client, channel, rule, entries, head, after, mine, add, floor)
+            key = (client.socket_id, channel)
+            previous = self.replays.get(key)
+            if previous is not None:  # left and subscribed again while it was queued
+                self._cancel(previous)
+            self.replays[key] = job
+            handed = True
+            self.node.pump.submit(job)
+        finally:
+            if not handed:
+                for start in mine:
+                    self._release(channel, start)
+
+    def _finish(self, job: ReplayJob) -> None:
+        """A replay's tail, in the step that wrote its last stored event: the held live
+        events it did not contain, then the fan-out."""
+        client, channel = job.client, job.channel
+        if self.replays.get((client.socket_id, channel)) is job:
+            del self.replays[client.socket_id, channel]
+        try:
             # The subscription starts at the head its read returned: what is older is history
             # (the rewind or catch-up just sent), what is newer is live, from the hold list.
-            newest = end = head.position
-            for position, frame, except_id in hold[min(mine) - self._hold_base[channel] :]:
+            newest = end = job.head.position
+            hold = self.holds[channel]
+            for position, frame, except_id in hold[min(job.mine) - self._hold_base[channel] :]:
                 if position is not None:  # a history event (others: members, counts, …)
                     if position.epoch == end.epoch and position.serial <= end.serial:
                         continue  # replayed, or older than the subscription
                     newest = newer(position, newest)
                 if except_id != client.socket_id:
                     client.send(frame)
-            add()
+            job.add()
             if newest == end and end.serial and self.node.memory is None:
-                floor(newest)  # the newest replayed event may still be on the bus to here
+                job.floor(newest)  # the newest replayed event may still be on the bus to here
             history = client.session.history
-            if history is not None and rule.recovery_window:
+            if history is not None and job.rule.recovery_window:
                 history.track(channel, newest)
         finally:
-            for start in mine:
+            for start in job.mine:
                 self._release(channel, start)
+
+    def left(self, socket_id: str, channel: str) -> None:
+        """A subscription ended (unsubscribe, kick, closed connection): a replay of it
+        still queued is dropped, and what it held released."""
+        job = self.replays.pop((socket_id, channel), None)
+        if job is not None:
+            self._cancel(job)
+
+    def _cancel(self, job: ReplayJob) -> None:
+        if job.cancelled:
+            return
+        job.cancelled = True
+        for start in job.mine:
+            self._release(job.channel, start)
 
     def _pin(self, channel: str, start: int) -> None:
         starts = self._hold_starts.setdefault(channel, {})
@@ -323,9 +370,10 @@ class AppHistory:
         user_id: str | None,
         silent: Callable[[], Position | None],
         pin: Callable[[int], None],
-    ) -> tuple[list[Entry], Head, str | None]:
-        """What to send first: the entries, the head they end at, and why a catch-up was
-        not recovered (then the entries are the rewind)."""
+    ) -> tuple[list[Entry], Head, Position | None, str | None]:
+        """What to send first: the entries, the head they end at, where a recovered
+        catch-up starts (None for a rewind), and why a catch-up was not recovered (then the
+        entries are the rewind)."""
         history = client.session.history
         after: Position | None = None
         failed: str | None = None
@@ -344,12 +392,12 @@ class AppHistory:
             )
             if caught.lost is None:
                 self.node.catch_ups_total += 1
-                return list(caught.entries), caught.head, None
+                return list(caught.entries), caught.head, after, None
             failed = caught.lost.value
         if failed is not None:
             self.node.recovery_failed_total += 1
         replay = await self._shared(("last", channel), self.store.last, rule, rule.rewind, pin)
-        return list(replay.entries), replay.head, failed
+        return list(replay.entries), replay.head, None, failed
 
     async def _shared(
         self,
@@ -398,12 +446,19 @@ class AppHistory:
         """A connection closed (not unsubscribed): remember what each of its history
         subscriptions received, for its user's return and for its resume token."""
         history = session.history
-        if history is None or not history.marks:
+        if history is None:
+            return None
+        delivered = history.delivered()
+        if self.replays:  # a replay cut short: it got as far as it was written
+            for (socket_id, channel), job in self.replays.items():
+                if socket_id == session.socket_id:
+                    delivered[channel] = job.reached()
+        if not delivered:
             return None
         signed_in = session.user.user_id if session.user is not None else None
         marks: dict[str, tuple[int, Position]] = {}
         drops: list[Drop] = []
-        for channel, position in history.delivered().items():
+        for channel, position in delivered.items():
             rule = self.rules.rule_for(channel)
             if rule is None or not rule.recovery_window:
                 continue
@@ -431,6 +486,76 @@ class AppHistory:
             history.resume_failed = RESUME_FAILED_TICKS
         else:
             history.resume = positions
+
+
+class ReplayJob:
+    """One subscription's rewind or catch-up, as the pump writes it (`pump.Job`): the
+    stored events a slice at a time, then `AppHistory._finish` (held events, fan-out)."""
+
+    __slots__ = (
+        "add",
+        "after",
+        "cancelled",
+        "channel",
+        "client",
+        "entries",
+        "floor",
+        "head",
+        "history",
+        "mine",
+        "rule",
+        "sent",
+    )
+
+    def __init__(
+        self,
+        history: AppHistory,
+        client: Replayed,
+        channel: str,
+        rule: HistoryRule,
+        entries: list[Entry],
+        head: Head,
+        after: Position | None,
+        mine: list[int],
+        add: Callable[[], None],
+        floor: Callable[[Position], None],
+    ) -> None:
+        self.history = history
+        self.client = client
+        self.channel = channel
+        self.rule = rule
+        self.entries = entries
+        self.head = head
+        self.after = after
+        """Where a recovered catch-up starts; None for a rewind."""
+        self.mine = mine
+        """Where its share of the channel's hold list starts (see `AppHistory.join`)."""
+        self.add = add
+        self.floor = floor
+        self.sent = 0
+        """Entries written so far."""
+        self.cancelled = False
+
+    def step(self, frames: int) -> bool:
+        entries = self.entries
+        start = self.sent
+        end = min(start + frames, len(entries))
+        send = self.client.send_message
+        for index in range(start, end):
+            send(entries[index].payload)
+        self.sent = end
+        if end < len(entries):
+            return False
+        self.history._finish(self)
+        return True
+
+    def reached(self) -> Position:
+        """Where a subscription whose connection closed mid-replay is remembered: the last
+        event written, else the catch-up's start, else (a rewind cut before its first
+        event) the head, as a finished replay would be."""
+        if self.sent:
+            return self.entries[self.sent - 1].position
+        return self.after if self.after is not None else self.head.position
 
 
 @dataclass(frozen=True, slots=True)

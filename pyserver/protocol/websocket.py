@@ -130,7 +130,14 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
 
 
 def text_frame(payload: bytes) -> bytes:
-    return encode_frame(OP_TEXT, payload)
+    """`encode_frame(OP_TEXT, payload)` without the extra call (every relayed client event
+    and every broadcast is framed here)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return _pack_16(0x81, 126, n) + payload
+    return _pack_64(0x81, 127, n) + payload
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
@@ -218,6 +225,8 @@ class FrameReader:
                 if b0 & 0x40:
                     raise WebSocketError(CLOSE_PROTOCOL_ERROR, "Control frames are not compressed")
                 out.append((opcode, payload))
+            elif b0 == 0x81 and self._fragments is None:  # the usual: one whole text frame
+                out.append((OP_TEXT, payload))
             else:
                 if b0 & 0x40:
                     if opcode == OP_CONTINUATION:

@@ -1,8 +1,10 @@
 """Write corking and backpressure, in one place.
 
-Writes are corked per loop iteration (uWS-style): `send` appends a frame to the connection's
-`out` list and registers the connection with the `WriteBatcher` once; the batcher's single
+Writes are corked per loop iteration (uWS-style): `send` queues a frame in the connection's
+`out` and registers the connection with the `WriteBatcher` once; the batcher's single
 `call_soon` callback flushes every pending connection with one `transport.write` each.
+`out` holds the first frame of an iteration as it is (a broadcast is mostly one frame per
+recipient: no list is built for it) and becomes a list from the second frame on.
 
 Backpressure: asyncio calls `pause_writing` once the transport holds more than
 `HIGH_WATER` unsent bytes. From then on every flush checks the buffer; above the configured
@@ -14,13 +16,14 @@ Invariants:
   subscriber (and a subscriber may close meanwhile).
 - A connection is in the batcher's list at most once per iteration (`out` is None until
   its first frame of the iteration).
+- A flush is scheduled exactly while the batcher's list is not empty (`flush` takes the
+  list before it writes), so `send` needs no other flag.
 - Nothing is queued once `closing` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 from pyserver.protocol.websocket import Deflater
 
@@ -28,31 +31,32 @@ HIGH_WATER = 65_536
 """Bytes the transport may buffer before asyncio calls `pause_writing`."""
 
 
-class Flushable(Protocol):
-    def flush(self) -> None: ...
-
-
 class WriteBatcher:
     """Flushes every connection that queued frames, once per loop iteration."""
 
-    __slots__ = ("loop", "pending", "scheduled")
+    __slots__ = ("loop", "pending")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.pending: list[Flushable] = []
-        self.scheduled = False
+        self.pending: list[CorkedWriter] = []
 
-    def add(self, connection: Flushable) -> None:
-        self.pending.append(connection)
-        if not self.scheduled:
-            self.scheduled = True
+    def add(self, connection: CorkedWriter) -> None:
+        pending = self.pending
+        if not pending:
             self.loop.call_soon(self.flush)
+        pending.append(connection)
 
     def flush(self) -> None:
-        self.scheduled = False
         pending, self.pending = self.pending, []
-        for connection in pending:
-            connection.flush()
+        for connection in pending:  # CorkedWriter.flush, inlined: once per recipient
+            out = connection.out
+            if out is None:
+                continue  # flushed meanwhile (a close)
+            connection.out = None
+            transport = connection.transport
+            transport.write(out if isinstance(out, bytes) else b"".join(out))
+            if connection.paused and transport.get_write_buffer_size() > connection.write_cap:
+                connection.slow_consumer()
 
 
 class CorkedWriter(asyncio.Protocol):
@@ -73,7 +77,8 @@ class CorkedWriter(asyncio.Protocol):
         self.deflater = deflater
         """The server's shared Deflater when this connection negotiated permessage-deflate
         (it compresses each broadcast once for every such connection), else None."""
-        self.out: list[bytes] | None = None
+        self.out: bytes | list[bytes] | None = None
+        """The frames queued this iteration: None, the first one, or a list of them."""
         self.paused = False
         self.closing = False
 
@@ -82,19 +87,26 @@ class CorkedWriter(asyncio.Protocol):
         if self.deflater is not None:
             frame = self.deflater.frame(frame)
         out = self.out
-        if out is not None:
+        if out is None:
+            if not self.closing:
+                self.out = frame
+                pending = self.batcher.pending  # WriteBatcher.add, inlined (the fan-out's)
+                if not pending:
+                    self.batcher.loop.call_soon(self.batcher.flush)
+                pending.append(self)
+        elif isinstance(out, bytes):
+            self.out = [out, frame]
+        else:
             out.append(frame)
-        elif not self.closing:
-            self.out = [frame]
-            self.batcher.add(self)
 
     def flush(self) -> None:
+        """Write what is queued now (before a close frame); the batcher does the same."""
         out = self.out
         if out is None:
             return
         self.out = None
         transport = self.transport
-        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        transport.write(out if isinstance(out, bytes) else b"".join(out))
         if self.paused and transport.get_write_buffer_size() > self.write_cap:
             self.slow_consumer()
 

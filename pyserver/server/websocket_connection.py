@@ -277,7 +277,9 @@ class WebSocketConnection(CorkedWriter):
             self.report(exc)
             return
         if command is not None:
-            self._count_received()
+            app = self.app
+            assert app is not None
+            app.stats.ws_messages_received_total += 1
             self._dispatch(command)
 
     def _count_received(self) -> None:

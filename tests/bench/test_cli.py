@@ -57,6 +57,7 @@ def test_scenario_flag_and_overrides() -> None:
         ["fanout", "--processes", "0"],
         ["fanout", "--rate", "-1"],
         ["client-events", "--connections", "1"],
+        ["client-events", "--rate", "0", "--window", "0"],
         ["presence", "--rate", "0"],
     ],
 )
@@ -69,6 +70,9 @@ def test_bad_options_exit_2(argv: list[str]) -> None:
 def test_warnings() -> None:
     fast = cli.prepare(["client-events", "--rate", "20"])
     assert any("4301" in w for w in cli.warnings_for(fast))
+    flat_out = cli.prepare(["client-events", "--rate", "0"])
+    assert any("--window" in w for w in cli.warnings_for(flat_out))
+    assert cli.warnings_for(cli.prepare(["client-events", "--rate", "10"])) == []
     crowded = cli.prepare(["presence", "--connections", "150"])
     assert any("members" in w for w in cli.warnings_for(crowded))
     assert cli.warnings_for(cli.prepare(["presence"])) == []

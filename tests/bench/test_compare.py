@@ -113,6 +113,10 @@ def test_case_selection() -> None:
         compare.select_cases("quick", "nope", "")
     for cases in compare.PROFILES.values():
         assert len({c.name for c in cases}) == len(cases)
+    for profile in ("quick", "full"):  # client events at max rate: a closed loop, not a cap
+        (case,) = compare.select_cases(profile, "client", "max")
+        assert case.name == "client-p500-max"
+        assert "--rate 0 --window 4" in " ".join(case.args)
 
 
 def test_table_medians_ratios_and_failed_runs() -> None:

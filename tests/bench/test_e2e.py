@@ -85,3 +85,35 @@ def test_a_run_against_a_closed_port_aborts_quickly(tmp_path: Path) -> None:
     assert time.monotonic() - started < 15
     result = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert result["status"] == "aborted"
+
+
+@pytest.mark.parametrize("cork", [False, True])
+def test_client_events_at_max_rate_run_a_bounded_closed_loop(tmp_path: Path, cork: bool) -> None:
+    """`--rate 0`: each sender keeps --window events in flight and sends the next as its
+    peer reads one; the loop goes on past the first window and every event is relayed once."""
+    from tests.bench.pyserverproc import start_pyserver
+
+    parity = Path(__file__).parents[2] / "bench" / "servers" / "pyserver-parity.toml"
+    with start_pyserver(parity) as (port, pid):
+        done = run_bench(
+            "client-events",
+            "--port", str(port),
+            "--duration", "1.5",
+            "--connections", "20",
+            "--processes", "1",
+            "--rate", "0",
+            "--window", "3",
+            "--server-pid", str(pid),
+            "--out", str(tmp_path),
+            *(["--cork"] if cork else []),
+        )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (file,) = tmp_path.glob("*.json")
+    result = json.loads(file.read_text())
+    assert result["status"] == "ok", result["abort_reason"]
+    summary = result["summary"]
+    assert summary["pairs"] == 10
+    assert summary["sent"] > 20 * 3  # more than the first window: the loop refills
+    assert summary["rate_limited"] == 0
+    assert summary["delivered"] == summary["expected"] == summary["sent"]
+    assert result["server"]["cpu_us_per_op"] > 0

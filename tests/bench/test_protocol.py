@@ -114,3 +114,17 @@ def test_parse_vmrss() -> None:
     text = "Name:\tpython\nVmPeak:\t  100 kB\nVmRSS:\t   51234 kB\nThreads:\t1\n"
     assert parse_vmrss_kb(text) == 51234
     assert parse_vmrss_kb("Name: x\n") is None
+
+
+def test_max_rate_client_events_are_the_same_json() -> None:
+    from bench.scenarios.client_events import PADDING, event_prefix, marked_event
+
+    for channel, run in (("private-bench-ab12-0", "ab12"), ('private-"odd\\é', 'r"\\')):
+        prefix = event_prefix(channel, run)
+        for seq, t_ns in ((0, 0), (7, 1_733_000_000_123_456_789)):
+            marker = {**protocol.make_marker(run, seq, t_ns), "p": PADDING}
+            built = protocol.client_event(protocol.CLIENT_EVENT, channel, marker)
+            assert marked_event(prefix, seq, t_ns) == built
+            frame = protocol.parse_frame(built)
+            assert protocol.parse_marker(frame.data) == protocol.Marker(run, seq, t_ns)
+    assert 90 <= len(protocol.dumps(marker)) <= 120  # about 100 bytes of data, as padded
