@@ -50,8 +50,9 @@ scenarios:
 
 Only loopback targets (127.0.0.0/8, ::1) are accepted unless --allow-remote is given.
 
-Two servers side by side, interleaved, a fresh server per run:
-  python -m bench compare --a "CMD {port}" --b "CMD {port}"   (see python -m bench compare -h)
+Two or three servers side by side, interleaved, a fresh server per run:
+  python -m bench compare --a "CMD {port}" --b "CMD {port}" [--c "CMD {port}"]
+  (see python -m bench compare -h)
 """
 
 

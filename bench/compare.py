@@ -1,21 +1,23 @@
-"""`python -m bench compare`: two servers side by side, case by case, interleaved.
+"""`python -m bench compare`: two or three servers side by side, case by case, interleaved.
 
 Each case of a profile (a scenario of this package with fixed options) runs `--rounds` times
-per server in the order A B, B A, A B, ... so that drift on the machine (other work, thermal,
-caches) hits both servers alike. Every run gets a fresh server: the command is started in
-its own session with `{port}` replaced by a free loopback port, the run waits until the port
-accepts connections, runs `python -m bench SCENARIO ... --server-pid PID` as a separate
-process, and stops the server with SIGTERM to the process group it created (SIGKILL after
-`STOP_GRACE_S`), by its ID. With `--pin` (the default when at least two CPUs are usable)
-the server runs on the first usable CPU and the load generator on the others.
+per server in the order A B, B A, A B, ... (with a third server `--c`: A B C, C B A, ...) so
+that drift on the machine (other work, thermal, caches) hits every server alike. Every run
+gets a fresh server: the command is started in its own session with `{port}` replaced by a
+free loopback port, the run waits until the port accepts connections, runs
+`python -m bench SCENARIO ... --server-pid PID` as a separate process, and stops the server
+with SIGTERM to the process group it created (SIGKILL after `STOP_GRACE_S`), by its ID. With
+`--pin` (the default when at least two CPUs are usable) the server runs on the first usable
+CPU and the load generator on the others.
 
 Every run appends one JSON line (settings, the server command, the extracted metrics and the
-whole result of the run) to `<out>/<stamp>-<A>-vs-<B>.jsonl`; at the end a Markdown table of
-medians per case and metric, with B/A, is printed and written beside it. `--table FILE`
-prints the table of an earlier JSONL file again.
+whole result of the run) to `<out>/<stamp>-<A>-vs-<B>[-vs-<C>].jsonl`; at the end a Markdown
+table of medians per case and metric, with B/A (and C/A, C/B), is printed and written beside
+it. `--table FILE` prints the table of an earlier JSONL file again.
 
 Invariants: only loopback targets; every server and every run is bounded in time; only the
-processes this module started are signalled.
+processes this module started are signalled; the servers' labels all differ (they name the
+columns, the per-run directories and the records).
 """
 
 from __future__ import annotations
@@ -284,12 +286,12 @@ def select_cases(profile: str, scenarios: str, pattern: str) -> list[Case]:
     return cases
 
 
-def run_order(rounds: int) -> list[tuple[int, str]]:
-    """(round, side) pairs of one case: A B, B A, A B, ... (ABBA), so that neither server
-    always runs first."""
+def run_order(rounds: int, sides: Sequence[str] = ("A", "B")) -> list[tuple[int, str]]:
+    """(round, side) pairs of one case: the sides in order, then reversed, and so on
+    (A B, B A, ... or A B C, C B A, ...), so that no server always runs first or last."""
     order: list[tuple[int, str]] = []
     for r in range(rounds):
-        order.extend((r, side) for side in (("A", "B") if r % 2 == 0 else ("B", "A")))
+        order.extend((r, side) for side in (sides if r % 2 == 0 else tuple(reversed(sides))))
     return order
 
 
@@ -318,6 +320,12 @@ class Settings:
     rounds: int
     cases: list[Case]
     extra_args: list[str] = field(default_factory=list)
+    c: Server | None = None
+
+    @property
+    def servers(self) -> dict[str, Server]:
+        """The servers by side, A, B and (when given) C, in run order."""
+        return {"A": self.a, "B": self.b} | ({"C": self.c} if self.c else {})
 
 
 def usable_cpus() -> list[int]:
@@ -498,8 +506,8 @@ def extract(case: Case, result: dict[str, Any]) -> dict[str, float | None]:
 def run_case(
     case: Case, side: str, rnd: int, settings: Settings, pins: tuple[list[int], list[int]] | None
 ) -> dict[str, Any]:
-    """One run of `case` against server `side` (A or B): the JSON line for it."""
-    server = settings.a if side == "A" else settings.b
+    """One run of `case` against server `side` (A, B or C): the JSON line for it."""
+    server = settings.servers[side]
     port = settings.port or free_port(settings.connect_host)
     tag = f"{case.name}-{server.label}-r{rnd}"
     runs_dir = settings.out / "runs" / tag
@@ -580,12 +588,24 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2f}"
 
 
-def summarize_records(
-    records: Sequence[dict[str, Any]],
-) -> tuple[str, str, list[tuple[str, str, float | None, float | None, float | None]]]:
-    """(label A, label B, rows of case, metric label, median A, median B, B/A), in the
-    order the cases and metrics first appear. Runs that did not finish with status ok are
-    left out of the medians."""
+RATIO_PAIRS = (("B", "A"), ("C", "A"), ("C", "B"))
+"""The ratio columns, numerator over denominator, of those whose sides ran."""
+
+
+@dataclass
+class Summary:
+    """Medians per case and metric for each side that ran, and the ratios between sides."""
+
+    labels: dict[str, str]
+    """Label by side, for the sides that ran (A and B always), in side order."""
+    ratios: list[tuple[str, str]]
+    rows: list[tuple[str, str, list[float | None], list[float | None]]]
+    """(case, metric label with arrow, medians in side order, ratios in `ratios` order)."""
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> Summary:
+    """The medians of `records`, in the order the cases and metrics first appear. Runs that
+    did not finish with status ok are left out of the medians."""
     labels = {"A": "A", "B": "B"}
     values: dict[tuple[str, str], dict[str, list[float]]] = {}
     order: list[tuple[str, str]] = []
@@ -595,30 +615,51 @@ def summarize_records(
         for name, value in rec.get("metrics", {}).items():
             key = (rec["case"], name)
             if key not in values:
-                values[key] = {"A": [], "B": []}
+                values[key] = {}
                 order.append(key)
             if rec.get("status") == "ok" and value is not None:
-                values[key][rec["side"]].append(float(value))
+                values[key].setdefault(rec["side"], []).append(float(value))
         for name, up in rec.get("directions", {}).items():
             directions[name] = up
+    sides = sorted(labels)
+    ratios = [(num, den) for num, den in RATIO_PAIRS if num in labels and den in labels]
     rows = []
     for case, name in order:
-        a = statistics.median(values[(case, name)]["A"]) if values[(case, name)]["A"] else None
-        b = statistics.median(values[(case, name)]["B"]) if values[(case, name)]["B"] else None
-        ratio = b / a if a not in (None, 0) and b is not None else None
+        found = values[(case, name)]
+        medians = {
+            side: statistics.median(found[side]) if found.get(side) else None for side in sides
+        }
+        quotients = [_ratio(medians[num], medians[den]) for num, den in ratios]
         arrow = {True: " ↑", False: " ↓"}.get(directions.get(name, True), "")
-        rows.append((case, name + arrow, a, b, ratio))
-    return labels["A"], labels["B"], rows
+        rows.append((case, name + arrow, [medians[side] for side in sides], quotients))
+    return Summary({side: labels[side] for side in sides}, ratios, rows)
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if den not in (None, 0) and num is not None else None
+
+
+def summarize_records(
+    records: Sequence[dict[str, Any]],
+) -> tuple[str, str, list[tuple[str, str, float | None, float | None, float | None]]]:
+    """(label A, label B, rows of case, metric label, median A, median B, B/A): `summarize`
+    for two servers."""
+    summary = summarize(records)
+    rows = [(case, name, med[0], med[1], quo[0]) for case, name, med, quo in summary.rows]
+    return summary.labels["A"], summary.labels["B"], rows
 
 
 def markdown_table(records: Sequence[dict[str, Any]]) -> str:
-    label_a, label_b, rows = summarize_records(records)
+    summary = summarize(records)
+    labels = summary.labels
+    heads = [*labels.values(), *(f"{labels[num]}/{labels[den]}" for num, den in summary.ratios)]
     lines = [
-        f"| case | metric | {label_a} | {label_b} | {label_b}/{label_a} |",
-        "|---|---|---|---|---|",
+        "| case | metric | " + " | ".join(heads) + " |",
+        "|---|---|" + "---|" * len(heads),
     ]
-    for case, metric, a, b, ratio in rows:
-        lines.append(f"| {case} | {metric} | {_fmt(a)} | {_fmt(b)} | {_fmt(ratio)} |")
+    for case, metric, medians, quotients in summary.rows:
+        cells = [_fmt(v) for v in (*medians, *quotients)]
+        lines.append(f"| {case} | {metric} | " + " | ".join(cells) + " |")
     runs = len(records)
     bad = [r for r in records if r.get("status") != "ok"]
     rounds = 1 + max((int(r.get("round", 0)) for r in records), default=0)
@@ -644,9 +685,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench compare",
-        description="Run two Pusher-compatible servers side by side, case by case, "
-        "interleaved (A B, B A, ...), with a fresh server per run; print a Markdown table "
-        "of medians and write every run as a JSON line.",
+        description="Run two or three Pusher-compatible servers side by side, case by case, "
+        "interleaved (A B, B A, ... or with --c: A B C, C B A, ...), with a fresh server per "
+        "run; print a Markdown table of medians and write every run as a JSON line.",
         epilog="example:\n"
         '  python -m bench compare --a "bench/servers/soketi/start.sh {port}" --a-label soketi \\\n'
         '    --b "pyserver --host 127.0.0.1 --port {port} --log-level warning '
@@ -658,8 +699,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--a", help="command starting server A in the foreground; {port} is replaced")
     p.add_argument("--b", help="command starting server B in the foreground; {port} is replaced")
+    p.add_argument(
+        "--c", help="optional third server C, started like A and B; adds C/A and C/B columns"
+    )
     p.add_argument("--a-label", default="A")
     p.add_argument("--b-label", default="B")
+    p.add_argument("--c-label", help="label of server C (default C; needs --c)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     p.add_argument(
         "--scenarios",
@@ -703,6 +748,10 @@ def main(argv: Sequence[str]) -> int:
         return 0
     if not args.a or not args.b:
         parser.error("--a and --b are required")
+    problem = label_problem(args.a_label, args.b_label, args.c, args.c_label)
+    if problem:
+        print(f"{parser.prog}: error: {problem}", file=sys.stderr)
+        return 2
     if not cases:
         parser.error("no case selected")
     if not 1 <= args.rounds <= 20:
@@ -711,7 +760,10 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--port must be in [0, 65535] (0: a free port per run)")
     if not 1 <= args.start_timeout <= 120:
         parser.error("--start-timeout must be in [1, 120] seconds")
-    for side, command in (("--a", args.a), ("--b", args.b)):
+    commands = [("--a", args.a), ("--b", args.b)]
+    if args.c is not None:
+        commands.append(("--c", args.c))
+    for side, command in commands:
         if "{port}" not in command and args.port == 0:
             parser.error(f"{side} needs a {{port}} placeholder (or give a fixed --port)")
     try:
@@ -720,7 +772,9 @@ def main(argv: Sequence[str]) -> int:
     except (RemoteTargetRefused, ValueError) as exc:
         parser.error(str(exc))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    out = Path(args.out) / f"{stamp}-{_safe(args.a_label)}-vs-{_safe(args.b_label)}"
+    c = Server(args.c_label or "C", args.c) if args.c is not None else None
+    labels = [args.a_label, args.b_label] + ([c.label] if c else [])
+    out = Path(args.out) / (stamp + "-" + "-vs-".join(_safe(label) for label in labels))
     settings = Settings(
         a=Server(args.a_label, args.a),
         b=Server(args.b_label, args.b),
@@ -735,21 +789,23 @@ def main(argv: Sequence[str]) -> int:
         start_timeout=args.start_timeout,
         rounds=args.rounds,
         cases=cases,
+        c=c,
     )
     out.mkdir(parents=True, exist_ok=True)
     jsonl = out.with_suffix(".jsonl")
-    total = len(cases) * args.rounds * 2
+    sides = tuple(settings.servers)
+    total = len(cases) * args.rounds * len(sides)
     pinning = f"server CPU {pins[0]}, load CPU {pins[1]}" if pins else "off"
     print(
-        f"compare: {len(cases)} case(s) x {args.rounds} round(s) x 2 servers = {total} runs; "
-        f"pinning {pinning}",
+        f"compare: {len(cases)} case(s) x {args.rounds} round(s) x {len(sides)} servers = "
+        f"{total} runs; pinning {pinning}",
         file=sys.stderr,
     )
     records: list[dict[str, Any]] = []
     done = 0
     with jsonl.open("a") as sink:
         for case in cases:
-            for rnd, side in run_order(args.rounds):
+            for rnd, side in run_order(args.rounds, sides):
                 done += 1
                 record = run_case(case, side, rnd, settings, pins)
                 record["directions"] = {m.name: m.higher_is_better for m in case.metrics}
@@ -770,6 +826,21 @@ def main(argv: Sequence[str]) -> int:
     print(table)
     print(f"\n  runs:  {jsonl}\n  table: {table_path}")
     return 0 if all(r.get("status") == "ok" for r in records) else 1
+
+
+def label_problem(a: str, b: str, c_command: str | None, c_label: str | None) -> str | None:
+    """Why these labels cannot be used (they name the columns, run directories and records),
+    or None."""
+    if c_label is not None and c_command is None:
+        return "--c-label needs --c (a third server)"
+    labels = [("--a-label", a), ("--b-label", b)]
+    if c_command is not None:
+        labels.append(("--c-label", c_label or "C"))
+    for i, (option, label) in enumerate(labels):
+        for other, earlier in labels[:i]:
+            if label == earlier:
+                return f"{other} and {option} are both {label!r}; the labels must differ"
+    return None
 
 
 def _safe(label: str) -> str:

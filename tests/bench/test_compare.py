@@ -1,5 +1,6 @@
-"""`python -m bench compare`: two real pyserver instances, one short case, a table and JSONL;
-plus the pure parts (run order, case selection, medians and the table)."""
+"""`python -m bench compare`: two and three real pyserver instances, one short case, a table
+and JSONL; the label errors; plus the pure parts (run order, case selection, medians and the
+table)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,66 @@ def test_two_pyservers_one_round(tmp_path: Path) -> None:
     assert again.returncode == 0 and again.stdout.strip() == table.read_text().strip()
 
 
+def test_three_pyservers_one_round(tmp_path: Path) -> None:
+    quiet = PYSERVER + " --log-level warning"
+    done = run_compare(
+        "--a", quiet, "--a-label", "one",
+        "--b", quiet + " --config bench/servers/pyserver-parity.toml", "--b-label", "two",
+        "--c", PYSERVER + " --log-level error", "--c-label", "three",
+        "--profile", "smoke", "--rounds", "1", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "x 3 servers = 3 runs" in done.stderr
+    head = "| case | metric | one | two | three | two/one | three/one | three/two |"
+    assert head in done.stdout
+    assert "|---|---|---|---|---|---|---|---|" in done.stdout
+    [jsonl] = tmp_path.glob("*-one-vs-two-vs-three.jsonl")
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [(r["side"], r["label"], r["round"]) for r in records] == [
+        ("A", "one", 0),
+        ("B", "two", 0),
+        ("C", "three", 0),
+    ]
+    for rec in records:
+        assert rec["status"] == "ok", rec.get("error")
+        assert rec["metrics"]["delivery ratio"] == 1.0
+        assert rec["server_exit"] == 0
+        assert not alive(rec["server_pid"])
+    assert len({r["server_pid"] for r in records}) == 3  # a fresh server per run
+    assert records[2]["server_command"].endswith("--log-level error")
+    rates = [r["metrics"]["delivered msg/s"] for r in records]
+    [row] = [line for line in done.stdout.splitlines() if "delivered msg/s ↑" in line]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:2] == ["fanout-n20-r20", "delivered msg/s ↑"]
+    expected = [*rates, rates[1] / rates[0], rates[2] / rates[0], rates[2] / rates[1]]
+    assert cells[2:] == [compare._fmt(v) for v in expected]
+    [table] = tmp_path.glob("*-one-vs-two-vs-three.md")
+    again = run_compare("--table", str(jsonl))
+    assert again.returncode == 0 and again.stdout.strip() == table.read_text().strip()
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (("--a-label", "x", "--b-label", "x"), "--a-label and --b-label are both 'x'"),
+        (("--b-label", "A"), "--a-label and --b-label are both 'A'"),
+        (("--c", "z {port}", "--c-label", "A"), "--a-label and --c-label are both 'A'"),
+        (("--c", "z {port}", "--b-label", "C"), "--b-label and --c-label are both 'C'"),
+        (("--c-label", "three"), "--c-label needs --c"),
+    ],
+)
+def test_labels_must_differ_and_c_label_needs_c(
+    tmp_path: Path, labels: tuple[str, ...], message: str
+) -> None:
+    done = run_compare(
+        "--a", "x {port}", "--b", "y {port}", *labels, "--profile", "smoke", "--out", str(tmp_path)
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()  # one line, no usage text
+    assert line.startswith("python -m bench compare: error: ") and message in line
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
 def test_a_server_that_never_listens_is_reported_not_waited_for(tmp_path: Path) -> None:
     done = run_compare(
         "--a", "sleep 60 # {port}", "--b", "exit 3 # {port}", "--profile", "smoke",
@@ -102,6 +163,9 @@ def test_run_order_alternates_which_server_goes_first() -> None:
     assert compare.run_order(1) == [(0, "A"), (0, "B")]
     assert compare.run_order(3) == [
         (0, "A"), (0, "B"), (1, "B"), (1, "A"), (2, "A"), (2, "B"),
+    ]  # fmt: skip
+    assert compare.run_order(2, ("A", "B", "C")) == [
+        (0, "A"), (0, "B"), (0, "C"), (1, "C"), (1, "B"), (1, "A"),
     ]  # fmt: skip
 
 
