@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from pusher.errors import PusherError
 
 from tests.integration.conftest import WS_QUERY, AppCreds, PusherSocket, sdk
 from tests.integration.httpapi import request
@@ -61,12 +62,16 @@ def _post(port: int, route: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _soon(attempt: Callable[[], T], timeout: float = 3.0) -> tuple[T, float]:
-    """`attempt()`'s first result that does not raise, and how long it took."""
+    """`attempt()`'s first result that does not raise, and how long it took.
+
+    An SDK call refused by a node that has not yet heard the change (a 401 for a secret it
+    does not know yet) is retried too: the change travels over the bus, it is not synchronous.
+    """
     started = time.monotonic()
     while True:
         try:
             return attempt(), time.monotonic() - started
-        except (AssertionError, Closed, OSError):
+        except (AssertionError, Closed, OSError, PusherError):
             if time.monotonic() - started > timeout:
                 raise
             time.sleep(0.05)
