@@ -8,6 +8,7 @@ Invariants:
 - With no configuration at all there is exactly one app: `app-id` / `app-key` / `app-secret`
   (changeable with `PYSERVER_APP_ID`, `PYSERVER_APP_KEY`, `PYSERVER_APP_SECRET`).
 - App ids and keys are unique; a bad value stops start-up with a message naming the field.
+- An app's `name` is 1 to 255 of `[A-Za-z0-9._-]` (`check_app_name`), wherever it is set.
 - Limits default to hosted Pusher's (`spec/protocol.md` §13).
 - `describe()` never shows a secret.
 """
@@ -108,6 +109,24 @@ class HistoryRule(BaseModel):
         return self
 
 
+APP_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
+"""What an app's `name` may be: 1 to 255 of the ASCII letters and digits, `.`, `_` and `-`."""
+
+
+def check_app_name(name: str) -> str:
+    """`name` when it is a valid app name (`APP_NAME`), else a ValueError saying what one is.
+
+    One rule wherever a name comes from: the config file, `PYSERVER_APPS`, `pyserver apps`,
+    the console's Apps page and the rows of an app store (all of them build an `AppConfig`)."""
+    if APP_NAME.fullmatch(name) is None:
+        shown = repr(name) if len(name) <= 40 else f"{name[:40]!r}… ({len(name)} characters)"
+        raise ValueError(
+            "an app name is 1 to 255 characters, each a letter A-Z or a-z, a digit, '.', '_' "
+            f"or '-'; not {shown}"
+        )
+    return name
+
+
 class AppConfig(BaseModel):
     """One tenant: credentials, switches and limits."""
 
@@ -156,6 +175,11 @@ class AppConfig(BaseModel):
     """Most events in one batched request."""
     history: tuple[HistoryRule, ...] = ()
     """Channels that keep history (rewind, catch-up, the history API); none by default."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_app_name(value)
 
     def describe(self) -> str:
         switches = [f"client_events={'on' if self.client_events else 'off'}"]
