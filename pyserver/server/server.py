@@ -187,10 +187,12 @@ class Server:
                 bound = bound_socket(
                     self.settings.host, self.settings.port, self.settings.reuse_port
                 )
+            link = _redis_link(self.adapter)
             budget = Budget.compute(
                 resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 open_descriptors(),
                 self.settings.webhook_concurrency if self._with_webhooks() else 0,
+                link.most_connections() if link is not None else 0,  # the adapter has started
             )
             self.state.admission = Admission.for_budget(budget, board)
             log.info(budget.describe(1))
