@@ -83,7 +83,12 @@ class Server:
         """With a database store and the Redis adapter, the announcements of app changes
         (`cluster.app_changes.ChangeListener`)."""
         if self.from_store and settings.adapter == "redis":
-            self.app_changes = ChangeListener(settings, self.directory.refresh_soon)
+            # On the adapter's link (started and closed by the adapter): its subscriber and
+            # its command pool, not a second client of its own (`RedisLink.most_connections`
+            # counts that link only).
+            self.app_changes = ChangeListener(
+                settings, self.directory.refresh_soon, link=_redis_link(self.adapter)
+            )
             self.directory.announce = self.app_changes.announce
         self.started_at = time.time()
         self.metrics = Metrics(
