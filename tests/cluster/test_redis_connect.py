@@ -88,6 +88,16 @@ class Probe:
             await asyncio.gather(self.task, return_exceptions=True)
         await self.link.aclose()
 
+    async def wait_for(
+        self, read: Callable[[], Any], done: Callable[[Any], bool], what: str, timeout: float = 10
+    ) -> Any:
+        """`read()` once `done(read())`, polled; fails naming `what` after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while not done(value := read()):
+            assert time.monotonic() < deadline, f"{what}: not within {timeout} s: {self.events}"
+            await asyncio.sleep(0.02)
+        return value
+
     async def roundtrip(self, app: str = "app", channel: str = "ch", wait: float = 5) -> bool:
         """Publish a unique message and wait for it; also SET and GET a key. False when any
         step failed (Redis unreachable) or the message did not come back in `wait`."""
@@ -124,8 +134,12 @@ def test_single_server_commands_and_bus(redis_single: SingleRedis) -> None:
             assert await probe.roundtrip()
             messages = [(b"t:bus", b"batch-%d" % i) for i in range(50)]
             await link.publish_many(messages)
-            await asyncio.sleep(0.3)
-            assert [m for m in probe.received if m[1].startswith(b"batch-")] == messages
+            batch = await probe.wait_for(
+                lambda: [m for m in probe.received if m[1].startswith(b"batch-")],
+                lambda got: len(got) >= len(messages),
+                "the batch",
+            )
+            assert batch == messages
 
     run(scenario)
 
@@ -139,7 +153,7 @@ def test_a_restarted_server_is_resubscribed_and_reported() -> None:
             async with Probe(link) as probe:
                 assert await probe.roundtrip()
                 await asyncio.to_thread(redis.server.stop)
-                await asyncio.sleep(1.5)
+                await probe.wait_for(probe.kinds, lambda kinds: "lost" in kinds, "the loss")
                 assert probe.kinds()[:1] == ["lost"]
                 assert not await probe.roundtrip(wait=0.2)
                 await asyncio.to_thread(redis.server.start)
@@ -418,14 +432,19 @@ def test_cluster_failover_is_followed_by_commands_and_the_bus() -> None:
                 assert await probe.roundtrip(app)
                 slot = key_slot(link.bus_channel(PREFIX, app, "ch"))
                 started = time.monotonic()
+                lost = probe.kinds().count("lost")
                 await asyncio.to_thread(setup.node(victim).kill)
 
-                # While the cluster has not failed over, the other shards still deliver.
+                # While the cluster has not failed over, the other shards still deliver, once
+                # the subscriber has noticed the dead shard too.
                 bus = link.bus_channel(PREFIX, survivor_app, "ch")
-                await asyncio.sleep(0.5)
+                await probe.wait_for(
+                    probe.kinds, lambda kinds: kinds.count("lost") > lost, "the shard's loss"
+                )
                 await link.publish(bus, b"while-down")
-                await asyncio.sleep(0.5)
-                assert (bus, b"while-down") in probe.received
+                await probe.wait_for(
+                    lambda: probe.received, lambda got: (bus, b"while-down") in got, "while-down"
+                )
 
                 def wait_promoted() -> float:
                     def promoted() -> bool:
