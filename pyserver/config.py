@@ -8,7 +8,7 @@ Invariants:
 - With no configuration at all there is exactly one app: `app-id` / `app-key` / `app-secret`
   (changeable with `PYSERVER_APP_ID`, `PYSERVER_APP_KEY`, `PYSERVER_APP_SECRET`).
 - App ids and keys are unique; a bad value stops start-up with a message naming the field.
-- An app's `name` is 1 to 255 of `[A-Za-z0-9._-]` (`check_app_name`), wherever it is set.
+- An app's `name` is 1 to 255 printable characters (`check_app_name`), wherever it is set.
 - Limits default to hosted Pusher's (`spec/protocol.md` §13).
 - `describe()` never shows a secret.
 """
@@ -109,20 +109,23 @@ class HistoryRule(BaseModel):
         return self
 
 
-APP_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
-"""What an app's `name` may be: 1 to 255 of the ASCII letters and digits, `.`, `_` and `-`."""
+APP_NAME_MAX = 255
+"""The longest app `name`, in characters (the app stores' column holds 255)."""
 
 
 def check_app_name(name: str) -> str:
-    """`name` when it is a valid app name (`APP_NAME`), else a ValueError saying what one is.
+    """`name` when it is a valid app name, else a ValueError saying what one is.
 
-    One rule wherever a name comes from: the config file, `PYSERVER_APPS`, `pyserver apps`,
-    the console's Apps page and the rows of an app store (all of them build an `AppConfig`)."""
-    if APP_NAME.fullmatch(name) is None:
+    A name is a label for people: 1 to 255 printable characters, spaces and any script
+    included. Control characters (newlines, tabs, NUL) are refused because the line-oriented
+    outputs that show a name (`pyserver apps list`, logs) would break on them. One rule
+    wherever a name comes from: the config file, `PYSERVER_APPS`, `pyserver apps`, the
+    console's Apps page and the rows of an app store (all of them build an `AppConfig`)."""
+    if not 1 <= len(name) <= APP_NAME_MAX or not name.isprintable():
         shown = repr(name) if len(name) <= 40 else f"{name[:40]!r}… ({len(name)} characters)"
         raise ValueError(
-            "an app name is 1 to 255 characters, each a letter A-Z or a-z, a digit, '.', '_' "
-            f"or '-'; not {shown}"
+            "an app name is 1 to 255 printable characters (spaces allowed; no newline, tab or "
+            f"other control character); not {shown}"
         )
     return name
 

@@ -122,7 +122,7 @@ def test_bad_input_exits_non_zero_with_a_clear_message(tmp_path: Path) -> None:
         ("disable", "9"): "no app with id '9'",
         ("rotate-secret", "9"): "no app with id '9'",
         ("rotate-secret", "1", "--secret", "s1"): "secret: the new secret is the current one",
-        ("set", "1", "--name", "my shop"): "name: Value error, an app name is 1 to 255",
+        ("set", "1", "--name", "my\nshop"): "name: Value error, an app name is 1 to 255",
         ("add", "--id", "2", "--key", "k2", "--secret", "s2", "--name", "a" * 256): (
             "name: Value error, an app name is 1 to 255"
         ),

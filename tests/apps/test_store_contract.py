@@ -353,12 +353,12 @@ def test_a_bad_app_name_is_refused_and_a_row_holding_one_is_skipped(
 ) -> None:
     async def scenario(store: AppStore) -> None:
         await store.add(app("1", name="shop"))
-        with pytest.raises(InvalidApp, match="an app name is 1 to 255 characters"):
-            await store.update("1", {"name": "my shop"})
+        with pytest.raises(InvalidApp, match="an app name is 1 to 255 printable characters"):
+            await store.update("1", {"name": "my\nshop"})
         kept = await store.get("1")
         assert kept is not None and kept.config.name == "shop"
         await execute(  # edited by hand
-            store, "UPDATE pyserver_apps SET options = ? WHERE id = ?", '{"name": "a/b"}', "1"
+            store, "UPDATE pyserver_apps SET options = ? WHERE id = ?", '{"name": "a\\tb"}', "1"
         )
         with caplog.at_level(logging.ERROR, "pyserver.apps"):
             assert await store.list_apps() == []

@@ -1,4 +1,4 @@
-"""An app's `name`: 1 to 255 of `[A-Za-z0-9._-]` (`config.check_app_name`), and a bad one is a
+"""An app's `name`: 1 to 255 printable characters (`config.check_app_name`), and a bad one is a
 configuration error naming the field, from the TOML file and from `PYSERVER_APPS` alike. (The
 `pyserver apps` command, the console and the app stores are in tests/apps and
 tests/unit/test_console_apps.py.)"""
@@ -12,18 +12,16 @@ from pydantic import ValidationError
 
 from pyserver.config import AppConfig, ConfigError, check_app_name, load_settings
 
-GOOD = ["a", "Shop", "shop-eu.2", "under_score", "0", "x" * 255, ".-_"]
+GOOD = ["a", "Shop", "My Shop (EU)", "café", "商店", "a/b", "x" * 255, "é" * 255]
 BAD = [
     "",
     "x" * 256,
-    "my shop",  # a space
-    "shop\n",  # a trailing newline ($ in a regex would let it through)
-    "café",  # letters beyond ASCII
-    "shop\u0661",  # an Arabic-Indic digit: \d would let it through
-    "a/b",
-    "a{b}",
+    "shop\n",  # a trailing newline
+    "two\nlines",
     "tab\there",
     "nul\x00",
+    "del\x7f",
+    "line\u2028separator",
 ]
 
 
@@ -35,7 +33,7 @@ def test_a_good_name_is_kept(name: str) -> None:
 
 @pytest.mark.parametrize("name", BAD)
 def test_a_bad_name_is_refused_saying_what_a_name_is(name: str) -> None:
-    with pytest.raises(ValueError, match=r"an app name is 1 to 255 characters"):
+    with pytest.raises(ValueError, match=r"an app name is 1 to 255 printable characters"):
         check_app_name(name)
     with pytest.raises(ValidationError, match="name"):
         AppConfig(id="1", key="k", secret="s", name=name)
@@ -47,7 +45,7 @@ def test_no_name_is_fine() -> None:
 
 def test_a_long_bad_name_is_shown_cut_short() -> None:
     with pytest.raises(ValueError) as caught:
-        check_app_name("y " * 200)
+        check_app_name("y\t" * 200)
     assert "(400 characters)" in str(caught.value) and len(str(caught.value)) < 200
 
 
@@ -55,9 +53,9 @@ def test_the_config_file_names_the_app_and_the_field(tmp_path: Path) -> None:
     path = tmp_path / "pyserver.toml"
     path.write_text(
         '[[apps]]\nid = "1"\nkey = "k1"\nsecret = "s"\nname = "ok"\n'
-        '[[apps]]\nid = "2"\nkey = "k2"\nsecret = "s"\nname = "my shop"\n'
+        '[[apps]]\nid = "2"\nkey = "k2"\nsecret = "s"\nname = "my\\tshop"\n'
     )
-    with pytest.raises(ConfigError, match=r"apps\.1\.name: .*an app name is .*'my shop'"):
+    with pytest.raises(ConfigError, match=r"apps\.1\.name: .*an app name is .*'my\\tshop'"):
         load_settings(path)
 
 
