@@ -8,6 +8,7 @@ Invariants:
 - With no configuration at all there is exactly one app: `app-id` / `app-key` / `app-secret`
   (changeable with `PYSERVER_APP_ID`, `PYSERVER_APP_KEY`, `PYSERVER_APP_SECRET`).
 - App ids and keys are unique; a bad value stops start-up with a message naming the field.
+- An app's `name` is 1 to 255 printable characters (`check_app_name`), wherever it is set.
 - Limits default to hosted Pusher's (`spec/protocol.md` §13).
 - `describe()` never shows a secret.
 """
@@ -108,6 +109,27 @@ class HistoryRule(BaseModel):
         return self
 
 
+APP_NAME_MAX = 255
+"""The longest app `name`, in characters (the app stores' column holds 255)."""
+
+
+def check_app_name(name: str) -> str:
+    """`name` when it is a valid app name, else a ValueError saying what one is.
+
+    A name is a label for people: 1 to 255 printable characters, spaces and any script
+    included. Control characters (newlines, tabs, NUL) are refused because the line-oriented
+    outputs that show a name (`pyserver apps list`, logs) would break on them. One rule
+    wherever a name comes from: the config file, `PYSERVER_APPS`, `pyserver apps`, the
+    console's Apps page and the rows of an app store (all of them build an `AppConfig`)."""
+    if not 1 <= len(name) <= APP_NAME_MAX or not name.isprintable():
+        shown = repr(name) if len(name) <= 40 else f"{name[:40]!r}… ({len(name)} characters)"
+        raise ValueError(
+            "an app name is 1 to 255 printable characters (spaces allowed; no newline, tab or "
+            f"other control character); not {shown}"
+        )
+    return name
+
+
 class AppConfig(BaseModel):
     """One tenant: credentials, switches and limits."""
 
@@ -156,6 +178,11 @@ class AppConfig(BaseModel):
     """Most events in one batched request."""
     history: tuple[HistoryRule, ...] = ()
     """Channels that keep history (rewind, catch-up, the history API); none by default."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_app_name(value)
 
     def describe(self) -> str:
         switches = [f"client_events={'on' if self.client_events else 'off'}"]

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 
+from pyserver.cluster.redis_connect import POOL_SIZE
 from pyserver.config import Settings
 from pyserver.server.capacity import Board, Budget, open_descriptors
 from pyserver.server.listener import BOARD_FD_ENV, LISTEN_FD_ENV, shared_socket
@@ -48,7 +49,10 @@ def supervise(settings: Settings, argv: list[str]) -> int:
     }
     env.pop("PYSERVER_REUSE_PORT", None)
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    estimate = Budget.compute(limit, open_descriptors() + 8)
+    # Each worker reserves its own link's connections once it has reached Redis (a cluster:
+    # per shard, its own log line says); this first guess counts one pool.
+    redis = POOL_SIZE if settings.adapter == "redis" else 0
+    estimate = Budget.compute(limit, open_descriptors() + 8, redis_connections=redis)
     log.info("supervisor: about %s", estimate.describe(settings.workers).split(": ", 1)[1])
     workers: dict[int, subprocess.Popen[bytes]] = {}
     started: dict[int, float] = {}

@@ -10,6 +10,13 @@ Neither server runs as root (PostgreSQL refuses to, and CI runs as root): when t
 as root, the server runs as the package's own user (`postgres`, `mysql`) through `setpriv`,
 which execs, so the PID we hold is the server's. Otherwise it runs as the current user.
 Both are tuned for tests: no fsync, small buffers, TCP on 127.0.0.1 only.
+
+Ports: a port found free now may be taken by the time the server binds it (by another test
+process, or by an outgoing connection: the kernel hands out ports of its ephemeral range to
+those). So the port is drawn at random below the ephemeral range (`_pick_port`), a server
+that fails to bind is started again on another port (on the same one when restarting: the
+tests hold its URL), and readiness asks the server for its own data directory, so a server
+of someone else's that answers on the port is never taken for ours.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ import glob
 import itertools
 import os
 import pwd
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +41,43 @@ from tests.redisproc import free_port
 USER = "pyserver"
 PASSWORD = "pyserver-test"
 _names = itertools.count(1)
+START_ATTEMPTS = 5
+"""Starts tried before giving up when the port turns out to be taken (`PortClash`)."""
+_CLASH = ("Address already in use", "Bind on TCP/IP port")
+"""What PostgreSQL and MariaDB log when their port is taken."""
+
+
+class PortClash(RuntimeError):
+    """The server exited because something else holds its port."""
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pick_port() -> int:
+    """A loopback port free now, drawn at random below the kernel's ephemeral range, where
+    no outgoing connection takes it meanwhile and other tests' `free_port()` never looks."""
+    low, _ = _ephemeral_range()
+    if low > 11_000:
+        for _ in range(50):
+            port = random.randrange(10_000, low)
+            if _bindable(port):
+                return port
+    return free_port()
 
 
 def _run_as(user: str) -> tuple[list[str], int | None, int | None]:
@@ -57,9 +103,12 @@ def _give(path: Path, uid: int | None, gid: int | None) -> None:
 class _ServerProcess:
     name = "database"
     os_user = ""
+    data: Path
 
     def __init__(self) -> None:
-        self.port = free_port()
+        self.port = _pick_port()
+        self.started = False
+        """Whether it ever started: from then on the port is kept (tests hold the URL)."""
         self.base = Path(tempfile.mkdtemp(prefix=f"pyserver-{self.name}-"))
         self.prefix, self.uid, self.gid = _run_as(self.os_user)
         _give(self.base, self.uid, self.gid)
@@ -76,9 +125,13 @@ class _ServerProcess:
     def url(self, database: str = "") -> str:
         raise NotImplementedError
 
+    def _data_directory(self) -> str:
+        """The data directory of the server that answers on `port`."""
+        raise NotImplementedError
+
     def _ready(self) -> bool:
-        self._admin("SELECT 1")
-        return True
+        """Whether our server answers on the port (not another one that holds it)."""
+        return Path(self._data_directory()).resolve() == self.data.resolve()
 
     def _initialise(self, command: list[str]) -> None:
         """Create the data directory (initdb, mariadb-install-db) as the server's user."""
@@ -98,6 +151,26 @@ class _ServerProcess:
         return self.url(name)
 
     def start(self) -> None:
+        """Start the server and wait until it answers. When its port is taken, start it again:
+        on another port the first time, on the same one (once it is free) for a restart."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self._start_once()
+            except PortClash:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                if not self.started:
+                    self.port = _pick_port()
+                else:
+                    deadline = time.monotonic() + 10
+                    while not _bindable(self.port) and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                continue
+            self.started = True
+            return
+
+    def _start_once(self) -> None:
+        logged = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [*self.prefix, *self._command()],
@@ -117,9 +190,13 @@ class _ServerProcess:
             except Exception:
                 pass
             time.sleep(0.1)
-        output = self.log_path.read_text(errors="replace")[-3000:]
+        with self.log_path.open("rb") as f:
+            f.seek(logged)
+            output = f.read().decode(errors="replace")
         self.stop()
-        raise RuntimeError(f"{self.name} did not start:\n{output}")
+        if any(marker in output for marker in _CLASH):
+            raise PortClash(f"{self.name}: port {self.port} is taken")
+        raise RuntimeError(f"{self.name} did not start:\n{output[-3000:]}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -204,19 +281,28 @@ class PostgresProcess(_ServerProcess):
         return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
 
     def _admin(self, *statements: str) -> None:
+        self._run(*statements)
+
+    def _data_directory(self) -> str:
+        return self._run("SHOW data_directory")
+
+    def _run(self, *statements: str) -> str:
+        """Run statements; the first column of the last one's first row ("" if none)."""
         import asyncpg
 
-        async def run() -> None:
+        async def run() -> str:
             conn = await asyncpg.connect(self.url(), timeout=5)
+            value = ""
             try:
                 for statement in statements:
-                    await conn.execute(statement)
+                    value = str(await conn.fetchval(statement) or "")
             finally:
                 await conn.close()
+            return value
 
         # in a thread of its own: a test may start or stop the server from inside its loop
         with ThreadPoolExecutor(max_workers=1) as thread:
-            thread.submit(asyncio.run, run()).result()
+            return thread.submit(asyncio.run, run()).result()
 
     def stop(self, sig: int = signal.SIGINT) -> None:
         super().stop(sig)  # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for clients)
@@ -283,17 +369,34 @@ class MariadbProcess(_ServerProcess):
         return f"mysql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
 
     def _admin(self, *statements: str) -> None:
+        self._run(*statements)
+
+    def _data_directory(self) -> str:
+        return self._run("SELECT @@datadir")
+
+    def _run(self, *statements: str) -> str:
+        """Run statements; the first column of the last one's first row ("" if none)."""
         import pymysql
 
         conn = pymysql.connect(
-            host="127.0.0.1", port=self.port, user=USER, password=PASSWORD, connect_timeout=5
+            host="127.0.0.1",
+            port=self.port,
+            user=USER,
+            password=PASSWORD,
+            connect_timeout=5,
+            read_timeout=5,  # a silent listener on the port must not hang the start
+            write_timeout=5,
         )
+        value = ""
         try:
             with conn.cursor() as cursor:
                 for statement in statements:
                     cursor.execute(statement)
+                    row = cursor.fetchone()
+                    value = str(row[0]) if row else ""
         finally:
             conn.close()
+        return value
 
     def drop_database(self, url: str) -> None:
         self._admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]}")

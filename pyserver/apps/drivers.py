@@ -264,8 +264,17 @@ class PostgresDriver(_PooledDriver):
         return converted
 
     def _errors(self) -> tuple[type[BaseException], ...]:
+        """What asyncpg raises when the database is away or a connection broke. Its
+        `InternalClientError` (a protocol state it did not expect, as when the server stops
+        in the middle of a query) derives from neither of its other bases, and is one too."""
         pg = self._asyncpg
-        return (OSError, asyncio.TimeoutError, pg.PostgresError, pg.InterfaceError)
+        return (
+            OSError,
+            asyncio.TimeoutError,
+            pg.PostgresError,
+            pg.InterfaceError,
+            pg.InternalClientError,
+        )
 
     async def connect(self) -> None:
         try:

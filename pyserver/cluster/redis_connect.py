@@ -217,6 +217,9 @@ class RedisLink:
         self.sentinel = sentinel
         self._sentinel_pool = sentinel_pool
         self._watcher: asyncio.Task[None] | None = None
+        self._subscribers = 0
+        """Subscribers made by `subscriber` (on a cluster, each holds a connection per shard
+        outside the command pools)."""
 
     async def start(self) -> None:
         """Begin following the Sentinels (a no-op for a single server or a cluster).
@@ -236,6 +239,22 @@ class RedisLink:
             except (RedisError, OSError) as exc:
                 log.debug("redis: no Sentinel answered (%r)", exc)
             await asyncio.sleep(SENTINEL_POLL)
+
+    def most_connections(self) -> int:
+        """The most connections to Redis this node may hold at once: what its descriptor
+        budget keeps for Redis (`server.capacity.Budget`).
+
+        A single server or Sentinel: the command pool's `POOL_SIZE` (a subscriber takes its
+        connection from that pool and waits for one like any caller) and one per Sentinel
+        asked. A cluster: per shard, its pool's `CLUSTER_POOL_SIZE` and each subscriber's
+        own connection; the shards are those of the slot map read so far, so ask after the
+        first command (a cluster not reached yet counts as one shard)."""
+        if self.mode == "cluster":
+            assert isinstance(self.client, RedisCluster)
+            shards = max(1, len(self.client.get_primaries()))
+            return shards * (CLUSTER_POOL_SIZE + self._subscribers)
+        sentinels = len(self.sentinel.sentinels) if self.sentinel is not None else 0
+        return POOL_SIZE + sentinels
 
     # --- naming -------------------------------------------------------------------------
 
@@ -305,6 +324,7 @@ class RedisLink:
         on_restored: Callable[[], None] | None = None,
     ) -> BusSubscriber:
         kind = _ShardedSubscriber if self.mode == "cluster" else _PlainSubscriber
+        self._subscribers += 1
         return kind(self, list(channels), handler, on_lost, on_restored)
 
     async def aclose(self) -> None:

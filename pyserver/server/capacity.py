@@ -5,7 +5,7 @@ Every connection costs one file descriptor, and a process's descriptors are capp
 (RLIMIT_NOFILE, often by a hard limit that nothing here can raise). This module owns:
 - `raise_descriptor_limit`: the soft limit goes up to the hard one at start-up;
 - `Budget`: what of that limit is left for client connections once the process's own
-  descriptors (Redis pool, webhook senders, metrics, logs) are set aside;
+  descriptors (Redis connections, webhook senders, metrics, logs) are set aside;
 - `Admission`: the count of open connections against that budget, and how many more may be
   accepted now (the listener asks before each `accept`);
 - `Board`: one byte per worker of `--workers N`, in memory the workers share, saying which are
@@ -32,8 +32,6 @@ from dataclasses import dataclass
 RESERVED_BASE = 32
 """Descriptors kept for everything but client connections beyond those counted below: log
 files, DNS, the metrics listener's clients, a console session, a reconnecting Redis."""
-REDIS_POOL = 64
-"""At most this many Redis connections per process (`cluster.redis`), plus its pub/sub one."""
 
 
 def raise_descriptor_limit() -> tuple[int, int]:
@@ -85,8 +83,12 @@ class Budget:
     """Connections accepted beyond capacity only to be told 4100 and closed."""
 
     @classmethod
-    def compute(cls, limit: int, baseline: int, webhook_concurrency: int = 0) -> Budget:
-        reserved = RESERVED_BASE + REDIS_POOL + webhook_concurrency
+    def compute(
+        cls, limit: int, baseline: int, webhook_concurrency: int = 0, redis_connections: int = 0
+    ) -> Budget:
+        """`redis_connections`: the most the process may hold to Redis (the Redis adapter's
+        `RedisLink.most_connections()`; 0 without Redis)."""
+        reserved = RESERVED_BASE + redis_connections + webhook_concurrency
         overflow = max(8, min(256, limit // 100))
         return cls(limit, baseline, reserved, overflow)
 

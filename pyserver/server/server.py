@@ -83,7 +83,12 @@ class Server:
         """With a database store and the Redis adapter, the announcements of app changes
         (`cluster.app_changes.ChangeListener`)."""
         if self.from_store and settings.adapter == "redis":
-            self.app_changes = ChangeListener(settings, self.directory.refresh_soon)
+            # On the adapter's link (started and closed by the adapter): its subscriber and
+            # its command pool, not a second client of its own (`RedisLink.most_connections`
+            # counts that link only).
+            self.app_changes = ChangeListener(
+                settings, self.directory.refresh_soon, link=_redis_link(self.adapter)
+            )
             self.directory.announce = self.app_changes.announce
         self.started_at = time.time()
         self.metrics = Metrics(
@@ -187,10 +192,12 @@ class Server:
                 bound = bound_socket(
                     self.settings.host, self.settings.port, self.settings.reuse_port
                 )
+            link = _redis_link(self.adapter)
             budget = Budget.compute(
                 resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 open_descriptors(),
                 self.settings.webhook_concurrency if self._with_webhooks() else 0,
+                link.most_connections() if link is not None else 0,  # the adapter has started
             )
             self.state.admission = Admission.for_budget(budget, board)
             log.info(budget.describe(1))

@@ -122,6 +122,10 @@ def test_bad_input_exits_non_zero_with_a_clear_message(tmp_path: Path) -> None:
         ("disable", "9"): "no app with id '9'",
         ("rotate-secret", "9"): "no app with id '9'",
         ("rotate-secret", "1", "--secret", "s1"): "secret: the new secret is the current one",
+        ("set", "1", "--name", "my\nshop"): "name: Value error, an app name is 1 to 255",
+        ("add", "--id", "2", "--key", "k2", "--secret", "s2", "--name", "a" * 256): (
+            "name: Value error, an app name is 1 to 255"
+        ),
     }
     for args, message in refused.items():
         done = apps(*args, status=1)
@@ -139,6 +143,7 @@ def test_bad_input_exits_non_zero_with_a_clear_message(tmp_path: Path) -> None:
         done = apps(*args, status=2)
         assert message in done.stderr, (args, done.stderr)
     assert apps.json("show", "1")["options"] == {}  # nothing refused was written
+    assert [a["id"] for a in apps.json("list")] == ["1"]
 
 
 def test_secrets_show_only_when_asked(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import pusher
 import pytest
 
-from tests.apps.conftest import STORES, database_server, fresh_url
+from tests.apps.conftest import STORES, database_server, fresh_url, with_store
 from tests.integration.conftest import AppCreds, redis_env
 from tests.integration.httpapi import signed_post
 from tests.integration.jsdriver import JsDriver, js_deps_installed
@@ -184,6 +184,18 @@ def wait_for(check: Any, seconds: float, what: str) -> float:
     raise AssertionError(f"{what}: not within {seconds} s")
 
 
+def wait_applied(pair: Pair, nodes: list[ServerProcess] | None = None) -> None:
+    """Wait until the nodes have applied every change saved so far: their app directory's
+    cursor (in /up) has reached the store's."""
+    cursor = with_store(pair.url, lambda store: store.cursor())
+    for node in pair.nodes if nodes is None else nodes:
+        wait_for(
+            lambda n=node: (health(n, "/up")[1]["app_store"]["cursor"] or 0) >= cursor,
+            AT_ONCE,
+            f"node on port {node.port} to apply change {cursor}",
+        )
+
+
 def trigger_status(port: int, app: AppCreds, secret: str | None = None) -> int:
     """The HTTP status of a trigger made by the Python SDK."""
     try:
@@ -229,55 +241,93 @@ def _node(app: AppCreds) -> dict[str, str]:
 # --- rotating a secret ---------------------------------------------------------------------
 
 
+def _expiry(pair: Pair, app_id: str) -> float:
+    """When the app's previous secret stops being valid, exactly, as the store holds it."""
+    stored = with_store(pair.url, lambda store: store.get(app_id))
+    assert stored is not None and stored.previous_secret_expires_at is not None
+    return stored.previous_secret_expires_at
+
+
+def _subscribes_privately(node: ServerProcess, app: AppCreds, secret: str) -> bool:
+    """Whether a channel auth token signed with `secret` subscribes to a private channel."""
+    sock = established(node, app)
+    try:
+        auth = sdk(1, app, secret).authenticate(
+            channel="private-rotation", socket_id=sock.socket_id
+        )
+        sock.send_json(
+            {"event": "pusher:subscribe", "data": {"channel": "private-rotation", **auth}}
+        )
+        event = sock.recv()["event"]
+    finally:
+        sock.close()
+    assert event in ("pusher_internal:subscription_succeeded", "pusher:error"), event
+    return event == "pusher_internal:subscription_succeeded"
+
+
 def test_a_rotated_secret_keeps_the_old_one_for_the_grace_period(pair: Pair) -> None:
+    """Two rotations, so that no check races the clock. The first, with a grace far longer
+    than the test: once both nodes took the new secret, both secrets sign API calls and
+    channel auth tokens on both nodes. The second, with a short grace, while an SDK keeps
+    signing with the secret it replaces: each of its calls is judged against the exact
+    expiry the store holds, by when it was sent and answered (a call answered before the
+    expiry was accepted, one sent after it is refused), and the test waits for calls on
+    both sides of it rather than for a fixed time."""
     app = pair.new_app()
     old = app.secret
     new = "rotated-" + "".join(random.choices(string.ascii_letters, k=16))
-    statuses: list[tuple[float, int]] = []
+    newest = "rotated-again-" + "".join(random.choices(string.ascii_letters, k=16))
+
+    pair.apps("rotate-secret", app.id, "--secret", new, "--grace", "600")
+    for node in pair.nodes:
+        wait_for(lambda n=node: trigger_status(n.port, app, new) == 200, AT_ONCE, "new secret")
+    for node in pair.nodes:
+        for secret in (old, new):
+            assert trigger_status(node.port, app, secret) == 200
+            assert _subscribes_privately(node, app, secret)
+
+    calls: list[tuple[float, float, int]] = []
+    """(sent, answered, status) of each call signed with `new`, through node B."""
     stop = threading.Event()
 
-    def traffic() -> None:  # an SDK still signing with the old secret, through node B
+    def traffic() -> None:
         while not stop.is_set():
-            statuses.append((time.time(), trigger_status(pair.b.port, app, old)))
+            sent = time.time()
+            status = trigger_status(pair.b.port, app, new)
+            calls.append((sent, time.time(), status))
             time.sleep(0.02)
 
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
-        time.sleep(0.3)
+        wait_for(lambda: len(calls) >= 3, 10, "calls before the second rotation")
         grace = 4.0
-        earliest = time.time() + grace
-        pair.apps("rotate-secret", app.id, "--secret", new, "--grace", str(grace))
-        expires = time.time() + grace  # the CLI set it between `earliest` and this
-        time.sleep(0.5)
-        # Within the grace period both secrets sign API calls and channel auth tokens.
-        assert trigger_status(pair.a.port, app, new) == 200
-        assert trigger_status(pair.a.port, app, old) == 200
-        for secret in (old, new):
-            sock = established(pair.a, app)
-            auth = sdk(1, app, secret).authenticate(
-                channel="private-rotation", socket_id=sock.socket_id
-            )
-            sock.send_json(
-                {"event": "pusher:subscribe", "data": {"channel": "private-rotation", **auth}}
-            )
-            assert sock.recv()["event"] == "pusher_internal:subscription_succeeded"
-            sock.close()
-        wait_for(lambda: time.time() > expires + 0.3, grace + 2, "the grace period to end")
+        pair.apps("rotate-secret", app.id, "--secret", newest, "--grace", str(grace))
+        expires = _expiry(pair, app.id)
+        wait_for(lambda: trigger_status(pair.b.port, app, newest) == 200, AT_ONCE, "newest secret")
+        applied = time.time()  # node B has the second rotation from here on
+        # The first rotation's secret is gone at once: only the latest previous one is kept.
+        assert trigger_status(pair.a.port, app, old) == 401
+        assert not _subscribes_privately(pair.a, app, old)
+        wait_for(
+            lambda: any(sent > expires + 0.1 for sent, _, _ in calls[-3:]) and len(calls) > 3,
+            grace + 10,
+            "calls after the grace period",
+        )
     finally:
         stop.set()
         worker.join()
-    during = [status for at, status in statuses if at < earliest - 0.2]
-    after = [status for at, status in statuses if at > expires + 0.2]
+    during = [status for sent, answered, status in calls if answered < expires]
+    within_grace = [s for sent, answered, s in calls if sent > applied and answered < expires]
+    after = [status for sent, _, status in calls if sent > expires]
     assert during and set(during) == {200}, during
+    assert within_grace, "no call was answered between the rotation and the expiry"
     assert after and set(after) == {401}, after
-    assert trigger_status(pair.a.port, app, old) == 401
-    assert trigger_status(pair.b.port, app, new) == 200
-    sock = established(pair.b, app)
-    auth = sdk(1, app, old).authenticate(channel="private-rotation", socket_id=sock.socket_id)
-    sock.send_json({"event": "pusher:subscribe", "data": {"channel": "private-rotation", **auth}})
-    assert sock.recv()["event"] == "pusher:error"
-    sock.close()
+    for node in pair.nodes:
+        assert trigger_status(node.port, app, new) == 401
+        assert trigger_status(node.port, app, newest) == 200
+        assert not _subscribes_privately(node, app, new)
+        assert _subscribes_privately(node, app, newest)
 
 
 # --- disable, enable, remove, change limits ------------------------------------------------
@@ -301,11 +351,11 @@ def test_disable_enable_remove_and_limits(pair: Pair) -> None:
     established(pair.a, app).close()
 
     pair.apps("set", app.id, "--max-connections", "1")
-    time.sleep(0.3)
+    wait_applied(pair, [pair.a])
     first = established(pair.a, app)
     assert refused(pair.a, app) == 4004  # a new connection: over the changed limit
     pair.apps("set", app.id, "--reset", "max_connections")
-    time.sleep(0.3)
+    wait_applied(pair, [pair.a])
     second = established(pair.a, app)
 
     pair.apps("remove", app.id)
@@ -325,7 +375,7 @@ def _event() -> dict[str, Any]:
 
 def test_a_thousand_unknown_keys_cost_a_bounded_number_of_queries(pair: Pair) -> None:
     known = pair.new_app()
-    time.sleep(0.3)
+    wait_applied(pair, [pair.a])  # the refresh the new app causes is not counted below
     _, before = health(pair.a, "/up")
     started = time.monotonic()
     for _ in range(1_000):
@@ -437,7 +487,7 @@ def test_webhooks_of_a_new_app_are_signed_with_the_current_secret(pair: Pair) ->
         assert delivery.headers["x-pusher-signature"] == _hmac(app.secret, delivery.body)
 
         pair.apps("rotate-secret", app.id, "--secret", "after-rotation")
-        time.sleep(0.5)
+        wait_applied(pair, [pair.b])
         second = established(pair.b, app)
         second.send_json({"event": "pusher:subscribe", "data": {"channel": "hooked-2"}})
         second.recv()

@@ -348,6 +348,27 @@ def test_a_row_that_no_longer_validates_is_skipped_with_an_error_log(
     with_store(store_url, scenario)
 
 
+def test_a_bad_app_name_is_refused_and_a_row_holding_one_is_skipped(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(store: AppStore) -> None:
+        await store.add(app("1", name="shop"))
+        with pytest.raises(InvalidApp, match="an app name is 1 to 255 printable characters"):
+            await store.update("1", {"name": "my\nshop"})
+        kept = await store.get("1")
+        assert kept is not None and kept.config.name == "shop"
+        await execute(  # edited by hand
+            store, "UPDATE pyserver_apps SET options = ? WHERE id = ?", '{"name": "a\\tb"}', "1"
+        )
+        with caplog.at_level(logging.ERROR, "pyserver.apps"):
+            assert await store.list_apps() == []
+        assert "app '1' is skipped" in caplog.text and "an app name is" in caplog.text
+        fixed = await store.update("1", {"name": "shop-2"})
+        assert fixed.config.name == "shop-2"
+
+    with_store(store_url, scenario)
+
+
 def test_migrations_bring_an_old_schema_to_the_current_one(store_url: str) -> None:
     # A later version adds a column; the data of version 1 must survive the migration.
     v2 = Migration(
@@ -456,7 +477,7 @@ def every_option_changed() -> dict[str, Any]:
     """A value other than the default for every AppConfig option, so that a new option
     that a store would drop fails the round trip below."""
     special: dict[str, Any] = {
-        "name": "Every option",
+        "name": "Every-option",
         "allowed_origins": ("https://*.example.com", "http://localhost:3000"),
         "history": (
             HistoryRule(channels="chat-*", limit=50, ttl=600, rewind=5, recovery_window=60),

@@ -79,6 +79,41 @@ def _sums(points: list[dict[str, Any]]) -> dict[str, int]:
     return {name: sum(p[name] or 0 for p in points) for name in FIELDS}
 
 
+def _settled(
+    port_a: int, port_b: int, expected: dict[str, int]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The stats through node A and node B and the other app's newest minute (through B), once
+    they show one settled minute: every count summed to `expected`, and both nodes' reports
+    end on the same minute, in which both nodes have written (`nodes` 2 in the newest point,
+    for this app and the other one, and this app's 3 connections: the nodes' alive set and
+    the app's counts are separate writes, on different shards of a cluster).
+
+    Each node writes its counts every `FLUSH_EVERY` seconds, and a minute's point names the
+    nodes only once each has sampled and written in it: for a few seconds after a minute
+    begins, its point holds one node or none, and two reads a moment apart may straddle the
+    minute's end (the two reports then cover different windows). Reading until all three
+    reads agree on one minute in which both nodes wrote waits out both, whatever the clock."""
+    deadline = time.monotonic() + 15
+    while True:
+        through_a, through_b = _stats(port_a), _stats(port_b)
+        other = _stats(port_b, "2002", basic("2002", "other-secret"))["minutes"][-1]
+        newest = {through_a["minutes"][-1]["time"], through_b["minutes"][-1]["time"]}
+        if (
+            all(_sums(body["minutes"]) == expected for body in (through_a, through_b))
+            and newest == {other["time"]}
+            and all(body["minutes"][-1]["nodes"] == 2 for body in (through_a, through_b))
+            and all(body["minutes"][-1]["connections"] == 3 for body in (through_a, through_b))
+            and other["nodes"] == 2
+        ):
+            return through_a, through_b, other
+        assert time.monotonic() < deadline, (
+            [_sums(body["minutes"]) for body in (through_a, through_b)],
+            [body["minutes"][-1] for body in (through_a, through_b)],
+            other,
+        )
+        time.sleep(0.2)
+
+
 def test_stats_are_the_whole_clusters_through_either_node(nodes) -> None:
     a, b = nodes
     # Node A: alice (private-room) and reader (news); node B: bob (private-room).
@@ -103,14 +138,7 @@ def test_stats_are_the_whole_clusters_through_either_node(nodes) -> None:
     # client events: 5. API calls: 3 (one on A, two on B).
     expected = {"messages_sent": 13, "messages_received": 5, "api_calls": 3}
     expected["webhook_deliveries"] = 0
-    deadline = time.monotonic() + 15
-    while True:
-        seen = [_stats(node.port) for node in (a, b)]
-        if all(_sums(body["minutes"]) == expected for body in seen):
-            break
-        assert time.monotonic() < deadline, [_sums(body["minutes"]) for body in seen]
-        time.sleep(0.3)
-    through_a, through_b = seen
+    through_a, through_b, other = _settled(a.port, b.port, expected)
     assert len(through_a["minutes"]) == 1440 and len(through_a["days"]) == 30
     # Per minute, both nodes serve the same numbers: the cluster's, not their own.
     counted = [
@@ -120,14 +148,13 @@ def test_stats_are_the_whole_clusters_through_either_node(nodes) -> None:
         (p["time"], *(p[name] for name in FIELDS)) for p in through_b["minutes"] if p["nodes"]
     ]
     assert _sums(through_a["days"]) == _sums(through_b["days"]) == expected
-    for body in seen:
+    for body in (through_a, through_b):
         now = body["minutes"][-1]
         assert now["nodes"] == 2 and now["connections"] == 3, now
         assert max(p["peak_connections"] or 0 for p in body["minutes"]) == 3
         assert body["days"][-1]["peak_connections"] == 3
         assert body["minutes"][0]["nodes"] == 0 and body["minutes"][0]["messages_sent"] is None
     # Another app idle on both nodes: zeros where the nodes ran, not gaps.
-    other = _stats(b.port, "2002", basic("2002", "other-secret"))["minutes"][-1]
     assert other["nodes"] == 2 and other["messages_sent"] == other["connections"] == 0
     for sock in (alice, reader, bob):
         sock.close()
@@ -138,7 +165,9 @@ def test_stream_carries_every_nodes_feed_and_resumes_on_the_other_node(nodes, ui
     path = f"/console/api/stream?app={MAIN.id}"
     on_b = SseClient(b.port, path, APP)
     assert on_b.status == 200 and "text/event-stream" in on_b.head
-    on_b.drain(1.5)  # what the stream holds already, and the first stats and state
+    # Open: the first stats have come. What the stream held already may come before or
+    # after them; the entries below are told apart by their names, wherever they fall.
+    assert on_b.events("stats", 1, 10), "no first stats"
     channel = f"cluster-feed-{uid}"
     sender, listener = PusherSocket(a.port), PusherSocket(b.port)
     sender.signed_subscribe(f"private-{channel}")
@@ -200,10 +229,16 @@ def test_state_is_cluster_wide(nodes, uid) -> None:
     on_a, on_b = PusherSocket(a.port), PusherSocket(b.port)
     on_a.signed_subscribe(room, "ann", {"name": "Ann"})
     on_b.signed_subscribe(room, "ben", {"name": "Ben"})
-    time.sleep(1.5)  # the connection counts travel with the heartbeat
-    status, state, _ = request(a.port, "GET", f"/console/api/state?app={MAIN.id}", headers=APP)
-    assert status == 200
-    listed = {c["name"]: c for c in state["channels"]}
+    # The other node's subscriber and connection counts travel with its heartbeat.
+    deadline = time.monotonic() + 10
+    while True:
+        status, state, _ = request(a.port, "GET", f"/console/api/state?app={MAIN.id}", headers=APP)
+        assert status == 200
+        listed = {c["name"]: c for c in state["channels"]}
+        if room in listed and listed[room]["subscribers"] == 2 and state["connections"] >= 2:
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
     assert listed[room]["subscribers"] == 2 and listed[room]["local_subscribers"] == 1
     assert listed[room]["members"] == {"ann": {"name": "Ann"}, "ben": {"name": "Ben"}}
     assert state["connections"] >= 2 and state["local_connections"] >= 1

@@ -13,6 +13,10 @@ single server, a master and replica behind three Sentinels, a three-master Redis
   replica per master, a SIGKILLed master's slots work again (commands and bus) within the
   cluster's own promotion time plus 5 s, and the other shards deliver meanwhile.
 - A single server restarted under a running subscriber: loss and return are reported.
+- `most_connections()`: a single server's link, with more callers blocked at once than its
+  pool holds, has exactly that many connections open on the server, its subscriber's among
+  them; Sentinel adds one per Sentinel, a cluster counts a pool and a subscriber connection
+  per shard once the slot map is read.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from pyserver.cluster.redis_connect import (
     BUS_SHARDS,
+    CLUSTER_POOL_SIZE,
+    POOL_SIZE,
     BusSubscriber,
     RedisLink,
     connect,
@@ -82,6 +88,16 @@ class Probe:
             await asyncio.gather(self.task, return_exceptions=True)
         await self.link.aclose()
 
+    async def wait_for(
+        self, read: Callable[[], Any], done: Callable[[Any], bool], what: str, timeout: float = 10
+    ) -> Any:
+        """`read()` once `done(read())`, polled; fails naming `what` after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while not done(value := read()):
+            assert time.monotonic() < deadline, f"{what}: not within {timeout} s: {self.events}"
+            await asyncio.sleep(0.02)
+        return value
+
     async def roundtrip(self, app: str = "app", channel: str = "ch", wait: float = 5) -> bool:
         """Publish a unique message and wait for it; also SET and GET a key. False when any
         step failed (Redis unreachable) or the message did not come back in `wait`."""
@@ -118,8 +134,12 @@ def test_single_server_commands_and_bus(redis_single: SingleRedis) -> None:
             assert await probe.roundtrip()
             messages = [(b"t:bus", b"batch-%d" % i) for i in range(50)]
             await link.publish_many(messages)
-            await asyncio.sleep(0.3)
-            assert [m for m in probe.received if m[1].startswith(b"batch-")] == messages
+            batch = await probe.wait_for(
+                lambda: [m for m in probe.received if m[1].startswith(b"batch-")],
+                lambda got: len(got) >= len(messages),
+                "the batch",
+            )
+            assert batch == messages
 
     run(scenario)
 
@@ -133,7 +153,7 @@ def test_a_restarted_server_is_resubscribed_and_reported() -> None:
             async with Probe(link) as probe:
                 assert await probe.roundtrip()
                 await asyncio.to_thread(redis.server.stop)
-                await asyncio.sleep(1.5)
+                await probe.wait_for(probe.kinds, lambda kinds: "lost" in kinds, "the loss")
                 assert probe.kinds()[:1] == ["lost"]
                 assert not await probe.roundtrip(wait=0.2)
                 await asyncio.to_thread(redis.server.start)
@@ -163,9 +183,46 @@ def sentinel_link(setup: SentinelSetup) -> RedisLink:
     return link
 
 
+def _connections_doing(port: int, *commands: str) -> int:
+    """Client connections of the server whose current (or last) command is one of these."""
+    listed = command(port, "CLIENT", "LIST")
+    return sum(1 for line in listed.splitlines() if any(f" cmd={c} " in line for c in commands))
+
+
+def test_most_connections_is_what_a_busy_single_server_link_holds(
+    redis_single: SingleRedis,
+) -> None:
+    port = redis_single.server.port
+
+    async def scenario() -> None:
+        link = connect(load_settings(adapter="redis", redis_url=redis_single.url))
+        most = link.most_connections()
+        assert most == POOL_SIZE
+        async with Probe(link):
+            key = f"{PREFIX}:empty:{uuid.uuid4().hex}"
+            callers = POOL_SIZE + 20
+            blocked = [
+                asyncio.create_task(link.client.blpop([key], timeout=10)) for _ in range(callers)
+            ]
+            # Every connection of the pool in use: the subscriber's and POOL_SIZE - 1 BLPOPs;
+            # the other callers wait for a connection instead of opening one.
+            deadline = time.monotonic() + 10
+            while _connections_doing(port, "blpop") < most - 1:
+                assert time.monotonic() < deadline, command(port, "CLIENT", "LIST")
+                await asyncio.sleep(0.05)
+            assert _connections_doing(port, "blpop", "subscribe") == most
+            assert not any(task.done() for task in blocked)
+            command(port, "RPUSH", key, *(str(n) for n in range(callers)))
+            assert len(await asyncio.gather(*blocked)) == callers
+            assert _connections_doing(port, "blpop", "subscribe") <= most
+
+    run(scenario)
+
+
 def test_sentinel_commands_and_bus(redis_sentinel: SentinelSetup) -> None:
     async def scenario() -> None:
         async with Probe(sentinel_link(redis_sentinel)) as probe:
+            assert probe.link.most_connections() == POOL_SIZE + 3  # one per Sentinel
             assert await probe.roundtrip()
             master = redis_sentinel.master_port()
             assert probe.link.describe().endswith(f"127.0.0.1:{master}")
@@ -289,7 +346,10 @@ def test_cluster_bus_reaches_a_subscriber_from_every_shard(redis_cluster: Cluste
             by_port.setdefault(owners[key_slot(channel)], []).append(channel)
         assert set(by_port) == {node.port for node in redis_cluster.nodes}
         before = {port: commandstats(port) for port in by_port}
+        assert link.most_connections() == CLUSTER_POOL_SIZE  # no slot map, no subscriber yet
         async with Probe(link) as probe:
+            # Three shards, each with a pool and a connection of the probe's subscriber.
+            assert link.most_connections() == 3 * (CLUSTER_POOL_SIZE + 1)
             # SSUBSCRIBE, on the owner of each channel's slot; no classic subscription.
             for port, channels in by_port.items():
                 listed = command(port, "PUBSUB", "SHARDCHANNELS")
@@ -372,14 +432,19 @@ def test_cluster_failover_is_followed_by_commands_and_the_bus() -> None:
                 assert await probe.roundtrip(app)
                 slot = key_slot(link.bus_channel(PREFIX, app, "ch"))
                 started = time.monotonic()
+                lost = probe.kinds().count("lost")
                 await asyncio.to_thread(setup.node(victim).kill)
 
-                # While the cluster has not failed over, the other shards still deliver.
+                # While the cluster has not failed over, the other shards still deliver, once
+                # the subscriber has noticed the dead shard too.
                 bus = link.bus_channel(PREFIX, survivor_app, "ch")
-                await asyncio.sleep(0.5)
+                await probe.wait_for(
+                    probe.kinds, lambda kinds: kinds.count("lost") > lost, "the shard's loss"
+                )
                 await link.publish(bus, b"while-down")
-                await asyncio.sleep(0.5)
-                assert (bus, b"while-down") in probe.received
+                await probe.wait_for(
+                    lambda: probe.received, lambda got: (bus, b"while-down") in got, "while-down"
+                )
 
                 def wait_promoted() -> float:
                     def promoted() -> bool:

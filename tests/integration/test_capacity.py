@@ -17,7 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import MAIN, WS_QUERY, PusherSocket
+from pyserver.cluster.redis_connect import CLUSTER_POOL_SIZE, POOL_SIZE
+from pyserver.server.capacity import RESERVED_BASE
+from tests.integration.conftest import MAIN, WS_QUERY, PusherSocket, redis_env
 from tests.integration.httpapi import request
 from tests.integration.rawws import Closed, RawWebSocket
 from tests.integration.serverproc import ROOT, ServerProcess
@@ -165,4 +167,23 @@ def test_a_process_alone_at_its_limit_tells_the_extra_clients_4100() -> None:
     finally:
         for client in clients:
             client.close()
+        assert proc.stop() == 0
+
+
+_KEPT = re.compile(r"kept back: \d+ open at start, (\d+) for Redis, webhooks and spare")
+
+
+@pytest.mark.parametrize("kind", ["local", "redis", "cluster"])
+def test_the_budget_keeps_back_what_the_redis_link_may_hold(kind: str) -> None:
+    """Nothing for Redis with the local adapter; a single server's pool; on the three-master
+    Redis Cluster, a pool and the bus subscriber's connection per shard."""
+    env = {} if kind == "local" else {"PYSERVER_ADAPTER": "redis", **redis_env(kind)}
+    proc = ServerProcess(APP, env={**env, "PYSERVER_REDIS_PREFIX": f"kept-{os.getpid()}"})
+    try:
+        _wait_for(proc, "kept back:", timeout=20)
+        found = _KEPT.search(proc.output())
+        assert found, proc.output()
+        expected = {"local": 0, "redis": POOL_SIZE, "cluster": 3 * (CLUSTER_POOL_SIZE + 1)}
+        assert int(found.group(1)) == RESERVED_BASE + expected[kind]
+    finally:
         assert proc.stop() == 0

@@ -156,7 +156,7 @@ async function everyOperation() {
   result.unknown_option = await message(page, 'error', 'did you mean');
 
   // Added: the page lists it and shows it.
-  await page.fill('#add-options', '{"name": "Browser shop"}');
+  await page.fill('#add-options', '{"name": "Browser-shop"}');
   await page.click('#add-form button[type=submit]');
   await message(page, 'ok', `Added app ${ID}`);
   await page.waitForSelector(`#apps-rows tr.on[data-id="${ID}"]`);

@@ -6,8 +6,8 @@ import resource
 
 import pytest
 
+from pyserver.cluster.redis_connect import CLUSTER_POOL_SIZE, POOL_SIZE
 from pyserver.server.capacity import (
-    REDIS_POOL,
     RESERVED_BASE,
     Admission,
     Board,
@@ -26,14 +26,23 @@ def fill(admission: Admission, n: int) -> list[bool]:
 
 
 def test_the_budget_keeps_back_what_the_process_needs_besides_connections() -> None:
-    budget = Budget.compute(limit=20_000, baseline=25, webhook_concurrency=16)
-    assert budget.reserved == RESERVED_BASE + REDIS_POOL + 16
+    # One Redis server: its link's pool (`RedisLink.most_connections()`).
+    budget = Budget.compute(
+        limit=20_000, baseline=25, webhook_concurrency=16, redis_connections=POOL_SIZE
+    )
+    assert budget.reserved == RESERVED_BASE + POOL_SIZE + 16
     assert budget.overflow == 200
     assert budget.capacity == 20_000 - 25 - budget.reserved - 200
     assert "capacity 19,663 connections per process" in budget.describe(1)
     assert "5 workers: 98,315 per host" in budget.describe(5)
+    # A Redis Cluster of 6 shards and 2 subscribers: 6 pools and 12 subscriber connections.
+    sharded = Budget.compute(
+        limit=20_000, baseline=25, redis_connections=6 * (CLUSTER_POOL_SIZE + 2)
+    )
+    assert sharded.reserved == RESERVED_BASE + 780
+    # Without Redis (the local adapter) nothing is kept for it.
     tiny = Budget.compute(limit=300, baseline=20)
-    assert tiny.overflow == 8 and tiny.capacity == 300 - 20 - 96 - 8
+    assert tiny.overflow == 8 and tiny.capacity == 300 - 20 - RESERVED_BASE - 8
 
 
 def test_alone_it_admits_up_to_capacity_then_takes_the_overflow_only_to_refuse() -> None:

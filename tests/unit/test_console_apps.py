@@ -292,6 +292,7 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(tmp_path: Path) -> Non
             ("add", {**add, "options": ["name"]}, 400, "'options' must be an object"),
             ("add", {**add, "options": {"secret": "x"}}, 400, "field of its own"),
             ("add", {**add, "id": "x" * 300}, 400, "id: at most 255 bytes"),
+            ("add", {**add, "options": {"name": "my\nshop"}}, 400, "an app name is 1 to 255"),
             ("set", {"id": "a"}, 400, "at least one option"),
             ("set", {"id": "a", "options": {"secret": "x"}}, 400, "rotate-secret"),
             ("set", {"id": "a", "options": {"id": "b"}}, 400, "id cannot change"),
