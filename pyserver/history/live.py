@@ -28,8 +28,10 @@ Invariants:
   long or many (a burst of catch-ups must not stall other clients). A subscription's held
   events and its entry into the fan-out come in the same step as its last replayed event;
   its hold list stays pinned until then. A subscription that ends first (`left`) has its
-  replay cancelled and unpinned; a connection that closes mid-replay is remembered at the
-  last replayed event written (`ReplayJob.reached`).
+  replay cancelled and unpinned; a connection that closes mid-replay is remembered where
+  the replay started (`ReplayJob.start`).
+- What a replay wrote, and the held events after it, count as delivered only once the pong
+  to a ping sent after them came back, exactly like live events (`ConnectionHistory`).
 - Catch-up is all of the gap or nothing: `pusher:recovery_failed` then the rewind.
 - Drops and tokens are node-local and bounded by time (`recovery_window`) and count.
 """
@@ -323,7 +325,9 @@ class AppHistory:
                 job.floor(newest)  # the newest replayed event may still be on the bus to here
             history = client.session.history
             if history is not None and job.rule.recovery_window:
-                history.track(channel, newest)
+                # Written is not received: what the replay and the held events wrote counts
+                # as delivered once the pong to a later ping confirms it, as live events do.
+                history.track(channel, job.start(), newest)
         finally:
             for start in job.mine:
                 self._release(channel, start)
@@ -449,10 +453,10 @@ class AppHistory:
         if history is None:
             return None
         delivered = history.delivered()
-        if self.replays:  # a replay cut short: it got as far as it was written
+        if self.replays:  # a replay cut short: nothing it wrote was confirmed
             for (socket_id, channel), job in self.replays.items():
                 if socket_id == session.socket_id:
-                    delivered[channel] = job.reached()
+                    delivered[channel] = job.start()
         if not delivered:
             return None
         signed_in = session.user.user_id if session.user is not None else None
@@ -549,12 +553,12 @@ class ReplayJob:
         self.history._finish(self)
         return True
 
-    def reached(self) -> Position:
-        """Where a subscription whose connection closed mid-replay is remembered: the last
-        event written, else the catch-up's start, else (a rewind cut before its first
-        event) the head, as a finished replay would be."""
-        if self.sent:
-            return self.entries[self.sent - 1].position
+    def start(self) -> Position:
+        """What the subscription is known to have received before its replay: where its
+        catch-up started, or (a rewind) the head it subscribed at. Events written by the
+        replay are confirmed only by the pong to a ping sent after them, so a connection
+        that closes mid-replay, or before such a pong, is remembered here: its return gets
+        the replay again (duplicates), never a gap."""
         return self.after if self.after is not None else self.head.position
 
 
