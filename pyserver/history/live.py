@@ -32,6 +32,9 @@ Invariants:
   the replay started (`ReplayJob.start`).
 - What a replay wrote, and the held events after it, count as delivered only once the pong
   to a ping sent after them came back, exactly like live events (`ConnectionHistory`).
+- When the app's rules change, the new `AppHistory` takes over the hold lists and pending
+  replays of the old one (`take_over`): a replay queued before the change still gets every
+  live event broadcast until its end, and a leave still cancels it.
 - Catch-up is all of the gap or nothing: `pusher:recovery_failed` then the rewind.
 - Drops and tokens are node-local and bounded by time (`recovery_window`) and count.
 """
@@ -177,6 +180,17 @@ class AppHistory:
 
     def rule_for(self, channel: str) -> HistoryRule | None:
         return self.rules.rule_for(channel)
+
+    def take_over(self, previous: AppHistory) -> None:
+        """The app's rules changed: from now on this object serves them, and the replays
+        `previous` has under way (reads in flight, jobs queued in the pump) finish on state
+        both share, so the registry's appends, `left` and `dropped` reach them here. Only
+        the merged reads stay apart: a read under the old rules (another rewind count) must
+        not answer a subscription under the new ones."""
+        self.holds = previous.holds
+        self._hold_base = previous._hold_base
+        self._hold_starts = previous._hold_starts
+        self.replays = previous.replays
 
     # --- storing -------------------------------------------------------------------------
 
