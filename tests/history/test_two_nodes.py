@@ -1,12 +1,16 @@
 """History across two nodes sharing one Redis, end to end with unmodified pusher-js and the
-Python SDK: the history API on either node sees what was triggered through the other.
+Python SDK: the history API on either node sees what was triggered through the other, and a
+presence user whose node goes away (stopped with SIGTERM: its clients see 4200) comes back
+on the other node and catches up.
 
-Each test starts its own pair of nodes.
+Each test starts its own pair of nodes (one of them is stopped).
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,11 +20,17 @@ import pytest
 from tests.history.test_live import (
     APP,
     channel_history,
+    join,
     name,
+    numbers,
     trigger,
+    wait_numbers,
 )
 from tests.integration.conftest import Deployment, deploy
+from tests.integration.jsdriver import JsDriver, js_deps_installed
 from tests.integration.serverproc import ServerProcess
+
+needs_js = pytest.mark.skipif(not js_deps_installed(), reason="npm ci in tests/js")
 
 CONFIG = """
 [[apps]]
@@ -49,10 +59,21 @@ def pair() -> Iterator[Deployment]:
     deployment.stop()
 
 
+@pytest.fixture(scope="module")
+def js() -> Iterator[JsDriver]:
+    with JsDriver() as driver:
+        yield driver
+
+
 def api(node: ServerProcess) -> pusher.Pusher:
     return pusher.Pusher(
         app_id=APP.id, key=APP.key, secret=APP.secret, host="127.0.0.1", port=node.port, ssl=False
     )
+
+
+def on(node: ServerProcess) -> Deployment:
+    """WebSocket clients on `node`."""
+    return Deployment([node])
 
 
 def test_the_history_api_on_either_node_includes_events_triggered_through_the_other(
@@ -69,3 +90,27 @@ def test_the_history_api_on_either_node_includes_events_triggered_through_the_ot
     assert pages[0]["events"] == pages[1]["events"]  # the same positions on both nodes
     newest: dict[str, Any] = channel_history(api(a), channel, limit=1)
     assert json.loads(newest["events"][0]["data"]) == {"n": 7}
+
+
+@needs_js
+def test_a_user_of_a_node_stopped_gracefully_catches_up_on_the_other(
+    pair: Deployment, js: JsDriver
+) -> None:
+    a, b = pair.nodes
+    channel = name("presence-room-")
+    backend = api(b)
+    first = join(js, on(a), channel, "ann")
+    trigger(backend, channel, range(5))
+    assert wait_numbers(js, first, channel, 5) == [0, 1, 2, 3, 4]
+    time.sleep(2.5)  # a ping and its pong confirm 0..4
+    assert a.stop(signal.SIGTERM) == 0
+    told = [e for e in js.events(first) if e["type"] == "conn_error"]
+    assert any("4200" in json.dumps(e) for e in told), told  # "reconnect elsewhere"
+    js.call("disconnect", client=first)  # its node is gone: it would retry it forever
+    trigger(backend, channel, range(5, 12))  # while the user is away
+    again = join(js, on(b), channel, "ann")
+    trigger(backend, channel, range(12, 14))
+    assert wait_numbers(js, again, channel, 9) == list(range(5, 14))
+    time.sleep(0.3)
+    assert numbers(js, again, channel) == list(range(5, 14))  # each once, in order
+    js.call("disconnect", client=again)
