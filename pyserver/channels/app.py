@@ -181,7 +181,7 @@ class App:
         self.stats.new_disconnections_total += 1
         session = client.session
         remembering = self.history.dropped(session) if self.history is not None else None
-        work = [self._leave(client, name) for name in list(session.channels)]
+        work = [self._leave(client, name, closed=True) for name in list(session.channels)]
         if remembering is not None:
             work.append(remembering)
         user = session.user
@@ -353,7 +353,9 @@ class App:
             return None  # hosted Pusher ignores it; pusher-js may unsubscribe twice
         return self._leave(client, command.channel)
 
-    def _leave(self, client: Client, name: str) -> Coroutine[Any, Any, None]:
+    def _leave(self, client: Client, name: str, closed: bool = False) -> Coroutine[Any, Any, None]:
+        if not closed and self.history is not None:  # a drop at close replaces it instead
+            self.history.unsubscribed(client.session, name)
         user_id = client.session.leave(name)
         self.registry.remove(name, client)
         if self._replaying is not None:

@@ -251,15 +251,17 @@ class ConnectionHistory:
             mark.probed = newer(latest(channel), mark.written)
         return str(self.probe).encode()
 
-    def ponged(self, payload: bytes) -> None:
-        """A pong arrived: if it answers the newest probe, its positions are confirmed."""
-        if not self.probe or payload != str(self.probe).encode():
-            return
+    def ponged(self, payload: bytes) -> bool:
+        """A pong arrived: if it answers the newest probe, its positions are confirmed (True;
+        at most once per probe, so at most once per ping interval)."""
+        if not self.unanswered or payload != str(self.probe).encode():
+            return False
         self.unanswered = False
         for mark in self.marks.values():
             if mark.probed is not None:
                 mark.confirmed = mark.written = mark.probed
                 mark.probed = None
+        return True
 
     def delivered(self) -> dict[str, Position]:
         """channel → the last position the client is known to have received."""
