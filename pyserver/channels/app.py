@@ -142,6 +142,9 @@ class App:
         """channel → subscription count waiting for the throttle window to pass."""
         self.history: AppHistory | None = None
         """Rewind, catch-up and storing (docs/history.md); None when the app has no rules."""
+        self._replaying: AppHistory | None = None
+        """The history whose hold lists and pending replays are live: `history`, or, when
+        the rules were removed, the last one (replays under way still finish on it)."""
         self.use_history(history)
         adapter.attach(self.id, self.registry, self)
 
@@ -153,9 +156,18 @@ class App:
         return previous
 
     def use_history(self, history: AppHistory | None) -> None:
-        """Serve history by these rules from now on (the app's rules changed)."""
+        """Serve history by these rules from now on (the app's rules changed). Replays
+        already under way finish as they started, with every live event broadcast meanwhile
+        and cancellable by a leave: the new rules' history takes over their hold lists and
+        jobs, and without rules the previous history keeps them."""
+        previous = self._replaying
+        if history is not None:
+            if previous is not None and previous is not history:
+                history.take_over(previous)
+            self._replaying = history
         self.history = history
-        self.registry.held = history.holds if history is not None else None
+        replaying = self._replaying
+        self.registry.held = replaying.holds if replaying is not None else None
 
     # --- connections ---------------------------------------------------------------------
 
@@ -169,7 +181,7 @@ class App:
         self.stats.new_disconnections_total += 1
         session = client.session
         remembering = self.history.dropped(session) if self.history is not None else None
-        work = [self._leave(client, name) for name in list(session.channels)]
+        work = [self._leave(client, name, closed=True) for name in list(session.channels)]
         if remembering is not None:
             work.append(remembering)
         user = session.user
@@ -341,11 +353,13 @@ class App:
             return None  # hosted Pusher ignores it; pusher-js may unsubscribe twice
         return self._leave(client, command.channel)
 
-    def _leave(self, client: Client, name: str) -> Coroutine[Any, Any, None]:
+    def _leave(self, client: Client, name: str, closed: bool = False) -> Coroutine[Any, Any, None]:
+        if not closed and self.history is not None:  # a drop at close replaces it instead
+            self.history.unsubscribed(client.session, name)
         user_id = client.session.leave(name)
         self.registry.remove(name, client)
-        if self.history is not None:
-            self.history.left(client.socket_id, name)  # a replay still under way stops
+        if self._replaying is not None:
+            self._replaying.left(client.socket_id, name)  # a replay still under way stops
         if client.log is not None:
             client.log.debug("left %s", name)
         return self._left(client.socket_id, name, user_id)

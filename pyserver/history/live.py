@@ -28,10 +28,20 @@ Invariants:
   long or many (a burst of catch-ups must not stall other clients). A subscription's held
   events and its entry into the fan-out come in the same step as its last replayed event;
   its hold list stays pinned until then. A subscription that ends first (`left`) has its
-  replay cancelled and unpinned; a connection that closes mid-replay is remembered at the
-  last replayed event written (`ReplayJob.reached`).
+  replay cancelled and unpinned; a connection that closes mid-replay is remembered where
+  the replay started (`ReplayJob.start`).
+- What a replay wrote, and the held events after it, count as delivered only once the pong
+  to a ping sent after them came back, exactly like live events (`ConnectionHistory`).
+- When the app's rules change, the new `AppHistory` takes over the hold lists and pending
+  replays of the old one (`take_over`): a replay queued before the change still gets every
+  live event broadcast until its end, and a leave still cancels it.
 - Catch-up is all of the gap or nothing: `pusher:recovery_failed` then the rewind.
-- Drops and tokens are node-local and bounded by time (`recovery_window`) and count.
+- Drops and tokens are bounded by time (`recovery_window`) and count. With shared marks
+  (Redis), a known user's live history subscription also has a *standing* drop there, kept
+  in advance at its confirmed position and refreshed at most once per ping interval (after
+  an answered probe), that lives `recovery_window` + the ping interval: when its node dies
+  without closing it, the standing drop is the drop the user's return catches up from. A
+  drop written at close replaces it; an unsubscribe withdraws it.
 """
 
 from __future__ import annotations
@@ -40,12 +50,13 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
 from redis.exceptions import RedisError
 
+from pyserver import tasks
 from pyserver.config import HistoryRule
 from pyserver.history.memory import MemoryHistoryStore
 from pyserver.history.pump import ReplayPump
@@ -112,6 +123,7 @@ class NodeHistory:
         clock: Callable[[], float] = time.monotonic,
         marks: RecoveryMarks | None = None,
         owns_store: bool = True,
+        ping_interval: int = 120,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -127,6 +139,9 @@ class NodeHistory:
         """Writes every app's replays in slices (`pyserver.history.pump`)."""
         self.catch_ups_total = 0
         self.recovery_failed_total = 0
+        self.ping_interval = ping_interval
+        """Seconds between two delivery probes of a connection (`activity_timeout`): how much
+        longer than `recovery_window` a standing drop lives, as it is refreshed that often."""
 
     def for_app(self, app_id: str, rules: tuple[HistoryRule, ...]) -> AppHistory | None:
         return AppHistory(self, app_id, RuleBook(rules)) if rules else None
@@ -175,6 +190,17 @@ class AppHistory:
 
     def rule_for(self, channel: str) -> HistoryRule | None:
         return self.rules.rule_for(channel)
+
+    def take_over(self, previous: AppHistory) -> None:
+        """The app's rules changed: from now on this object serves them, and the replays
+        `previous` has under way (reads in flight, jobs queued in the pump) finish on state
+        both share, so the registry's appends, `left` and `dropped` reach them here. Only
+        the merged reads stay apart: a read under the old rules (another rewind count) must
+        not answer a subscription under the new ones."""
+        self.holds = previous.holds
+        self._hold_base = previous._hold_base
+        self._hold_starts = previous._hold_starts
+        self.replays = previous.replays
 
     # --- storing -------------------------------------------------------------------------
 
@@ -288,6 +314,10 @@ class AppHistory:
             if failed is not None:
                 client.send_message(frames.recovery_failed(channel, failed))
             job = ReplayJob(self, client, channel, rule, entries, head, after, mine, add, floor)
+            if user_id is not None and rule.recovery_window and self.node.marks.standing:
+                # Where a return catches up from if this node dies before it sees the
+                # connection close: confirmed by later pongs (`confirmed`), replaced at close.
+                self._stand([self._drop(user_id, channel, rule, job.start(), client.socket_id)])
             key = (client.socket_id, channel)
             previous = self.replays.get(key)
             if previous is not None:  # left and subscribed again while it was queued
@@ -323,7 +353,9 @@ class AppHistory:
                 job.floor(newest)  # the newest replayed event may still be on the bus to here
             history = client.session.history
             if history is not None and job.rule.recovery_window:
-                history.track(channel, newest)
+                # Written is not received: what the replay and the held events wrote counts
+                # as delivered once the pong to a later ping confirms it, as live events do.
+                history.track(channel, job.start(), newest)
         finally:
             for start in job.mine:
                 self._release(channel, start)
@@ -334,6 +366,44 @@ class AppHistory:
         job = self.replays.pop((socket_id, channel), None)
         if job is not None:
             self._cancel(job)
+
+    def unsubscribed(self, session: PusherSession, channel: str) -> None:
+        """A subscription ended while its connection stays (unsubscribe, kick): its standing
+        drop is withdrawn, so no return catches up from it."""
+        history = session.history
+        if history is None or channel not in history.marks or not self.node.marks.standing:
+            return
+        user_id = _user_of(session, channel)
+        if user_id is not None:
+            withdraw = self.node.marks.withdraw(
+                self.app_id, [(user_id, channel, session.socket_id)]
+            )
+            tasks.run(withdraw, False)
+
+    def confirmed(self, session: PusherSession) -> None:
+        """A pong confirmed the connection's history subscriptions (at most once per ping
+        interval): refresh the standing drops of those of known users."""
+        history = session.history
+        if history is None or not self.node.marks.standing:
+            return
+        drops: list[Drop] = []
+        for channel, mark in history.marks.items():
+            rule = self.rules.rule_for(channel)
+            user_id = _user_of(session, channel)
+            if rule is not None and rule.recovery_window and user_id is not None:
+                drops.append(self._drop(user_id, channel, rule, mark.confirmed, session.socket_id))
+        if drops:
+            self._stand(drops)
+
+    def _drop(
+        self, user_id: str, channel: str, rule: HistoryRule, position: Position, socket_id: str
+    ) -> Drop:
+        """A standing drop: it outlives the window by the ping interval it is refreshed in."""
+        window = rule.recovery_window + self.node.ping_interval
+        return Drop(user_id, channel, window, position, socket_id)
+
+    def _stand(self, drops: list[Drop]) -> None:
+        tasks.run(self.node.marks.stand(self.app_id, drops), False)
 
     def _cancel(self, job: ReplayJob) -> None:
         if job.cancelled:
@@ -377,14 +447,17 @@ class AppHistory:
         history = client.session.history
         after: Position | None = None
         failed: str | None = None
+        standing = False
         if history is not None and rule.recovery_window:
             if history.resume is not None and channel in history.resume:
                 after = history.resume.pop(channel)
             elif history.resume_failed:
                 failed = "window"
         if after is None and failed is None and user_id is not None and rule.recovery_window:
-            after = await self.node.marks.take_drop(self.app_id, user_id, channel)
-            if after is None:
+            taken = await self.node.marks.take(self.app_id, user_id, channel)
+            if taken is not None:
+                after, standing = taken
+            else:
                 after = silent()
         if after is not None:
             caught = await self._shared(
@@ -392,6 +465,14 @@ class AppHistory:
             )
             if caught.lost is None:
                 self.node.catch_ups_total += 1
+                if standing and len(caught.entries) < rule.rewind:
+                    # A standing drop: a return from a node that died, or a second tab of
+                    # a user still connected elsewhere. Either way no less than the rewind.
+                    replay = await self._shared(
+                        ("last", channel), self.store.last, rule, rule.rewind, pin
+                    )
+                    if _covers(replay.entries, after):
+                        return list(replay.entries), replay.head, after, None
                 return list(caught.entries), caught.head, after, None
             failed = caught.lost.value
         if failed is not None:
@@ -449,13 +530,12 @@ class AppHistory:
         if history is None:
             return None
         delivered = history.delivered()
-        if self.replays:  # a replay cut short: it got as far as it was written
+        if self.replays:  # a replay cut short: nothing it wrote was confirmed
             for (socket_id, channel), job in self.replays.items():
                 if socket_id == session.socket_id:
-                    delivered[channel] = job.reached()
+                    delivered[channel] = job.start()
         if not delivered:
             return None
-        signed_in = session.user.user_id if session.user is not None else None
         marks: dict[str, tuple[int, Position]] = {}
         drops: list[Drop] = []
         for channel, position in delivered.items():
@@ -463,9 +543,10 @@ class AppHistory:
             if rule is None or not rule.recovery_window:
                 continue
             marks[channel] = (rule.recovery_window, position)
-            user_id = session.channels.get(channel) or signed_in
+            user_id = _user_of(session, channel)
             if user_id is not None:
-                drops.append(Drop(user_id, channel, rule.recovery_window, position))
+                drop = Drop(user_id, channel, rule.recovery_window, position, session.socket_id)
+                drops.append(drop)
         if not marks:
             return None
         return self.node.marks.keep(self.app_id, drops, history.token, marks)
@@ -549,13 +630,27 @@ class ReplayJob:
         self.history._finish(self)
         return True
 
-    def reached(self) -> Position:
-        """Where a subscription whose connection closed mid-replay is remembered: the last
-        event written, else the catch-up's start, else (a rewind cut before its first
-        event) the head, as a finished replay would be."""
-        if self.sent:
-            return self.entries[self.sent - 1].position
+    def start(self) -> Position:
+        """What the subscription is known to have received before its replay: where its
+        catch-up started, or (a rewind) the head it subscribed at. Events written by the
+        replay are confirmed only by the pong to a ping sent after them, so a connection
+        that closes mid-replay, or before such a pong, is remembered here: its return gets
+        the replay again (duplicates), never a gap."""
         return self.after if self.after is not None else self.head.position
+
+
+def _covers(entries: Sequence[Entry], after: Position) -> bool:
+    """Whether `entries` (consecutive, oldest first) hold every event after `after`."""
+    if not entries:
+        return False
+    first = entries[0].position
+    return first.epoch == after.epoch and first.serial <= after.serial + 1
+
+
+def _user_of(session: PusherSession, channel: str) -> str | None:
+    """The known user of a subscription: its presence member, else the signed-in user."""
+    signed_in = session.user.user_id if session.user is not None else None
+    return session.channels.get(channel) or signed_in
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,6 +662,8 @@ class Drop:
     window: int
     """Seconds it is remembered (the rule's `recovery_window`)."""
     position: Position
+    socket_id: str = ""
+    """The connection it was on: a drop replaces that subscription's standing drop."""
 
 
 class RecoveryMarks(Protocol):
@@ -579,13 +676,28 @@ class RecoveryMarks(Protocol):
     its own app, for the channels whose window has not passed.
     """
 
+    standing: bool
+    """True when drops can be kept in advance (`stand`): the marks outlive this process."""
+
     async def keep(
         self, app_id: str, drops: list[Drop], token: str, marks: dict[str, tuple[int, Position]]
     ) -> None:
-        """Remember a closed connection's drops and its token (channel → (window, position))."""
+        """Remember a closed connection's drops and its token (channel → (window, position)).
+        A drop replaces the standing drop of its subscription (`Drop.socket_id`)."""
+
+    async def stand(self, app_id: str, drops: list[Drop]) -> None:
+        """Keep live subscriptions' drops in advance, each replacing the one kept before for
+        the same subscription; they are taken like any drop."""
+
+    async def withdraw(self, app_id: str, subscriptions: list[tuple[str, str, str]]) -> None:
+        """Forget the standing drops of these (user, channel, socket id) subscriptions."""
 
     async def take_drop(self, app_id: str, user_id: str, channel: str) -> Position | None:
         """Where a returning user's subscription catches up from, or None."""
+
+    async def take(self, app_id: str, user_id: str, channel: str) -> tuple[Position, bool] | None:
+        """`take_drop`, and whether the position is a standing drop's (a subscription that
+        may still be alive: a second tab rather than a return)."""
 
     async def take_token(self, token: str, app_id: str) -> dict[str, Position] | None:
         """The positions a token stands for, once; None when unknown, of another app or
@@ -598,6 +710,9 @@ class RecoveryMarks(Protocol):
 class MemoryMarks:
     """`RecoveryMarks` in this process (the local adapter). Every coroutine completes
     without suspending. Bounded: `MAX_DROPS` drops and `MAX_TOKENS` tokens, oldest first."""
+
+    standing = False
+    """Nothing outlives this process: no drop is kept in advance."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -618,12 +733,22 @@ class MemoryMarks:
             del tokens[next(iter(tokens))]
         tokens[token] = (app_id, {ch: (now + w, pos) for ch, (w, pos) in marks.items()})
 
+    async def stand(self, app_id: str, drops: list[Drop]) -> None:
+        return None
+
+    async def withdraw(self, app_id: str, subscriptions: list[tuple[str, str, str]]) -> None:
+        return None
+
     def _add(self, key: tuple[str, str, str], expires: float, position: Position) -> None:
         drops = self.drops
         if self._drop_count >= MAX_DROPS:
             self._drop_count -= len(drops.pop(next(iter(drops))))
         drops.setdefault(key, []).append((expires, position))
         self._drop_count += 1
+
+    async def take(self, app_id: str, user_id: str, channel: str) -> tuple[Position, bool] | None:
+        found = await self.take_drop(app_id, user_id, channel)
+        return None if found is None else (found, False)
 
     async def take_drop(self, app_id: str, user_id: str, channel: str) -> Position | None:
         key = (app_id, user_id, channel)
@@ -679,6 +804,7 @@ class SharedMarks:
     def __init__(self, shared: RecoveryMarks, local: MemoryMarks) -> None:
         self.shared = shared
         self.local = local
+        self.standing = shared.standing
 
     async def keep(
         self, app_id: str, drops: list[Drop], token: str, marks: dict[str, tuple[int, Position]]
@@ -689,17 +815,33 @@ class SharedMarks:
         except STORE_FAILURES as exc:
             log.warning("history: drops kept on this node only (%s)", exc)
 
+    async def stand(self, app_id: str, drops: list[Drop]) -> None:
+        try:
+            await self.shared.stand(app_id, drops)
+        except STORE_FAILURES as exc:
+            log.warning("history: standing drops not refreshed (%s)", exc)
+
+    async def withdraw(self, app_id: str, subscriptions: list[tuple[str, str, str]]) -> None:
+        try:
+            await self.shared.withdraw(app_id, subscriptions)
+        except STORE_FAILURES as exc:
+            log.warning("history: standing drops not withdrawn (%s)", exc)
+
     async def take_drop(self, app_id: str, user_id: str, channel: str) -> Position | None:
+        found = await self.take(app_id, user_id, channel)
+        return None if found is None else found[0]
+
+    async def take(self, app_id: str, user_id: str, channel: str) -> tuple[Position, bool] | None:
         mine = await self.local.take_drop(app_id, user_id, channel)
         try:
-            shared = await self.shared.take_drop(app_id, user_id, channel)
+            shared = await self.shared.take(app_id, user_id, channel)
         except STORE_FAILURES as exc:
             log.warning("history: shared drops unavailable (%s)", exc)
-            return mine
+            return None if mine is None else (mine, False)
         if mine is None:
             return shared
-        if shared is None or mine.epoch != shared.epoch or mine.serial < shared.serial:
-            return mine  # another epoch: the older one, which Redis forgot
+        if shared is None or mine.epoch != shared[0].epoch or mine.serial < shared[0].serial:
+            return mine, False  # another epoch: the older one, which Redis forgot
         return shared
 
     async def take_token(self, token: str, app_id: str) -> dict[str, Position] | None:

@@ -32,6 +32,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -291,13 +292,41 @@ return found
 MAX_DROPS_PER_USER = 100
 """Dropped subscriptions kept per user and channel (the earliest ones stay)."""
 
+STAND = f"""
+local standing, dropped = '|s' .. ARGV[1], '|d' .. ARGV[1]
+local length = string.len(standing)
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local tail = string.sub(member, -length)
+  if tail == standing or tail == dropped then
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+  redis.call('ZREMRANGEBYRANK', KEYS[1], {MAX_DROPS_PER_USER}, -1)
+  local ttl = tonumber(ARGV[4])
+  if redis.call('PTTL', KEYS[1]) < ttl then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
+end
+return 0
+"""
+"""KEYS: a user's drops of one channel. ARGV: the subscription's socket id, the member to
+put in place of that subscription's (`|s<socket id>` or `|d<socket id>` at its end; '' to
+only remove it), its score (the serial) and the key's lifetime in ms (only ever extended).
+One subscription has at most one member: its standing drop while it lives, its drop once
+its connection closed."""
+
 
 class RedisMarks:
     """Dropped subscriptions and resume tokens in Redis (`pyserver.history.live.RecoveryMarks`),
     so that a user or page coming back to any node recovers.
 
     Keys: `<prefix>:history:{<app>:<channel>}:drops:<user>`, a sorted set (score: the serial)
-    of `<position>|<expires ms>|<n>`, expiring with the rule's `recovery_window`; and
+    of `<position>|<expires ms>|<s or d><socket id>` (one per subscription: its standing
+    drop `s` while it lives, replaced by its drop `d` at close; `|<n>` for a drop of no
+    known connection),
+    expiring with the rule's `recovery_window` (plus the ping interval for standing drops); and
     `<prefix>:history:token:<token>`, a hash of channel → `<expires ms>|<position>` plus
     `" app"` (no channel name has a space), taken (read and deleted) atomically, so a token
     is good once.
@@ -311,6 +340,7 @@ class RedisMarks:
         self.clock = clock
         self._take_drop = redis.register_script(TAKE_DROP)
         self._take_token = redis.register_script(TAKE_TOKEN)
+        self._stand = redis.register_script(STAND)
         self._serial = secrets.randbits(32)
 
     def drops_key(self, app_id: str, channel: str, user_id: str) -> str:
@@ -319,12 +349,17 @@ class RedisMarks:
     def token_key(self, token: str) -> str:
         return f"{self.prefix}:history:token:{token}"
 
+    standing = True
+
     async def keep(
         self, app_id: str, drops: list[Drop], token: str, marks: dict[str, tuple[int, Position]]
     ) -> None:
         now_ms = int(self.clock() * 1000)
+        await self._replace(app_id, [drop for drop in drops if drop.socket_id], "d")
         async with self.redis.pipeline(transaction=False) as pipe:
             for drop in drops:
+                if drop.socket_id:
+                    continue
                 self._serial += 1
                 key = self.drops_key(app_id, drop.channel, drop.user_id)
                 expires = now_ms + drop.window * 1000
@@ -340,13 +375,53 @@ class RedisMarks:
             pipe.pexpire(key, max(window for window, _ in marks.values()) * 1000)
             await pipe.execute()
 
+    async def stand(self, app_id: str, drops: list[Drop]) -> None:
+        await self._replace(app_id, drops, "s")
+
+    async def _replace(self, app_id: str, drops: list[Drop], kind: str) -> None:
+        """Put each drop in place of its subscription's member: `s` standing, `d` dropped."""
+        now_ms = int(self.clock() * 1000)
+        await asyncio.gather(
+            *(
+                self._stand(
+                    keys=[self.drops_key(app_id, drop.channel, drop.user_id)],
+                    args=[
+                        drop.socket_id,
+                        f"{drop.position.encode()}|{now_ms + drop.window * 1000}|"
+                        f"{kind}{drop.socket_id}",
+                        drop.position.serial,
+                        drop.window * 1000,
+                    ],
+                )
+                for drop in drops
+            )
+        )
+
+    async def withdraw(self, app_id: str, subscriptions: list[tuple[str, str, str]]) -> None:
+        await asyncio.gather(
+            *(
+                self._stand(
+                    keys=[self.drops_key(app_id, channel, user_id)],
+                    args=[socket_id, "", 0, 0],
+                )
+                for user_id, channel, socket_id in subscriptions
+            )
+        )
+
     async def take_drop(self, app_id: str, user_id: str, channel: str) -> Position | None:
+        found = await self.take(app_id, user_id, channel)
+        return None if found is None else found[0]
+
+    async def take(self, app_id: str, user_id: str, channel: str) -> tuple[Position, bool] | None:
         found = await self._take_drop(
             keys=[self.drops_key(app_id, channel, user_id)], args=[int(self.clock() * 1000)]
         )
         if not found:
             return None
-        return _position(found.split(b"|", 1)[0])
+        position = _position(found.split(b"|", 1)[0])
+        if position is None:
+            return None
+        return position, found.rsplit(b"|", 1)[1].startswith(b"s")
 
     async def take_token(self, token: str, app_id: str) -> dict[str, Position] | None:
         raw = await self._take_token(keys=[self.token_key(token)])

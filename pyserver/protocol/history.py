@@ -168,12 +168,17 @@ def untag(tagged: bytes) -> tuple[Position, bytes]:
 class Mark:
     """What one history subscription of a connection is known to have received."""
 
-    __slots__ = ("confirmed", "probed")
+    __slots__ = ("confirmed", "probed", "written")
 
-    def __init__(self, start: Position) -> None:
+    def __init__(self, start: Position, written: Position | None = None) -> None:
         self.confirmed = start
         """Every event of the channel up to here reached the client: it answered a ping
         written after them (or it is where the subscription started)."""
+        self.written = start if written is None else written
+        """The newest event written to the subscription by its own replay (the rewind or
+        catch-up and the live events held meanwhile), which the channel's newest live
+        position may not cover yet. Written is not received: like a live event, it is
+        confirmed only by the pong to a ping sent after it."""
         self.probed: Position | None = None
         """The newest event written before the outstanding ping, confirmed by its pong."""
 
@@ -216,8 +221,11 @@ class ConnectionHistory:
         (reason `window`): a `pusher:resume` named an unknown or expired token, and the
         re-subscribes that follow it cannot be recovered."""
 
-    def track(self, channel: str, start: Position) -> None:
-        self.marks[channel] = Mark(start)
+    def track(self, channel: str, start: Position, written: Position | None = None) -> None:
+        """A subscription joined the fan-out. `start`: what it is known to have received
+        (where its catch-up started, or the head it subscribed at); `written`: the newest
+        event its replay wrote, confirmed by the next answered ping like any live event."""
+        self.marks[channel] = Mark(start, written)
 
     def untrack(self, channel: str) -> None:
         self.marks.pop(channel, None)
@@ -240,18 +248,20 @@ class ConnectionHistory:
         self.probe_ticks = 0
         self.unanswered = True
         for channel, mark in self.marks.items():
-            mark.probed = newer(latest(channel), mark.confirmed)
+            mark.probed = newer(latest(channel), mark.written)
         return str(self.probe).encode()
 
-    def ponged(self, payload: bytes) -> None:
-        """A pong arrived: if it answers the newest probe, its positions are confirmed."""
-        if not self.probe or payload != str(self.probe).encode():
-            return
+    def ponged(self, payload: bytes) -> bool:
+        """A pong arrived: if it answers the newest probe, its positions are confirmed (True;
+        at most once per probe, so at most once per ping interval)."""
+        if not self.unanswered or payload != str(self.probe).encode():
+            return False
         self.unanswered = False
         for mark in self.marks.values():
             if mark.probed is not None:
-                mark.confirmed = mark.probed
+                mark.confirmed = mark.written = mark.probed
                 mark.probed = None
+        return True
 
     def delivered(self) -> dict[str, Position]:
         """channel → the last position the client is known to have received."""

@@ -9,7 +9,8 @@ the console) and `by_key` (the WebSocket handshake). The directory calls `app_ch
   again), attached to the Adapter and put in both dictionaries: it works at once;
 - a changed app: its `App.config` is replaced; limits and switches are read from it on each
   action, so they apply to new actions (changed history rules apply to new subscriptions and
-  events; what is stored stays); a new key replaces the old one in `by_key`; a
+  events; what is stored stays; replays under way finish as they started,
+  `App.use_history`); a new key replaces the old one in `by_key`; a
   rotated secret comes with the previous one and its expiry (`App.rotation`), accepted for
   signatures until then;
 - disabled: the app stays in both dictionaries (a handshake gets 4003, an API call 403) and

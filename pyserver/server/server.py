@@ -423,7 +423,13 @@ def make_history(settings: Settings, adapter: Adapter) -> NodeHistory:
     store = RedisHistoryStore(link.client, prefix=prefix)  # type: ignore[arg-type]
     marks = SharedMarks(RedisMarks(link.client, prefix=prefix), MemoryMarks(time.time))  # type: ignore[arg-type]
     publish = link.publish if link.mode == "cluster" else None
-    return NodeHistory(store, HistoryBus(route, publish), marks=marks, owns_store=False)
+    return NodeHistory(
+        store,
+        HistoryBus(route, publish),
+        marks=marks,
+        owns_store=False,
+        ping_interval=settings.activity_timeout,
+    )
 
 
 HISTORY_ORIGIN = "history"

@@ -195,7 +195,11 @@ class WebSocketConnection(CorkedWriter):
             elif opcode == OP_BINARY:
                 self.report(BadMessage("Binary frames are not supported; send JSON text frames"))
             elif opcode == OP_PONG and self.session.history is not None:
-                self.session.history.ponged(payload)  # confirms what history delivered
+                # confirms what history delivered (and refreshes it in Redis, for a node
+                # that dies without seeing the connection close)
+                history = app.history if app is not None else None
+                if self.session.history.ponged(payload) and history is not None:
+                    history.confirmed(self.session)
             # other OP_PONG: activity is all it means
 
     def eof_received(self) -> bool | None:

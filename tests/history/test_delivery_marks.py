@@ -5,6 +5,7 @@ The end-to-end behaviour is in test_live.py."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ from redis.asyncio import Redis
 
 from pyserver.channels.registry import ChannelRegistry
 from pyserver.config import HistoryRule
-from pyserver.history.live import AppHistory, MemoryMarks, NodeHistory, RecoveryMarks
+from pyserver.history.live import AppHistory, Drop, MemoryMarks, NodeHistory, RecoveryMarks
 from pyserver.history.memory import MemoryHistoryStore
 from pyserver.history.redis import RedisMarks
 from pyserver.protocol.history import ConnectionHistory, Position, RuleBook, tag, untag
@@ -116,9 +117,12 @@ def app_history(clock: Clock, marks: RecoveryMarks | None = None) -> AppHistory:
     return AppHistory(node, "app", RuleBook([rule]))
 
 
+_sockets = itertools.count(1)
+
+
 async def drop(history: AppHistory, user: str, channel: str, position: Position) -> str:
     session = PusherSession()
-    session.open("1.1", 30, now=0.0, auth_timeout=0.0)
+    session.open(f"{next(_sockets)}.1", 30, now=0.0, auth_timeout=0.0)
     history.new_connection(session)
     session.subscribing(channel, user)
     session.joined(channel)
@@ -170,6 +174,34 @@ def test_a_resume_token_is_good_once_for_its_app(marks: Callable[[Clock], Recove
         token = await drop(history, "u", "presence-a", pos(6))
         clock.now += 61
         assert await kept.take_token(token, "app") is None
+
+    asyncio.run(run())
+
+
+def test_a_standing_drop_is_replaced_by_its_refresh_and_its_drop_and_withdrawn(
+    redis_server: Any,
+) -> None:
+    """Shared marks keep a live subscription's drop in advance (for a node that dies without
+    seeing its connections close): one member per subscription, whatever happens to it."""
+
+    async def run() -> None:
+        clock = Clock()
+        kept = RedisMarks(Redis.from_url(redis_server.url), f"m{uuid.uuid4().hex[:8]}", clock)
+        standing = Drop("u", "presence-a", 70, pos(3), "1.1")
+        await kept.stand("app", [standing])
+        await kept.stand("app", [Drop("u", "presence-a", 70, pos(5), "1.1")])  # refreshed
+        assert await kept.take("app", "u", "presence-a") == (pos(5), True)
+        assert await kept.take_drop("app", "u", "presence-a") is None  # one member, used up
+        await kept.stand("app", [standing, Drop("u", "presence-a", 70, pos(2), "2.2")])
+        await kept.withdraw("app", [("u", "presence-a", "2.2")])  # unsubscribed
+        drops = [Drop("u", "presence-a", 60, pos(4), "1.1")]
+        await kept.keep("app", drops, "t", {"presence-a": (60, pos(4))})
+        assert await kept.take("app", "u", "presence-a") == (pos(4), False)  # the drop replaced it
+        assert await kept.take_drop("app", "u", "presence-a") is None
+        await kept.stand("app", [standing])
+        clock.now += 71  # a standing drop no refresh renewed
+        assert await kept.take_drop("app", "u", "presence-a") is None
+        await kept.redis.aclose()
 
     asyncio.run(run())
 

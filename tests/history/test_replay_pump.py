@@ -1,7 +1,8 @@
 """The replay pump (`pyserver.history.pump`) without sockets: a fake clock and a hand-turned
 loop. First the pump alone (budget per turn, order, cancelled jobs), then with an app's
 history and its registry: live events published between the slices of a replay arrive after
-it, once and in order; a subscriber leaving or closing mid-replay is handled."""
+it, once and in order; a subscriber leaving or closing mid-replay is handled; what a replay
+wrote counts as delivered only once a later ping is answered."""
 
 from __future__ import annotations
 
@@ -181,10 +182,11 @@ class World:
         done(self.history.join(Costly(client, self.loop), CHANNEL, RULE, None, add))
 
 
-def catching_up(world: World, count: int) -> list[Client]:
-    """`count` clients whose resume tokens say they saw event 0 only; 999 more follow."""
+def catching_up(world: World, count: int, seen: int = 0) -> list[Client]:
+    """`count` clients whose resume tokens say they saw events up to `seen`; the rest of
+    1000 follow."""
     world.publish(1000)
-    start = done(world.node.store.last("app", CHANNEL, RULE, 1000)).entries[0].position
+    start = done(world.node.store.last("app", CHANNEL, RULE, 1000)).entries[seen].position
     clients = [Client(f"{n}.1") for n in range(count)]
     for client in clients:
         assert client.session.history is not None
@@ -230,19 +232,13 @@ def test_a_subscriber_that_leaves_mid_replay_gets_no_more_and_unpins_the_hold_li
     assert first.data() == [str(n) for n in range(1, world.published)]
 
 
-def test_a_connection_closed_mid_replay_is_remembered_at_the_last_event_written() -> None:
-    world = World()
-    first, closing = catching_up(world, 2)
-    world.join(first)
-    world.join(closing)
-    while not closing.got:
-        world.loop.turn()
-    last = orjson.loads(closing.got[-1][2:])["data"]
-    assert last != "999"  # mid-replay
+def returning_after(world: World, closing: Client) -> Client:
+    """`closing`'s connection drops; a new one resumes with its token and replays to the end."""
     remembering = world.history.dropped(closing.session)
     assert remembering is not None
     done(remembering)
     world.history.left(closing.socket_id, CHANNEL)
+    world.registry.remove(CHANNEL, closing)
     returning = Client("9.9")
     assert returning.session.history is not None
     returning.session.history.resume = done(
@@ -251,7 +247,61 @@ def test_a_connection_closed_mid_replay_is_remembered_at_the_last_event_written(
     world.join(returning)
     while world.loop.ready:
         world.loop.turn()
-    assert closing.data() + returning.data() == [str(n) for n in range(1, 1000)]
+    return returning
+
+
+def test_a_connection_closed_mid_replay_is_remembered_where_the_replay_started() -> None:
+    world = World()
+    first, closing = catching_up(world, 2)
+    world.join(first)
+    world.join(closing)
+    while not closing.got:
+        world.loop.turn()
+    last = orjson.loads(closing.got[-1][2:])["data"]
+    assert last != "999"  # mid-replay
+    # Written is not received: the return gets the whole catch-up again, never a gap.
+    returning = returning_after(world, closing)
+    assert returning.data() == [str(n) for n in range(1, 1000)]
+    assert closing.data() == returning.data()[: len(closing.got)]
+
+
+def test_what_a_replay_wrote_counts_as_delivered_only_once_a_later_ping_is_answered() -> None:
+    world = World()
+    first, client = catching_up(world, 2, seen=100)  # the live events below stay in limit
+    history = client.session.history
+    assert history is not None and history.resume is not None
+    start = history.resume[CHANNEL]
+    world.join(first)
+    world.join(client)
+    assert world.node.pump.pending  # queued behind the first one
+    early = history.start_probe(world.registry.last)  # a ping written mid-replay
+    while world.loop.ready:
+        world.publish(1)  # held, then written in the replay's last step, then live
+        world.loop.turn()
+    assert client.data() == [str(n) for n in range(101, world.published)]
+    history.ponged(early)  # answers a ping written before most of the replay
+    assert history.delivered() == {CHANNEL: start}
+    # The client drops again before a later ping is answered (a phone losing its network
+    # during a big catch-up): its return gets everything after the catch-up's start again.
+    returning = returning_after(world, client)
+    assert returning.data() == [str(n) for n in range(101, world.published)]
+
+
+def test_a_later_ping_confirms_the_replay_up_to_what_it_wrote() -> None:
+    world = World()
+    (client,) = catching_up(world, 1)
+    history = client.session.history
+    assert history is not None
+    world.join(client)
+    while world.loop.ready:
+        world.loop.turn()
+    assert world.registry.last(CHANNEL) is None  # nothing live: only the replay knows its end
+    history.ponged(history.start_probe(world.registry.last))
+    newest = done(world.node.store.last("app", CHANNEL, RULE, 1)).entries[0].position
+    assert history.delivered() == {CHANNEL: newest}
+    world.publish(3)
+    returning = returning_after(world, client)
+    assert returning.data() == ["1000", "1001", "1002"]
 
 
 def test_subscribing_again_while_the_first_replay_is_queued_replaces_it() -> None:
