@@ -180,7 +180,7 @@ class Metrics:
             (
                 "history_recovery_failed_total",
                 "counter",
-                "Returning subscriptions told pusher:recovery_failed",
+                "Subscriptions told pusher:recovery_failed (all of them while the store is down)",
                 history.recovery_failed_total,
             ),
         ]

@@ -307,6 +307,9 @@ class AppHistory:
                 if announce is not None:
                     await announce()
                 client.send_message(frames.recovery_failed(channel, "unavailable"))
+                # Counted for every subscription told so: with the store unreachable there is
+                # no telling a returning subscriber from a new one.
+                self.node.recovery_failed_total += 1
                 add()
                 return
             if announce is not None:

@@ -296,10 +296,6 @@ def test_a_store_that_cannot_be_read_is_announced_unavailable(js: JsDriver) -> N
             js.call("disconnect", client=client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the unavailable path in pyserver/history/live.py does not count the subscription",
-)
 def test_a_returning_member_told_unavailable_is_counted(js: JsDriver) -> None:
     """docs/history.md: `history_recovery_failed_total` counts returning subscriptions told
     they were not recovered; `unavailable` is one of those answers."""
