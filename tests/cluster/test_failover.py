@@ -313,25 +313,31 @@ def test_cluster_triggers_cross_nodes_on_every_shard(
 
 
 def test_cluster_master_killed_under_two_nodes(receiver: WebhookReceiver, uid: str) -> None:
-    """Three masters with a replica each; the master holding the app's keys and the bus
-    channel of the watched channel is SIGKILLed. Triggers on node B reach node A again
-    within the cluster's own failover plus 5 s; presence members and `user_count` are right
-    on both nodes afterwards, and no webhook is lost or sent twice for the members who
-    stayed (the same checks as the Sentinel test's)."""
+    """Three masters with a replica each; the master holding the app's keys, the webhook
+    queue and the bus channel of the watched channel is SIGKILLed. Triggers on node B reach
+    node A again within the cluster's own failover plus 5 s; presence members and
+    `user_count` are right on both nodes afterwards, and no webhook is lost or sent twice
+    for the members who stayed (the same checks as the Sentinel test's)."""
     setup = ClusterSetup(replicas=1)
     deployment = None
     listener = None
     try:
-        env = {"PYSERVER_REDIS_URL": setup.url, "PYSERVER_REDIS_CLUSTER": "true"}
+        # The app's keys hash by the app id; the webhook queue's by the prefix: pick a
+        # prefix that puts the queue on the same master, so the kill hits it too.
+        victim = setup.owner(key_slot(f"any:channels:{{{MAIN.id}}}".encode()))
+        prefix = next(
+            candidate
+            for candidate in (f"fo{n}" for n in range(1000))
+            if setup.owner(key_slot(f"{{{candidate}:webhooks}}:due".encode())) == victim
+        )
+        env = {
+            "PYSERVER_REDIS_URL": setup.url,
+            "PYSERVER_REDIS_CLUSTER": "true",
+            "PYSERVER_REDIS_PREFIX": prefix,
+        }
         deployment = deploy(_config(receiver), "redis", env=env)
         a, b = deployment.nodes
-        prefix = next(
-            line.split("prefix=")[1].split()[0]
-            for line in deployment.output().splitlines()
-            if "prefix=" in line
-        )
         link = connect(UrlSettings(setup.url, cluster=True))  # only names bus channels
-        victim = setup.owner(key_slot(f"{prefix}:channels:{{{MAIN.id}}}".encode()))
         channel = next(
             name
             for name in (f"ticks-{uid}-{n}" for n in range(1000))
