@@ -239,6 +239,9 @@ class Settings(BaseSettings):
     password goes in `redis_url`."""
     redis_sentinel_tls: bool = False
     """Talk TLS to the Sentinels (the master gets TLS from a `rediss://` `redis_url`)."""
+    redis_sentinel_tls_ca: str | None = None
+    """A PEM file of the CA that signed the Sentinels' certificates, when it is not in the
+    system's trust store (the master's: `?ssl_ca_certs=` in a `rediss://` `redis_url`)."""
     redis_cluster: bool = False
     """`redis_url` names any node of a Redis Cluster (Redis 7 or later for sharded pub/sub)."""
     redis_prefix: str = Field(default="pyserver", min_length=1)
@@ -400,6 +403,8 @@ class Settings(BaseSettings):
                 "redis_sentinel_password and redis_sentinel_tls apply to Sentinels: "
                 "list them in redis_sentinels"
             )
+        if self.redis_sentinel_tls_ca is not None and not self.redis_sentinel_tls:
+            raise ValueError("redis_sentinel_tls_ca: set redis_sentinel_tls = true too")
 
     def redis_mode(self) -> Literal["single", "sentinel", "cluster"]:
         """How the Redis adapter reaches Redis."""

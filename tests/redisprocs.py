@@ -8,6 +8,10 @@ Invariants:
 - Processes of one topology start in parallel; a topology is returned only when it serves
   (PONG, replication linked, every Sentinel knows the master, cluster_state:ok).
 - Cluster ports leave room for the cluster bus (port + 10000), which is checked free too.
+- A Sentinel setup may be secured: Sentinels with their own `requirepass`, data nodes with
+  theirs, and TLS (a throwaway CA from `make_tls`). A TLS process keeps its plain `port` for
+  the helpers here and serves the topology on `tls_port`: replication, the Sentinels' links
+  and the addresses they name all use TLS (`tls-replication yes`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -59,15 +64,34 @@ def free_port(bus: bool = False) -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-def command(port: int, *args: str, timeout: float = 2.0) -> str:
-    """One command over RESP, the reply as text (bulk, simple or error line)."""
+_passwords: dict[int, str] = {}
+"""The `requirepass` of the processes that have one, by plain port: `command` signs in."""
+
+
+def _resp(*args: str) -> bytes:
     payload = f"*{len(args)}\r\n".encode()
     for arg in args:
         data = arg.encode()
         payload += b"$%d\r\n%s\r\n" % (len(data), data)
+    return payload
+
+
+def command(port: int, *args: str, timeout: float = 2.0) -> str:
+    """One command over RESP, the reply as text (bulk, simple or error line); signs in
+    first on a process started with a password."""
+    payload = _resp(*args)
+    password = _passwords.get(port)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(payload)
         reply = b""
+        if password is not None:
+            sock.sendall(_resp("AUTH", password))
+            while not reply.endswith(b"\r\n"):
+                chunk = sock.recv(1024)
+                assert chunk, f"redis :{port} closed the connection at AUTH"
+                reply += chunk
+            assert reply == b"+OK\r\n", reply
+            reply = b""
+        sock.sendall(payload)
         while True:
             chunk = sock.recv(65_536)
             if not chunk:
@@ -104,15 +128,60 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-class Proc:
-    """One `redis-server` process (server or Sentinel) with its own directory."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA and one certificate it signed for 127.0.0.1 and localhost."""
 
-    def __init__(self, args: list[str], port: int, config: str | None = None) -> None:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(directory: Path) -> TlsFiles:
+    """Make a CA and a server certificate in `directory` with `openssl` (EC keys: fast)."""
+    files = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    openssl = _binary("openssl")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    steps = [
+        [openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+         "-subj", "/CN=pyserver test CA"],
+        [openssl, "req", *ec, "-keyout", "server.key", "-out", "server.csr",
+         "-subj", "/CN=127.0.0.1"],
+        [openssl, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf"],
+    ]  # fmt: skip
+    for step in steps:
+        subprocess.run(step, cwd=directory, check=True, capture_output=True, timeout=30)
+    return files
+
+
+class Proc:
+    """One `redis-server` process (server or Sentinel) with its own directory; with
+    `password`, `command` signs in to it; with `tls`, it serves TLS on `tls_port` too."""
+
+    def __init__(
+        self,
+        args: list[str],
+        port: int,
+        config: str | None = None,
+        password: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.port = port
         self.dir = Path(tempfile.mkdtemp(prefix="pyserver-redis-"))
         self.args = args
         self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else None
+        if password is not None:
+            _passwords[port] = password
+
+    @property
+    def served_port(self) -> int:
+        """The port the topology uses: replication, the Sentinels, the clients under test."""
+        return self.tls_port if self.tls_port is not None else self.port
 
     def start(self) -> None:
         argv = [_binary("redis-server")]
@@ -131,14 +200,34 @@ class Proc:
             "",
             "--appendonly",
             "no",
-            *self.args,
         ]
+        if self.tls is not None:
+            argv += [
+                "--tls-port",
+                str(self.tls_port),
+                "--tls-cert-file",
+                str(self.tls.cert),
+                "--tls-key-file",
+                str(self.tls.key),
+                "--tls-ca-cert-file",
+                str(self.tls.ca),
+                "--tls-auth-clients",
+                "no",
+                "--tls-replication",
+                "yes",
+            ]
+        argv += self.args
         log = (self.dir / "log").open("ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         log.close()
 
     def wait_ready(self, timeout: float = 10) -> None:
-        wait_until(lambda: command(self.port, "PING") == "+PONG", timeout, f"redis :{self.port}")
+        try:
+            wait_until(
+                lambda: command(self.port, "PING") == "+PONG", timeout, f"redis :{self.port}"
+            )
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; its log:\n{self.log()[-2000:]}") from None
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
@@ -159,6 +248,7 @@ class Proc:
 
     def cleanup(self) -> None:
         self.stop()
+        _passwords.pop(self.port, None)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def log(self) -> str:
@@ -181,27 +271,36 @@ class SingleRedis:
 
 
 class SentinelSetup:
-    """A master, one replica and three Sentinels (quorum 2) watching them as `master_name`."""
+    """A master, one replica and three Sentinels (quorum 2) watching them as `master_name`.
+
+    `password`: the data nodes' `requirepass` (and `masterauth`, `sentinel auth-pass`);
+    `sentinel_password`: the Sentinels' own `requirepass`, which they also use among
+    themselves; `tls`: everything on TLS (see the module's invariants)."""
 
     master_name = "mymaster"
 
-    def __init__(self) -> None:
-        self.servers = [Proc([], free_port()), Proc([], free_port())]
-        master_port = self.servers[0].port
-        self.servers[1].args = ["--replicaof", "127.0.0.1", str(master_port)]
+    def __init__(
+        self,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        self.servers = [Proc(list(auth), free_port(), password=password, tls=tls) for _ in range(2)]
+        master_port = self.servers[0].served_port
+        self.servers[1].args += ["--replicaof", "127.0.0.1", str(master_port)]
+        config = (
+            f"sentinel monitor {self.master_name} 127.0.0.1 {master_port} 2\n"
+            f"sentinel down-after-milliseconds {self.master_name} {SENTINEL_DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {self.master_name} {SENTINEL_FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel parallel-syncs {self.master_name} 1\n"
+        )
+        if password:
+            config += f"sentinel auth-pass {self.master_name} {password}\n"
+        if sentinel_password:
+            config += f"requirepass {sentinel_password}\n"
         self.sentinels = [
-            Proc(
-                ["--sentinel"],
-                free_port(),
-                config=(
-                    f"sentinel monitor {self.master_name} 127.0.0.1 {master_port} 2\n"
-                    f"sentinel down-after-milliseconds {self.master_name} "
-                    f"{SENTINEL_DOWN_AFTER_MS}\n"
-                    f"sentinel failover-timeout {self.master_name} "
-                    f"{SENTINEL_FAILOVER_TIMEOUT_MS}\n"
-                    f"sentinel parallel-syncs {self.master_name} 1\n"
-                ),
-            )
+            Proc(["--sentinel"], free_port(), config=config, password=sentinel_password, tls=tls)
             for _ in range(3)
         ]
         try:
@@ -216,7 +315,7 @@ class SentinelSetup:
 
     @property
     def sentinel_addresses(self) -> list[str]:
-        return [f"127.0.0.1:{s.port}" for s in self.sentinels]
+        return [f"127.0.0.1:{s.served_port}" for s in self.sentinels]
 
     def wait_linked(self, timeout: float = 30) -> None:
         """Until the replica is in sync with the master and every Sentinel knows both and
@@ -225,7 +324,7 @@ class SentinelSetup:
 
     def _linked(self) -> bool:
         master = self.master_port()
-        replicas = [p for p in self.servers if p.port != master and p.proc is not None]
+        replicas = [p for p in self.servers if p.served_port != master and p.proc is not None]
         for replica in replicas:
             info = command(replica.port, "INFO", "replication")
             if "master_link_status:up" not in info or f"master_port:{master}" not in info:
@@ -237,7 +336,7 @@ class SentinelSetup:
         return True
 
     def master_port(self) -> int:
-        """The port the Sentinels currently name as master."""
+        """The port the Sentinels currently name as master (its `served_port`)."""
         reply = command(
             self.sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
         )
@@ -246,7 +345,11 @@ class SentinelSetup:
 
     def master(self) -> Proc:
         port = self.master_port()
-        return next(p for p in self.servers if p.port == port)
+        return self.server(port)
+
+    def server(self, served_port: int) -> Proc:
+        """The data node the Sentinels name by `served_port`."""
+        return next(p for p in self.servers if p.served_port == served_port)
 
     def failover(self) -> None:
         """`SENTINEL FAILOVER`, repeated while the Sentinel does not yet trust the replica
@@ -272,7 +375,8 @@ class SentinelSetup:
                 ports.add(int(reply.split("\r\n")[-1]))
             if len(ports) != 1 or old_port in ports:
                 return False
-            return "role:master" in command(ports.pop(), "INFO", "replication")
+            server = self.server(ports.pop())
+            return "role:master" in command(server.port, "INFO", "replication")
 
         wait_until(moved, timeout, "the Sentinels to promote a new master")
         return self.master_port()

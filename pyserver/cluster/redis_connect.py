@@ -66,12 +66,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool, parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyserver.config import sentinel_address
@@ -135,6 +135,8 @@ class LinkSettings(Protocol):
     def redis_sentinel_password(self) -> str | None: ...
     @property
     def redis_sentinel_tls(self) -> bool: ...
+    @property
+    def redis_sentinel_tls_ca(self) -> str | None: ...
     def redis_mode(self) -> Mode: ...
 
 
@@ -148,6 +150,33 @@ def _retrying() -> dict[str, Any]:
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
+
+
+class _Sentinel(Sentinel):
+    """redis-py's Sentinel manager with a readable "no master" error: one short entry per
+    Sentinel (its address and what went wrong, a wrong password named as such) instead of
+    the repr of every Sentinel client, kilobytes each."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors: list[str] = []
+        for index, sentinel in enumerate(self.sentinels):
+            where = "{host}:{port}".format(**sentinel.connection_pool.connection_kwargs)
+            try:
+                masters = await sentinel.sentinel_masters()
+            except AuthenticationError as exc:
+                reason = str(exc).rstrip(".")
+                errors.append(f"{where}: {reason} (check redis_sentinel_password)")
+                continue
+            except (RedisConnectionError, ResponseError, RedisTimeoutError) as exc:
+                errors.append(f"{where}: {type(exc).__name__}: {exc}")
+                continue
+            state = masters.get(service_name) if isinstance(masters, dict) else None
+            if state and self.check_master_state(state, service_name):
+                # Ask this Sentinel first next time, as redis-py does.
+                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+                return state["ip"], int(state["port"])
+            errors.append(f"{where}: knows no healthy master {service_name!r}")
+        raise MasterNotFoundError(f"no master {service_name!r}: " + "; ".join(errors))
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -643,7 +672,9 @@ def _connect_sentinel(settings: LinkSettings) -> RedisLink:
         sentinel_kwargs["password"] = settings.redis_sentinel_password
     if settings.redis_sentinel_tls:
         sentinel_kwargs["ssl"] = True
-    sentinel = Sentinel(
+        if settings.redis_sentinel_tls_ca is not None:
+            sentinel_kwargs["ssl_ca_certs"] = settings.redis_sentinel_tls_ca
+    sentinel = _Sentinel(
         [sentinel_address(entry) for entry in settings.redis_sentinels],
         sentinel_kwargs=sentinel_kwargs,
     )

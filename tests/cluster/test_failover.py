@@ -11,7 +11,9 @@ Sentinel, after SIGKILL of the master and after `SENTINEL FAILOVER`:
 
 Cluster: a trigger on node B reaches subscribers on node A for channels whose bus channels
 lie on every shard, and the state scripts (presence, sign-in, cache channels, leaves) run
-without a CROSSSLOT error on any shard.
+without a CROSSSLOT error on any shard. When the master holding the app's keys is
+SIGKILLed, triggers cross again, and presence, `user_count` and the webhooks for members who
+stayed are right as after a Sentinel failover.
 """
 
 from __future__ import annotations
@@ -121,6 +123,36 @@ def _hooks(
     ]
 
 
+def _assert_presence_whole(ports: tuple[int, ...], presence: str, members: list[str]) -> None:
+    """Every node lists exactly `members` in `presence` and counts them in `user_count`."""
+    for port in ports:
+        api = sdk(port)
+        users = api.users_info(presence)["users"]
+        assert sorted(u["id"] for u in users) == sorted(members), (port, users)
+        assert api.channel_info(presence, ["user_count"])["user_count"] == len(members), port
+
+
+def _assert_webhooks_once(
+    receiver: WebhookReceiver, mine: set[str], since: float, port: int, presence: str
+) -> None:
+    """After a failover that began at `since` (unix time): nothing was sent about the
+    members and channels that stayed, and a member joining now through `port` gets exactly
+    one `member_added` (the durable queue works on the new master). Each member was added
+    exactly once over the whole test (the members who stayed are `stay-a` and `stay-b`)."""
+    joined = PusherSocket(port)
+    try:
+        joined.signed_subscribe(presence, "late", {})
+        _wait(lambda: ("member_added", "late") in _hooks(receiver, mine), 15, "the late member")
+        time.sleep(2.0)  # a duplicate would come within the webhook delay and a retry
+    finally:
+        joined.close()
+    after = [h for h in _hooks(receiver, mine, since) if h[1] != "late"]
+    assert after == [], f"webhooks for members and channels that stayed: {after}"
+    everything = _hooks(receiver, mine)
+    for user in ("stay-a", "stay-b", "late"):
+        assert everything.count(("member_added", user)) == 1, everything
+
+
 @pytest.mark.parametrize("how", ["kill-master", "sentinel-failover"])
 def test_sentinel_failover_through_the_server(
     redis_sentinel: SentinelSetup, receiver: WebhookReceiver, uid: str, how: str
@@ -195,25 +227,11 @@ def test_sentinel_failover_through_the_server(
 
         # Both nodes rebuilt their state on the new master.
         _wait(lambda: _ready(a.port) and _ready(b.port), 15, "both nodes ready")
+        _assert_presence_whole((a.port, b.port), presence, ["stay-a", "stay-b"])
         for port in (a.port, b.port):
-            api = sdk(port)
-            users = api.users_info(presence)["users"]
-            assert sorted(u["id"] for u in users) == ["stay-a", "stay-b"]
-            assert api.channel_info(presence, ["user_count"])["user_count"] == 2
-            occupied = api.channels_info()["channels"]
+            occupied = sdk(port).channels_info()["channels"]
             assert channel in occupied and presence in occupied, occupied
-
-        # A member joining now gets exactly one member_added; those who stayed get nothing.
-        joined = PusherSocket(b.port)
-        joined.signed_subscribe(presence, "late", {"node": "b"})
-        _wait(lambda: ("member_added", "late") in _hooks(receiver, mine), 15, "the late member")
-        time.sleep(2.0)
-        after = [h for h in _hooks(receiver, mine, started_wall) if h[1] != "late"]
-        assert after == [], f"webhooks for members and channels that stayed: {after}"
-        everything = _hooks(receiver, mine)
-        for user in ("stay-a", "stay-b", "late"):
-            assert everything.count(("member_added", user)) == 1, everything
-        joined.close()
+        _assert_webhooks_once(receiver, mine, started_wall, b.port, presence)
         member_a.close()
         member_b.close()
     finally:
@@ -295,29 +313,38 @@ def test_cluster_triggers_cross_nodes_on_every_shard(
 
 
 def test_cluster_master_killed_under_two_nodes(receiver: WebhookReceiver, uid: str) -> None:
-    """Three masters with a replica each; the master holding the app's keys and the bus
-    channel of the watched channel is SIGKILLed. Triggers on node B reach node A again
-    within the cluster's own failover plus 5 s, and presence is whole afterwards."""
+    """Three masters with a replica each; the master holding the app's keys, the webhook
+    queue and the bus channel of the watched channel is SIGKILLed. Triggers on node B reach
+    node A again within the cluster's own failover plus 5 s; presence members and
+    `user_count` are right on both nodes afterwards, and no webhook is lost or sent twice
+    for the members who stayed (the same checks as the Sentinel test's)."""
     setup = ClusterSetup(replicas=1)
     deployment = None
     listener = None
     try:
-        env = {"PYSERVER_REDIS_URL": setup.url, "PYSERVER_REDIS_CLUSTER": "true"}
+        # The app's keys hash by the app id; the webhook queue's by the prefix: pick a
+        # prefix that puts the queue on the same master, so the kill hits it too.
+        victim = setup.owner(key_slot(f"any:channels:{{{MAIN.id}}}".encode()))
+        prefix = next(
+            candidate
+            for candidate in (f"fo{n}" for n in range(1000))
+            if setup.owner(key_slot(f"{{{candidate}:webhooks}}:due".encode())) == victim
+        )
+        env = {
+            "PYSERVER_REDIS_URL": setup.url,
+            "PYSERVER_REDIS_CLUSTER": "true",
+            "PYSERVER_REDIS_PREFIX": prefix,
+        }
         deployment = deploy(_config(receiver), "redis", env=env)
         a, b = deployment.nodes
-        prefix = next(
-            line.split("prefix=")[1].split()[0]
-            for line in deployment.output().splitlines()
-            if "prefix=" in line
-        )
         link = connect(UrlSettings(setup.url, cluster=True))  # only names bus channels
-        victim = setup.owner(key_slot(f"{prefix}:channels:{{{MAIN.id}}}".encode()))
         channel = next(
             name
             for name in (f"ticks-{uid}-{n}" for n in range(1000))
             if setup.owner(key_slot(link.bus_channel(prefix, MAIN.id, name))) == victim
         )
         presence = f"presence-cl-{uid}"
+        mine = {channel, presence}
         listener = Listener(a.port)
         listener.sock.subscribe(channel)
         listener.start()
@@ -327,8 +354,16 @@ def test_cluster_master_killed_under_two_nodes(receiver: WebhookReceiver, uid: s
         api = sdk(b.port)
         api.trigger(channel, "tick", {"n": 0})
         _wait(lambda: listener.events("tick"), 5, "a first trigger across nodes")
+        before = {
+            ("member_added", "stay-a"),
+            ("member_added", "stay-b"),
+            ("channel_occupied", channel),
+            ("channel_occupied", presence),
+        }
+        _wait(lambda: before <= set(_hooks(receiver, mine)), 10, f"the first webhooks: {before}")
+        time.sleep(1.0)  # the queue's delivered reports reach the replicas
         slot = key_slot(link.bus_channel(prefix, MAIN.id, channel))
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         setup.node(victim).kill()
         promoted: list[float] = []
 
@@ -366,9 +401,8 @@ def test_cluster_master_killed_under_two_nodes(receiver: WebhookReceiver, uid: s
         assert max(missing, default=0) < seq, "the last triggers never crossed"
         assert recovered <= promoted[0] + SLACK
         _wait(lambda: _ready(a.port) and _ready(b.port), 15, "both nodes ready")
-        for port in (a.port, b.port):
-            users = sdk(port).users_info(presence)["users"]
-            assert sorted(u["id"] for u in users) == ["stay-a", "stay-b"]
+        _assert_presence_whole((a.port, b.port), presence, ["stay-a", "stay-b"])
+        _assert_webhooks_once(receiver, mine, started_wall, b.port, presence)
         member_a.close()
         member_b.close()
     finally:

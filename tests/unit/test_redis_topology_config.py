@@ -24,6 +24,7 @@ def test_defaults_are_a_single_server() -> None:
     assert settings.redis_sentinel_master == "mymaster"
     assert settings.redis_sentinel_password is None
     assert settings.redis_sentinel_tls is False
+    assert settings.redis_sentinel_tls_ca is None
     assert settings.redis_cluster is False
     assert settings.redis_mode() == "single"
 
@@ -43,11 +44,13 @@ def test_sentinels_from_the_environment_as_json_or_commas(
     monkeypatch.setenv("PYSERVER_REDIS_SENTINEL_MASTER", "cache")
     monkeypatch.setenv("PYSERVER_REDIS_SENTINEL_PASSWORD", "s3cret")
     monkeypatch.setenv("PYSERVER_REDIS_SENTINEL_TLS", "true")
+    monkeypatch.setenv("PYSERVER_REDIS_SENTINEL_TLS_CA", "/etc/redis/ca.pem")
     settings = load_settings()
     assert settings.redis_sentinels == ["s1:26379", "s2:26380", "[::1]:26381"]
     assert settings.redis_sentinel_master == "cache"
     assert settings.redis_sentinel_password == "s3cret"
     assert settings.redis_sentinel_tls is True
+    assert settings.redis_sentinel_tls_ca == "/etc/redis/ca.pem"
     assert settings.redis_mode() == "sentinel"
 
 
@@ -87,6 +90,10 @@ def test_sentinels_and_cluster_from_toml(tmp_path: Path) -> None:
         ),
         ({"redis_sentinel_password": "x"}, "list them in redis_sentinels"),
         ({"redis_sentinel_tls": True}, "list them in redis_sentinels"),
+        (
+            {"redis_sentinels": ["s:26379"], "redis_sentinel_tls_ca": "ca.pem"},
+            "redis_sentinel_tls_ca: set redis_sentinel_tls = true too",
+        ),
         ({"redis_url": "tcp://localhost:6379"}, "redis:// or rediss://"),
         ({"redis_sentinel_master": ""}, "redis_sentinel_master"),
     ],

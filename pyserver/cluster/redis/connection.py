@@ -68,6 +68,7 @@ class UrlSettings:
     redis_sentinel_master: str = "mymaster"
     redis_sentinel_password: str | None = None
     redis_sentinel_tls: bool = False
+    redis_sentinel_tls_ca: str | None = None
 
     def redis_mode(self) -> Mode:
         mode: Literal["single", "sentinel", "cluster"] = "single"
