@@ -39,7 +39,9 @@ scenarios:
   http           --connections keep-alive HTTP connections triggering at --rate (0 = max)
   idle           open --connections idle connections (at --rate/s, 0 = max), from
                  --sources addresses across --processes; with --server-pid report the
-                 server's RSS per connection and its CPU use while idle
+                 server's RSS per connection and its CPU use while idle; with
+                 --broadcast each subscribes to one channel and one trigger to all of
+                 them is timed until the last client has read it
   client-events  --connections clients in pairs on private channels, --rate events/s each
                  (0 = max: --window events in flight per sender, a closed loop)
   presence       --connections churners join/leave presence channels at --rate joins/s in
@@ -123,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="WebSocket connections leave from these loopback addresses in turn: a count N "
         "(127.0.0.2 ... 127.0.0.N+1) or a list; lifts the ephemeral-port limit of one "
         "address (default: the kernel's choice, 127.0.0.1)",
+    )
+    load.add_argument(
+        "--broadcast",
+        action="store_true",
+        help="idle: every connection subscribes to one public channel; after the idle phase "
+        "one signed HTTP trigger to it is timed until every client has read it",
     )
     load.add_argument(
         "--http-connections",
@@ -266,6 +274,7 @@ def config_from_args(args: argparse.Namespace, connect_host: str) -> BenchConfig
         allow_remote=args.allow_remote,
         sources=args.sources,
         api_port=args.api_port,
+        broadcast=args.broadcast,
     )
 
 

@@ -93,6 +93,9 @@ class BenchConfig:
     sources: tuple[str, ...] = ()
     """Local IPv4 addresses the WebSocket connections leave from, round robin (empty: the
     kernel's choice). Spreads connections over several 4-tuples' worth of ephemeral ports."""
+    broadcast: bool = False
+    """idle: every connection subscribes to one channel, and after the idle phase one trigger
+    to it is timed until every client has read it."""
     api_port: int | None = None
     """Where HTTP triggers go when not to `port`: another node of a cluster, so that every
     delivery crosses nodes (the WebSocket clients stay on `port`)."""
@@ -146,6 +149,8 @@ def validate(cfg: BenchConfig) -> list[str]:
     for source in cfg.sources:
         if not cfg.allow_remote and not is_loopback(source):
             problems.append(f"--sources: {source} is not a loopback address (127.0.0.0/8)")
+    if cfg.broadcast and cfg.scenario != "idle":
+        problems.append("--broadcast belongs to the idle scenario")
     if cfg.scenario == "client-events" and cfg.connections < 2:
         problems.append("client-events needs --connections >= 2 (one pair)")
     if cfg.scenario == "client-events" and not 1 <= cfg.window <= 1_000:
