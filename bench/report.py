@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.metrics import Merged
+from bench.rss import kb_per_connection
 from bench.runner import Outcome
 from bench.stats import percentiles_by_bucket, summarize
 
@@ -62,9 +63,7 @@ def build_result(outcome: Outcome, started_at: dt.datetime) -> dict[str, Any]:
         for name in merged.values_us
     }
     rss = outcome.rss_kb
-    per_conn = None
-    if rss.get("start") is not None and rss.get("end") is not None and outcome.live_at_end > 0:
-        per_conn = (rss["end"] - rss["start"]) / outcome.live_at_end  # type: ignore[operator]
+    per_conn = kb_per_connection(rss.get("start"), rss.get("end"), outcome.live_at_end)
     return {
         "tool": "bench",
         "format": 1,

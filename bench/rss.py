@@ -97,3 +97,11 @@ def read_cpu_s(pid: int | None) -> float | None:
         if stat is not None:
             total = (total or 0.0) + stat[1] / CLOCK_TICKS
     return total
+
+
+def kb_per_connection(start_kb: int | None, end_kb: int | None, connections: int) -> float | None:
+    """RSS growth between two readings per open connection, in kB; None without both
+    readings or without a connection."""
+    if start_kb is None or end_kb is None or connections <= 0:
+        return None
+    return (end_kb - start_kb) / connections

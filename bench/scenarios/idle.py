@@ -10,8 +10,8 @@ percentage of one core; it is None when that window is shorter than one second.
 
 With --broadcast every connection also subscribes to one public channel
 (`bench-idle-<run id>`) before it counts as open, and once the measured phase is over the
-parent sends one signed HTTP trigger to that channel. Each worker notes when its first and
-last client read it (on the system-wide monotonic clock, `bench.clock`), so the broadcast
+parent sends one signed HTTP trigger to that channel. Each worker notes when its last client
+read it (on the system-wide monotonic clock, `bench.clock`), so the broadcast
 time is the latest of those minus the moment the trigger was sent, whatever the number of
 processes; `broadcast_received` counts the clients that read it. The server's RSS is read
 once more just before the trigger (`rss_bytes_per_connection`), so the broadcast's own
@@ -29,7 +29,7 @@ from bench.client import PusherClient
 from bench.clock import NS_PER_S, now_ns
 from bench.metrics import Merged
 from bench.protocol import Frame
-from bench.rss import read_cpu_s, read_rss_kb
+from bench.rss import kb_per_connection, read_cpu_s, read_rss_kb
 from bench.scenarios.base import Driver, ParentContext, Role, TriggerSender, count_marker
 from bench.stats import rate
 
@@ -44,7 +44,6 @@ def channel_name(run_id: str) -> str:
 
 class IdleRole(Role):
     connect_phase_s = 0.0
-    first_ns: int | None = None
     last_ns: int | None = None
 
     async def run(self) -> None:
@@ -57,8 +56,6 @@ class IdleRole(Role):
 
         def on_frame(_client: PusherClient, frame: Frame, now: int) -> None:
             if count_marker(recorder, run_id, frame, now, protocol.TRIGGER_EVENT):
-                if self.first_ns is None:
-                    self.first_ns = now
                 self.last_ns = now
 
         async def prepare(_i: int, client: PusherClient) -> None:
@@ -81,7 +78,6 @@ class IdleRole(Role):
         return {
             "connect_phase_s": self.connect_phase_s,
             "per_source": self.ctx.per_source,
-            "broadcast_first_ns": self.first_ns,
             "broadcast_last_ns": self.last_ns,
         }
 
@@ -186,9 +182,8 @@ class IdleDriver(Driver):
 
 def rss_per_connection(before_kb: int | None, after_kb: int | None, open_: int) -> int | None:
     """Bytes of server RSS per open connection, or None without both readings."""
-    if before_kb is None or after_kb is None or open_ <= 0:
-        return None
-    return round((after_kb - before_kb) * 1024 / open_)
+    kb = kb_per_connection(before_kb, after_kb, open_)
+    return None if kb is None else round(kb * 1024)
 
 
 def broadcast_s(sent_ns: int | None, extras: list[dict[str, Any]]) -> float | None:
