@@ -54,7 +54,8 @@ log = logging.getLogger("pyserver.console")
 MAX_ENTRIES = 1000
 """Entries each app's Redis Stream keeps (about: `MAXLEN ~`)."""
 TICK = 0.2
-"""Seconds between two publishing runs, and the longest `XREAD BLOCK`."""
+"""Seconds between two publishing runs while an app of this node is watched, and the
+longest `XREAD BLOCK`."""
 WATCH_REFRESH = 1.0
 """Seconds between two reads of the watched set (and refreshes of this node's apps)."""
 WATCH_TTL = 30.0
@@ -228,9 +229,13 @@ class ClusterFeed:
     async def _read(self) -> None:
         """Wait (at most `TICK`) for new entries of the apps this node streams; write them."""
         if not self.positions:
+            # Nothing to read: wait for a stream to open here, for one publishing run while
+            # an app of this node is watched somewhere, else until the next refresh of the
+            # watched set (an idle node wakes once a second, not five times).
+            publishing = any(app_id in self.console.apps for app_id in self.watched)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK)
+                await asyncio.wait_for(self._wake.wait(), TICK if publishing else WATCH_REFRESH)
             return
         streams: Any = {self._key(app_id): position for app_id, position in self.positions.items()}
         apps = {self._key(app_id): app_id for app_id in self.positions}

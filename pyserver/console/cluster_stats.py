@@ -26,6 +26,9 @@ Invariants:
   larger of `peak` and the highest node peak `p:` (both are lower bounds of the true cluster
   peak; on one node it is exact).
 - A node that dies loses at most its last `FLUSH_EVERY` seconds of counts.
+- A flush that would write exactly what the previous one wrote, in the same minute, is
+  skipped: an idle node sends Redis nothing between the first flush of one minute and the
+  next (100k idle connections cost no Redis traffic every `FLUSH_EVERY`).
 - When Redis cannot be reached, reports fall back to this node's own numbers (logged).
 - Redis is the adapter's link (a single server, Sentinel or Cluster); each write and each
   script touches the keys of one slot, a pipeline may span slots (split by the cluster).
@@ -230,6 +233,9 @@ class ClusterStats:
         self._owns_client = False
         self._write: Any = None
         self._last_minute: int | None = None
+        self._last_written: list[tuple[str, int, list[Any]]] | None = None
+        """What the last flush wrote (app, minute, arguments): an idle node skips a flush
+        that would write the same again in the same minute."""
         self._task: asyncio.Task[None] | None = None
 
     def _key(self, app_id: str, kind: str, period: int) -> str:
@@ -279,6 +285,9 @@ class ClusterStats:
         if self._last_minute is not None and self._last_minute != current:
             minutes.add(self._last_minute)
         writes = plan(self.history, self.app_ids(), minutes)
+        written = [(write.app_id, write.minute, write.args(self.node)) for write in writes]
+        if current == self._last_minute and written == self._last_written:
+            return
         redis = self._client()
         async with redis.pipeline(transaction=False) as pipe:
             for minute in minutes:
@@ -286,14 +295,15 @@ class ClusterStats:
                 for kind, period, ttl in (("m", minute, MINUTE_TTL), ("d", day, DAY_TTL)):
                     pipe.sadd(self._alive(kind, period), self.node)
                     pipe.expire(self._alive(kind, period), ttl)
-            for write in writes:
+            for write, (_, _, args) in zip(writes, written, strict=True):
                 keys = [
                     self._key(write.app_id, "m", write.minute),
                     self._key(write.app_id, "d", write.day),
                 ]
-                queue_script(pipe, self._write, keys, write.args(self.node))
+                queue_script(pipe, self._write, keys, args)
             await pipe.execute()
         self._last_minute = current
+        self._last_written = written
 
     async def report(self, app_id: str, now: float, since: float | None = None) -> dict[str, Any]:
         """`/console/api/stats` for the whole cluster (see `StatsHistory.report`)."""

@@ -301,3 +301,46 @@ def test_cluster_stats_roll_over_in_redis_with_a_hand_set_clock(redis) -> None:
         4,
     )
     assert through_0["minutes"][-3]["nodes"] == 0  # before: a gap, not zeros
+
+
+def test_an_idle_nodes_stats_flush_sends_redis_nothing_until_something_changes(redis) -> None:
+    """A flush that would write what the last one wrote, in the same minute, is skipped (an
+    idle node with 100k connections costs Redis nothing every flush); a change, or the next
+    minute, is written again. Counted by Redis itself (`INFO commandstats`)."""
+    import asyncio
+
+    import redis as redis_sync
+
+    from pyserver.console.cluster_stats import ClusterStats
+    from pyserver.console.timeseries import MINUTE, Sample, StatsHistory
+
+    t0 = 1_767_225_600.0 + 10  # 2026-01-01 00:00:10 UTC
+    now = [t0]
+    probe = redis_sync.Redis.from_url(redis.url)
+
+    def commands() -> int:
+        stats = probe.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+    async def run() -> list[int]:
+        history = StatsHistory()
+        node = ClusterStats(history, redis.url, "idle-skip", "n0", clock=lambda: now[0])
+        counts = []
+        history.record("a", Sample(5, messages_sent=2), t0)
+        for step in range(4):
+            before = commands()
+            if step == 2:
+                now[0] = t0 + 1
+                history.record("a", Sample(6, messages_sent=3), now[0])  # a change
+            if step == 3:
+                now[0] = t0 + MINUTE  # the next minute
+                history.record("a", Sample(6, messages_sent=3), now[0])
+            await node.flush()
+            counts.append(commands() - before)
+        await node.close()
+        return counts
+
+    first, idle, changed, next_minute = asyncio.run(run())
+    probe.close()
+    assert first > 0 and changed > 0 and next_minute > 0
+    assert idle == 0
