@@ -348,9 +348,7 @@ class PusherSession:
         """Bytes arrived since the last tick (the first tick counts the handshake's)."""
         return self.heard > self.visited
 
-    def tick(
-        self, ping_after: int, close_after: int, now: float, at: int
-    ) -> Tick | PusherError:
+    def tick(self, ping_after: int, close_after: int, now: float, at: int) -> Tick | PusherError:
         """Sweep tick number `at`: what the transport must do (send a ping, or report the
         closing error). Ticks are numbered upwards by the server, one per sweep."""
         self.visited = at
