@@ -17,7 +17,10 @@ import pytest
 
 from pyserver.channels.app import App
 from pyserver.cluster.local import LocalAdapter
-from pyserver.config import AppConfig, Settings
+from pyserver.config import AppConfig, HistoryRule, Settings
+from pyserver.history.live import AppHistory, NodeHistory
+from pyserver.history.memory import MemoryHistoryStore
+from pyserver.protocol.history import RuleBook
 from pyserver.protocol.members import SignedInUser
 from pyserver.protocol.websocket import OP_PING, OP_PONG, FrameReader, encode_frame
 from pyserver.server.flow import WriteBatcher
@@ -224,4 +227,33 @@ def test_an_idle_connection_is_visited_only_at_its_ping_and_its_close() -> None:
         state.sweep(6, 12, at * TICK_SECONDS)
     assert visits == [0, 6, 12], "its first tick, its ping, its close"
     assert not any(state.due.values()), "closed: dropped from the wheel"
+    loop.close()
+
+
+def test_a_connection_of_an_app_with_history_is_visited_at_every_tick() -> None:
+    """History probes and `resume_failed` count ticks: such a connection never goes lazy (its
+    history is attached at the handshake, before its first visit)."""
+    config = AppConfig(id="3", key="h", secret="s")
+    node = NodeHistory(MemoryHistoryStore(1 << 20))
+    history = AppHistory(node, "3", RuleBook([HistoryRule(channels="chat-*", rewind=2)]))
+    state = ServerState(
+        Settings(apps=[config]),
+        {"h": App(config, LocalAdapter(), history=history)},
+        lambda r: None,  # type: ignore[arg-type,return-value]
+        LocalAdapter(),
+        lambda: None,
+    )
+    loop = asyncio.new_event_loop()
+    state.batcher = WriteBatcher(loop)
+    connection = WebSocketConnection(state, FakeTransport(), FrameReader(10_000), False)  # type: ignore[arg-type]
+    state.upgraded(object(), connection)  # type: ignore[arg-type]
+    connection.open("h", "/app/h", {"protocol": "7"}, None)
+    assert connection.session.history is not None
+    visits = []
+    for at in range(8):
+        if connection in state.due.get(state.tick, ()):
+            visits.append(at)
+        connection.data_received(PONG)  # busy all the time
+        state.sweep(6, 12, at * TICK_SECONDS)
+    assert visits == list(range(8))
     loop.close()
