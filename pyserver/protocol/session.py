@@ -25,11 +25,21 @@ Theory of operation:
 - Ordering: messages are handled one at a time, in the order they arrived. When a handler
   goes on asynchronously (`handler_started`), later messages and queued actions (a kick) are
   held in `backlog` and come back out of `next_held()`, in order, once `handler_finished()`.
-- Activity: any bytes from the client mark it `active`; the server's sweep calls `tick()`,
-  which answers what the transport should do: nothing, ping, or close (4201), and enforces
-  the sign-in deadline of authorized connections (4009). A connection of an app with
-  history (`history`, a `ConnectionHistory`) is pinged every `ping_after` ticks even while
-  active, so that the pongs keep confirming what its history subscriptions received.
+- Activity, counted in sweep ticks (numbered by the server; no clock): any bytes from the
+  client set `heard` to the number of the next tick, and the client is idle for
+  `at - heard` ticks at tick `at`. The sweep calls `tick(…, at)`, which answers what the
+  transport should do at that tick: nothing, ping (idle exactly `ping_after` ticks), or
+  close (4201, idle `close_after` ticks or more), and enforces the sign-in deadline of
+  authorized connections (4009). A connection of an app with history (`history`, a
+  `ConnectionHistory`) is pinged every `ping_after` ticks even while active, so that the
+  pongs keep confirming what its history subscriptions received.
+- Lazy visits: `next_tick(…, at)` is the first tick after `at` at which `tick` can do
+  anything, so the sweep may skip the ticks between. Bytes from the client only ever
+  postpone a ping or a close, so skipping is safe whatever the client sends meanwhile:
+  a silent client is due at its ping (`heard + ping_after`), a pinged one at the earlier of
+  its close and the first tick a ping could follow an immediate pong
+  (`at + 1 + ping_after`). A session with a sign-in deadline (on the clock) or with
+  `history` (whose probes and `resume_failed` count every tick) is due at every tick.
 
 Invariants:
 - `state` only moves forward; once CLOSING no message is handed out any more.
@@ -37,6 +47,11 @@ Invariants:
 - `backlog` is None when nothing is held (no deque per idle client); held items keep arrival
   order and nothing held is handed out while `busy`.
 - `auth_deadline` is 0.0 when the connection need not (or no longer needs to) authorize.
+- `auth_deadline` and `history` are only ever set by `open` and right after it, before the
+  first tick (the server visits a new connection at the next tick): a session never needs
+  per-tick visits after `next_tick` said it does not.
+- `tick` gives the same answer at tick `at` whether or not it was called at the ticks
+  before, as long as `next_tick` said nothing could happen there.
 - Slotted: about 200 bytes per idle connection with its empty `channels` dict.
 """
 
@@ -159,21 +174,21 @@ class PusherSession:
     """
 
     __slots__ = (
-        "active",
         "auth_deadline",
         "backlog",
         "busy",
         "channels",
         "client_events",
+        "heard",
         "history",
-        "idle_ticks",
         "pending",
         "socket_id",
         "state",
         "user",
+        "visited",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, tick: int = 0) -> None:
         self.state = State.CONNECTING
         self.socket_id = ""
         self.channels: dict[str, str | None] = {}
@@ -184,8 +199,12 @@ class PusherSession:
         self.auth_deadline = 0.0
         """Monotonic time by which the connection must sign in or join a private or presence
         channel (authorized connections, §8.6); 0 when it need not or already did."""
-        self.active = True
-        self.idle_ticks = 0
+        self.heard = tick
+        """Number of the sweep tick at which the client's latest bytes count (the next tick
+        when they arrive; the transport stores it, one store per read); `tick` when created,
+        the number of the next tick then."""
+        self.visited = -1
+        """Number of the last tick `tick` was called at; -1 before the first."""
         self.busy = False
         """A handler of this client is still running (asynchronously)."""
         self.backlog: deque[object] | None = None
@@ -324,23 +343,41 @@ class PusherSession:
 
     # --- activity --------------------------------------------------------------------------
 
-    def tick(self, ping_after: int, close_after: int, now: float) -> Tick | PusherError:
-        """One sweep: what the transport must do (send a ping, or report the closing error)."""
+    @property
+    def active(self) -> bool:
+        """Bytes arrived since the last tick (the first tick counts the handshake's)."""
+        return self.heard > self.visited
+
+    def tick(self, ping_after: int, close_after: int, now: float, at: int) -> Tick | PusherError:
+        """Sweep tick number `at`: what the transport must do (send a ping, or report the
+        closing error). Ticks are numbered upwards by the server, one per sweep."""
+        self.visited = at
         if self.auth_deadline and now > self.auth_deadline:
             return ConnectionUnauthorized()
         history = self.history
         if history is not None and history.resume_failed:
             history.resume_failed -= 1  # it applies to the re-subscribes that follow it
-        if self.active:
-            self.active = False
-            self.idle_ticks = 0
-            return self._probe_due(ping_after)
-        self.idle_ticks += 1
-        if self.idle_ticks == ping_after:
+        idle = at - self.heard
+        if idle == ping_after:
             return Tick.PING
-        if self.idle_ticks >= close_after:
+        if idle >= close_after:
             return PongNotReceived()
         return self._probe_due(ping_after)
+
+    def next_tick(self, ping_after: int, close_after: int, at: int) -> int:
+        """After the tick at `at`: the first later tick at which `tick` may answer anything
+        but `Tick.NOTHING`, whatever the client sends meanwhile (see the module docstring)."""
+        if self.auth_deadline or self.history is not None:
+            return at + 1  # a deadline on the clock; probes and resume_failed count ticks
+        heard = self.heard
+        idle = at - heard
+        if idle < ping_after:
+            return heard + ping_after  # its ping; bytes before it only postpone it
+        if idle < close_after:
+            # Pinged: its close, unless a pong right after this tick brings the next ping
+            # before it (possible when the pong timeout is longer than the activity timeout).
+            return min(heard + close_after, at + 1 + ping_after)
+        return at + 1  # past its close (the transport is closing it)
 
     def _probe_due(self, ping_after: int) -> Tick:
         """A history connection is also pinged every `ping_after` ticks while it is active:

@@ -2,7 +2,11 @@
 
 Invariants:
 - One process, one event loop; connections are callback-driven protocols (design rule 5).
-- One timer sweep checks every connection's activity; no timer per connection.
+- One timer sweep checks connections' activity; no timer per connection. It visits every
+  HTTP connection, and each WebSocket connection only at the ticks it can be pinged or
+  closed at (`ServerState.sweep`, a timing wheel).
+- `_ping_after` and `_close_after` count sweep ticks; when they change, every WebSocket
+  connection is revisited at the next tick.
 - Socket ids are unique among an app's live connections and match `^\\d+\\.\\d+$`.
 - Shutdown stops accepting, tells every client 4200 (paced), then closes what is left.
 """
@@ -140,6 +144,7 @@ class Server:
         self._servers: list[asyncio.Server] = []
         self._metrics_server: asyncio.Server | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
+        self._ping_after = self._close_after = 0
         self._set_tick()
 
     def _set_tick(self) -> None:
@@ -148,11 +153,14 @@ class Server:
         liveness = min(settings.activity_timeout, settings.pong_timeout) / 3
         authz = [a.authorized_connections_timeout / 2 for a in self.live.configs()]
         self.tick_seconds = min(5.0, max(0.25, min([liveness, *filter(None, authz)])))
+        counts = self._ping_after, self._close_after
         self._ping_after = max(1, math.ceil(settings.activity_timeout / self.tick_seconds))
         self._http_close_after = max(1, math.ceil(settings.http_idle_timeout / self.tick_seconds))
         self._close_after = self._ping_after + max(
             1, math.ceil(settings.pong_timeout / self.tick_seconds)
         )
+        if (self._ping_after, self._close_after) != counts:
+            self.state.revisit_all()  # their schedules were counted with the old ones
 
     def _apps_changed(self) -> None:
         """An app of the store was added, changed or removed."""
@@ -333,8 +341,7 @@ class Server:
         ping_after, close_after = self._ping_after, self._close_after
         now = time.monotonic()
         http_close_after = self._http_close_after
-        for websocket in list(self.state.websocket_connections):
-            websocket.tick(ping_after, close_after, now)
+        self.state.sweep(ping_after, close_after, now)
         for http in list(self.state.http_connections):
             http.http_tick(http_close_after)
         self.history.tick()

@@ -15,6 +15,19 @@ Invariants:
 - `admission` counts every TCP connection from `accepted` to its `*_lost`; one accepted over
   capacity is in `over_capacity` (keyed by its HTTP object) until it upgrades, where it is
   told 4100, or it is lost or closed by the server's sweep.
+
+The WebSocket sweep is a timing wheel: `tick` numbers the sweeps (the next one), and `due`
+maps a tick number to the WebSocket connections to visit at it. Only those are visited
+(`sweep`); each visit answers the next tick the connection needs (`PusherSession.next_tick`:
+its ping or close, or every tick for a sign-in deadline or history probes), so an idle
+connection costs one or two visits per ping interval instead of one per tick.
+
+- Every open WebSocket connection is in exactly one bucket of `due`, at a tick not yet
+  swept; a new one at the next tick, like a per-tick sweep would first visit it.
+- A closing or lost connection is dropped when its bucket comes up (it may linger there
+  until then, at most until its next ping or close tick).
+- When the tick counts of a ping or a close change (`revisit_all`), every connection is
+  due at the next tick and reschedules from there.
 """
 
 from __future__ import annotations
@@ -62,7 +75,7 @@ class OpenWebSocket(Protocol):
     @property
     def app(self) -> App | None: ...
 
-    def tick(self, ping_after: int, close_after: int, now: float) -> None: ...
+    def tick(self, ping_after: int, close_after: int, now: float, at: int) -> int | None: ...
 
     def report(self, error: PusherError) -> None: ...
 
@@ -79,12 +92,14 @@ class ServerState:
         "batcher",
         "deflater",
         "draining",
+        "due",
         "handle_api",
         "hint_tls",
         "http_connections",
         "missed_key",
         "over_capacity",
         "settings",
+        "tick",
         "websocket_connections",
     )
 
@@ -113,6 +128,10 @@ class ServerState:
         """The server is shutting down: answers close their connection."""
         self.http_connections: dict[OpenHttp, None] = {}
         self.websocket_connections: dict[OpenWebSocket, None] = {}
+        self.tick = 0
+        """Number of the next sweep tick: a client's bytes count at it (`sweep`)."""
+        self.due: dict[int, list[OpenWebSocket]] = {}
+        """Sweep tick number → the WebSocket connections to visit at it."""
         self.admission = Admission(capacity=1 << 30, overflow=0)
         """Replaced by the descriptor budget when the server starts (see `server.capacity`)."""
         self.acceptor: Acceptor | None = None
@@ -146,6 +165,7 @@ class ServerState:
         self.http_connections.pop(http, None)
         self.over_capacity.pop(http, None)
         self.websocket_connections[websocket] = None
+        self._visit(websocket, self.tick)
 
     def http_lost(self, connection: OpenHttp) -> None:
         """A TCP connection that still spoke HTTP is gone."""
@@ -161,6 +181,40 @@ class ServerState:
             return
         del self.websocket_connections[connection]
         self._closed()
+
+    # --- the WebSocket sweep -----------------------------------------------------------------
+
+    def sweep(self, ping_after: int, close_after: int, now: float) -> None:
+        """One sweep tick: visit the WebSocket connections due at it, each rescheduled at
+        the next tick it needs (closing ones are dropped)."""
+        at = self.tick
+        self.tick = at + 1
+        due = self.due
+        for websocket in due.pop(at, ()):
+            try:
+                after = websocket.tick(ping_after, close_after, now, at)
+            except Exception:  # a bug must not drop it (or the rest of its bucket) for good
+                log.exception("the sweep failed on a WebSocket connection")
+                after = at + 1
+            if after is not None:
+                bucket = due.get(after)
+                if bucket is None:
+                    due[after] = [websocket]
+                else:
+                    bucket.append(websocket)
+
+    def revisit_all(self) -> None:
+        """The tick counts of a ping or a close changed: every WebSocket connection is
+        visited at the next tick and reschedules from there."""
+        everyone = [websocket for bucket in self.due.values() for websocket in bucket]
+        self.due = {self.tick: everyone} if everyone else {}
+
+    def _visit(self, websocket: OpenWebSocket, at: int) -> None:
+        bucket = self.due.get(at)
+        if bucket is None:
+            self.due[at] = [websocket]
+        else:
+            bucket.append(websocket)
 
     def _closed(self) -> None:
         self.admission.closed()

@@ -12,6 +12,9 @@ Invariants:
 - No Task per connection (design rule 5): everything runs from transport callbacks, the
   server's sweep (`tick`) and, with an asynchronous Adapter, the handler Tasks of
   `pyserver.tasks`.
+- Reading stamps the session with the number of the server's next sweep tick
+  (`PusherSession.heard`), no clock read; `tick` answers when the sweep must visit next
+  (None once closing: a closing connection sends nothing more, so it needs no visits).
 - A client's messages are handled in order; the session holds the later ones while a
   handler runs, and this object drains them when it finishes (`_handler_done`).
 - Errors are reported only through `report`, which sends `frames.for_error` and closes when
@@ -91,7 +94,7 @@ class WebSocketConnection(CorkedWriter):
         )
         self.state = state
         self.reader = reader
-        self.session = PusherSession()
+        self.session = PusherSession(state.tick)
         self.app: App | None = None
         self.socket_id = ""
         self.log: SocketLog | None = None
@@ -170,7 +173,7 @@ class WebSocketConnection(CorkedWriter):
     # --- asyncio.Protocol ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.session.active = True
+        self.session.heard = self.state.tick  # activity, counted at the next sweep tick
         app = self.app
         if app is not None:
             app.stats.socket_received_bytes += len(data)
@@ -259,9 +262,13 @@ class WebSocketConnection(CorkedWriter):
 
     # --- activity (driven by the server's sweep) -------------------------------------------
 
-    def tick(self, ping_after: int, close_after: int, now: float) -> None:
+    def tick(self, ping_after: int, close_after: int, now: float, at: int) -> int | None:
+        """Sweep tick number `at`: ping or close as the session says. Returns the next tick
+        at which this connection needs a visit, or None once it is closing."""
+        if self.closing:
+            return None
         session = self.session
-        outcome = session.tick(ping_after, close_after, now)
+        outcome = session.tick(ping_after, close_after, now, at)
         if outcome is Tick.PING:
             history, app = session.history, self.app
             if history is not None and history.marks and app is not None:
@@ -270,6 +277,9 @@ class WebSocketConnection(CorkedWriter):
                 self.send(WS_PING)
         elif isinstance(outcome, PusherError):
             self.report(outcome)
+            if self.closing:
+                return None
+        return session.next_tick(ping_after, close_after, at)
 
     # --- messages, in order ----------------------------------------------------------------
 

@@ -61,15 +61,15 @@ def test_an_active_history_connection_is_probed_every_ping_interval() -> None:
     session.open("1.1", 30, now=0.0, auth_timeout=0.0)
     session.history = ConnectionHistory("t")
     outcomes = []
-    for _ in range(6):
-        session.active = True  # the client talks all the time
-        outcomes.append(session.tick(3, 6, now=0.0))
+    for at in range(6):
+        session.heard = at  # the client talks all the time
+        outcomes.append(session.tick(3, 6, now=0.0, at=at))
     assert outcomes.count(Tick.PING) == 0  # nothing to confirm yet
     session.history.track("chat", pos(1))
     outcomes = []
-    for _ in range(6):
-        session.active = True
-        outcomes.append(session.tick(3, 6, now=0.0))
+    for at in range(6, 12):
+        session.heard = at
+        outcomes.append(session.tick(3, 6, now=0.0, at=at))
     assert outcomes.count(Tick.PING) == 2
 
 

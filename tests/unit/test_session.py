@@ -26,6 +26,7 @@ from pyserver.protocol.errors import (
     PongNotReceived,
     UnsupportedProtocol,
 )
+from pyserver.protocol.history import ConnectionHistory
 from pyserver.protocol.members import SignedInUser
 from pyserver.protocol.session import PusherSession, State, Tick, handshake
 from pyserver.protocol.websocket import OP_BINARY, OP_CLOSE, OP_TEXT, FrameReader
@@ -197,29 +198,45 @@ def test_client_event_allowance_refills_with_the_injected_clock() -> None:
 
 
 def test_silence_pings_then_closes_with_4201() -> None:
-    session = _open()
-    assert session.tick(2, 4, now=0.0) is Tick.NOTHING  # active since the handshake
-    assert session.tick(2, 4, now=0.0) is Tick.NOTHING
-    assert session.tick(2, 4, now=0.0) is Tick.PING
-    assert session.tick(2, 4, now=0.0) is Tick.NOTHING
-    closing = session.tick(2, 4, now=0.0)
+    session = _open()  # created before tick 0: active since the handshake
+    assert session.tick(2, 4, now=0.0, at=0) is Tick.NOTHING
+    assert not session.active
+    assert session.tick(2, 4, now=0.0, at=1) is Tick.NOTHING
+    assert session.tick(2, 4, now=0.0, at=2) is Tick.PING
+    assert session.tick(2, 4, now=0.0, at=3) is Tick.NOTHING
+    closing = session.tick(2, 4, now=0.0, at=4)
     assert isinstance(closing, PongNotReceived) and closing.code == 4201
-    session.active = True  # any bytes from the client
-    assert session.tick(2, 4, now=0.0) is Tick.NOTHING
+    session.heard = 5  # any bytes from the client, before tick 5
+    assert session.active
+    assert session.tick(2, 4, now=0.0, at=5) is Tick.NOTHING
+
+
+def test_the_next_tick_is_the_ping_then_the_close_or_an_earlier_ping() -> None:
+    session = _open()
+    assert session.next_tick(6, 12, at=0) == 6  # heard at 0: pinged at 6
+    session.heard = 4
+    assert session.next_tick(6, 12, at=5) == 10, "bytes postpone the ping"
+    assert session.next_tick(6, 12, at=10) == 16, "pinged: closed at 16 without a pong"
+    assert session.next_tick(2, 10, at=6) == 9, "a pong right after 6 brings a ping at 9"
+    assert session.next_tick(2, 4, at=8) == 9, "past its close: every tick"
+    session.history = ConnectionHistory("t")
+    assert session.next_tick(6, 12, at=5) == 6, "history probes count every tick"
 
 
 def test_an_authorized_connection_must_sign_in_before_its_deadline() -> None:
     session = _open(auth_timeout=30.0)
     assert session.auth_deadline == 130.0
-    assert session.tick(2, 4, now=129.0) is Tick.NOTHING
-    late = session.tick(2, 4, now=131.0)
+    assert session.next_tick(2, 4, at=0) == 1, "a deadline on the clock: every tick"
+    assert session.tick(2, 4, now=129.0, at=0) is Tick.NOTHING
+    late = session.tick(2, 4, now=131.0, at=1)
     assert isinstance(late, ConnectionUnauthorized) and late.code == 4009
     signed = _open(auth_timeout=30.0)
     signed.signed_in(SignedInUser("u", {}, (), "{}"))
-    assert signed.tick(2, 4, now=131.0) is Tick.NOTHING
+    assert signed.tick(2, 4, now=131.0, at=0) is Tick.NOTHING
+    assert signed.next_tick(2, 4, at=0) == 2
     joined = _open(auth_timeout=30.0)
     joined.authorized()  # it joined a private channel
-    assert joined.tick(2, 4, now=131.0) is Tick.NOTHING
+    assert joined.tick(2, 4, now=131.0, at=0) is Tick.NOTHING
 
 
 # --- the transport side, still without a socket ---------------------------------------------
