@@ -24,8 +24,8 @@ connection costs one or two visits per ping interval instead of one per tick.
 
 - Every open WebSocket connection is in exactly one bucket of `due`, at a tick not yet
   swept; a new one at the next tick, like a per-tick sweep would first visit it.
-- A closing or lost connection is dropped when its bucket comes up (it may linger there
-  until then, at most until its next ping or close tick).
+- A lost connection leaves its bucket at once (`websocket_lost`, through the connection's
+  `bucket`): a closed connection is not kept alive by the wheel, however much churn.
 - When the tick counts of a ping or a close change (`revisit_all`), every connection is
   due at the next tick and reschedules from there.
 """
@@ -71,6 +71,9 @@ class OpenHttp(Protocol):
 
 class OpenWebSocket(Protocol):
     """What the server's sweep and shutdown need of a WebSocket connection."""
+
+    bucket: dict[OpenWebSocket, None] | None
+    """The sweep's bucket it waits in (`ServerState.due`), None while being visited."""
 
     @property
     def app(self) -> App | None: ...
@@ -130,8 +133,9 @@ class ServerState:
         self.websocket_connections: dict[OpenWebSocket, None] = {}
         self.tick = 0
         """Number of the next sweep tick: a client's bytes count at it (`sweep`)."""
-        self.due: dict[int, list[OpenWebSocket]] = {}
-        """Sweep tick number → the WebSocket connections to visit at it."""
+        self.due: dict[int, dict[OpenWebSocket, None]] = {}
+        """Sweep tick number → the WebSocket connections to visit at it (each connection's
+        `bucket` is the one it is in, so a lost one leaves it at once)."""
         self.admission = Admission(capacity=1 << 30, overflow=0)
         """Replaced by the descriptor budget when the server starts (see `server.capacity`)."""
         self.acceptor: Acceptor | None = None
@@ -180,6 +184,10 @@ class ServerState:
         if connection not in self.websocket_connections:
             return
         del self.websocket_connections[connection]
+        bucket = connection.bucket
+        if bucket is not None:  # out of the sweep's wheel now, not at its next visit
+            bucket.pop(connection, None)
+            connection.bucket = None
         self._closed()
 
     # --- the WebSocket sweep -----------------------------------------------------------------
@@ -189,32 +197,33 @@ class ServerState:
         the next tick it needs (closing ones are dropped)."""
         at = self.tick
         self.tick = at + 1
-        due = self.due
-        for websocket in due.pop(at, ()):
+        bucket = self.due.pop(at, None)
+        if not bucket:
+            return
+        for websocket in list(bucket):  # a visit may close another (`websocket_lost`)
+            websocket.bucket = None
             try:
                 after = websocket.tick(ping_after, close_after, now, at)
             except Exception:  # a bug must not drop it (or the rest of its bucket) for good
                 log.exception("the sweep failed on a WebSocket connection")
                 after = at + 1
-            if after is not None:
-                bucket = due.get(after)
-                if bucket is None:
-                    due[after] = [websocket]
-                else:
-                    bucket.append(websocket)
+            if after is not None and websocket in self.websocket_connections:
+                self._visit(websocket, after)
 
     def revisit_all(self) -> None:
         """The tick counts of a ping or a close changed: every WebSocket connection is
         visited at the next tick and reschedules from there."""
-        everyone = [websocket for bucket in self.due.values() for websocket in bucket]
-        self.due = {self.tick: everyone} if everyone else {}
+        due, self.due = self.due, {}
+        for bucket in due.values():
+            for websocket in bucket:
+                self._visit(websocket, self.tick)
 
     def _visit(self, websocket: OpenWebSocket, at: int) -> None:
         bucket = self.due.get(at)
         if bucket is None:
-            self.due[at] = [websocket]
-        else:
-            bucket.append(websocket)
+            bucket = self.due[at] = {}
+        bucket[websocket] = None
+        websocket.bucket = bucket
 
     def _closed(self) -> None:
         self.admission.closed()

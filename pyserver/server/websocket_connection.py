@@ -64,7 +64,7 @@ from pyserver.protocol.websocket import (
     text_frame,
 )
 from pyserver.server.flow import CorkedWriter
-from pyserver.server.state import ServerState, new_socket_id
+from pyserver.server.state import OpenWebSocket, ServerState, new_socket_id
 
 log = logging.getLogger("pyserver.connection")
 
@@ -76,7 +76,7 @@ Action = Callable[[], Coroutine[Any, Any, None] | None]
 
 
 class WebSocketConnection(CorkedWriter):
-    __slots__ = ("app", "log", "reader", "session", "socket_id", "state")
+    __slots__ = ("app", "bucket", "log", "reader", "session", "socket_id", "state")
 
     def __init__(
         self,
@@ -93,6 +93,8 @@ class WebSocketConnection(CorkedWriter):
             state.deflater if deflate else None,
         )
         self.state = state
+        self.bucket: dict[OpenWebSocket, None] | None = None
+        """The sweep bucket it waits in (`ServerState.due`)."""
         self.reader = reader
         self.session = PusherSession(state.tick)
         self.app: App | None = None

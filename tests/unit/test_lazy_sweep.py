@@ -257,3 +257,26 @@ def test_a_connection_of_an_app_with_history_is_visited_at_every_tick() -> None:
         state.sweep(6, 12, at * TICK_SECONDS)
     assert visits == list(range(8))
     loop.close()
+
+
+def test_a_lost_connection_leaves_the_wheel_at_once() -> None:
+    """Churn must not keep closed connections alive until their next ping tick: the wheel
+    drops one as soon as the server hears it is gone."""
+    state, loop = _state()
+    connections = [
+        WebSocketConnection(state, FakeTransport(), FrameReader(10_000), False)  # type: ignore[arg-type]
+        for _ in range(3)
+    ]
+    for connection in connections:
+        state.upgraded(object(), connection)  # type: ignore[arg-type]
+        connection.open("k", "/app/k", {"protocol": "7"}, None)
+    state.sweep(6, 12, 0.0)  # first visit: all three now wait for their ping tick
+    gone = connections.pop(1)
+    assert gone in state.due[6]
+    state.websocket_lost(gone)
+    assert gone not in state.due[6] and gone.bucket is None
+    assert set(state.due[6]) == set(connections)
+    assert not any(gone in bucket for bucket in state.due.values()), "nothing holds it"
+    state.sweep(6, 12, 5.0)
+    assert [at for at, bucket in state.due.items() if bucket] == [6]
+    loop.close()
