@@ -12,6 +12,8 @@ Invariants:
   being refused) while a worker restarts.
 - A worker that dies is restarted (at most once per second); SIGTERM/SIGINT are passed to
   every worker and the supervisor exits when they have; a second signal kills them.
+- The supervisor sleeps until a signal comes (a worker's SIGCHLD included, through the
+  wakeup pipe) or a second passes: it reacts at once and costs nothing while all is well.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -86,9 +89,20 @@ def supervise(settings: Settings, argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    wake, woken = os.pipe()
+    os.set_blocking(wake, False)
+    os.set_blocking(woken, False)
+    signal.set_wakeup_fd(woken)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to be woken
     try:
         while True:
-            time.sleep(0.2)
+            select.select([wake], [], [], 1.0)
+            while True:  # empty the pipe: it only says "look again"
+                try:
+                    if not os.read(wake, 512):
+                        break
+                except BlockingIOError:
+                    break
             alive = [p for p in workers.values() if p.poll() is None]
             if stopping:
                 if not alive:
@@ -104,6 +118,10 @@ def supervise(settings: Settings, argv: list[str]) -> int:
                     )
                     spawn(index)
     finally:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.close(wake)
+        os.close(woken)
         holder.close()
         board.close()
         os.close(board.fd)
