@@ -270,6 +270,36 @@ def test_two_workers_share_the_port_and_deliver_to_all(redis, uid) -> None:
         assert proc.stop() == 0
 
 
+def test_the_supervisor_restarts_a_killed_worker_and_stops_at_once_on_sigterm(redis, uid) -> None:
+    """The supervisor sleeps until a signal: a worker's SIGCHLD wakes it to restart the
+    worker (which serves again), and SIGTERM ends it as soon as the workers have gone."""
+    import os
+    import re
+
+    proc = ServerProcess(APP, env=_env(redis, f"restart-w-{uid}"), args=["--workers", "2"])
+    try:
+        deadline = time.monotonic() + 20
+        while proc.output().count("listening on") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        found = re.search(r"workers on \S+ \(pids (\d+), (\d+)\)", proc.output())
+        assert found, proc.output()
+        victim = int(found.group(1))
+        os.kill(victim, signal.SIGKILL)
+        started = time.monotonic()
+        while proc.output().count("listening on") < 3 and time.monotonic() - started < 20:
+            time.sleep(0.05)
+        assert f"(pid {victim}) exited with -9; restarting it" in proc.output(), proc.output()
+        assert proc.output().count("listening on") == 3, "the new worker listens"
+        client = PusherSocket(proc.port)  # the pair serves again
+        client.subscribe(f"restart-w-{uid}")
+        client.close()
+        started = time.monotonic()
+        assert proc.stop(timeout=15) == 0
+        assert time.monotonic() - started < 8, "the supervisor left once its workers had"
+    finally:
+        proc.stop()
+
+
 @pytest.fixture(params=["redis", "cluster"])
 def burst_nodes(request, redis, receiver, uid) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """Two nodes on one Redis server, or on a three-master Redis Cluster (whose client
