@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import re
 import sqlite3
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +101,10 @@ def _decode(row: Sequence[Any]) -> Values:
 # --- SQLite ---------------------------------------------------------------------------------
 
 
+SQLITE_BUSY_SECONDS = 10.0
+"""How long an SQLite statement waits for another connection's lock before it fails."""
+
+
 class SqliteDriver(Driver):
     """One sqlite3 connection, used from one worker thread; one statement or transaction at
     a time (an asyncio lock), as SQLite itself allows one writer."""
@@ -130,10 +135,30 @@ class SqliteDriver(Driver):
         if not Path(self.path).parent.is_dir():
             raise sqlite3.OperationalError(f"the directory of {self.path} does not exist")
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_SECONDS * 1000)}")
+            self._use_wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
+
+    @staticmethod
+    def _use_wal(conn: sqlite3.Connection) -> None:
+        """Switch a new database file to WAL. When several nodes open the same new file at
+        once, SQLite may answer "database is locked" to this pragma at once, without
+        waiting for `busy_timeout` (the switch needs the file to itself), so it is retried
+        here for as long as `busy_timeout` would wait."""
+        deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     async def connect(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyserver-sqlite")
