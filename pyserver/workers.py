@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -97,12 +98,8 @@ def supervise(settings: Settings, argv: list[str]) -> int:
     try:
         while True:
             select.select([wake], [], [], 1.0)
-            while True:  # empty the pipe: it only says "look again"
-                try:
-                    if not os.read(wake, 512):
-                        break
-                except BlockingIOError:
-                    break
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake, 512)  # a signal number per byte: it only says "look again"
             alive = [p for p in workers.values() if p.poll() is None]
             if stopping:
                 if not alive:

@@ -198,9 +198,8 @@ class ServerState:
         at = self.tick
         self.tick = at + 1
         bucket = self.due.pop(at, None)
-        if not bucket:
-            return
-        for websocket in list(bucket):  # a visit may close another (`websocket_lost`)
+        while bucket:  # one lost meanwhile leaves `bucket` (`websocket_lost`): not visited
+            websocket, _ = bucket.popitem()
             websocket.bucket = None
             try:
                 after = websocket.tick(ping_after, close_after, now, at)
