@@ -61,11 +61,21 @@ def _log(exc: BaseException) -> None:
     log.error("background work failed", exc_info=exc)
 
 
+RECANCEL_AFTER = 1.0
+"""Seconds `stop` waits for a cancelled Task before it cancels it again."""
+
+
 async def stop(task: asyncio.Task[None] | None) -> None:
-    """Cancel a long-running Task (a loop that only ends when told) and wait until it has."""
+    """Cancel a long-running Task (a loop that only ends when told) and wait until it has.
+
+    The cancellation is repeated while the Task goes on: code inside it may swallow one
+    (a library that turns it into a normal return or an error the loop retries on), and
+    then the loop would outlive its stop and hang the shutdown."""
     if task is None:
         return
-    task.cancel()
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_AFTER)
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
