@@ -6,6 +6,11 @@ Latencies: `join` (subscribe sent to `subscription_succeeded`, in the churner's 
 `member_added` (join sent to the watcher seeing it: the churner puts its send time in
 `user_info`). Every successful join is expected once at each watcher of its channel as
 member_added, and every leave once as member_removed.
+
+Churners begin joins only during the measured phase, judged by the clock (a churner behind
+its schedule joins at once, whatever the schedule says): `join_rate` is the joins of the
+measured phase over its length. A join in flight at its end still completes (and counts)
+in the drain: at most one per churner.
 """
 
 from __future__ import annotations
@@ -101,6 +106,11 @@ class PresenceRole(Role):
                 if await ctx.sleep_until(next_join):
                     return
                 begin = now_ns()
+                # A churner slower than its schedule joins at once (next_join stays behind
+                # the clock), so the schedule alone would let it join on through the drain,
+                # until the stop: the clock decides when the measured phase is over.
+                if begin + hold_ns >= end:
+                    return
                 data = protocol.dumps({"user_id": user, "user_info": {"t": begin, "r": cfg.run_id}})
                 assert client.socket_id is not None
                 auth = signing.channel_auth(cfg.key, cfg.secret, client.socket_id, channel, data)
