@@ -130,19 +130,21 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """A throwaway CA and one certificate it signed for 127.0.0.1 and localhost."""
+    """A throwaway CA and one certificate it signed (for 127.0.0.1 and localhost unless
+    `make_tls` was given other names)."""
 
     ca: Path
     cert: Path
     key: Path
 
 
-def make_tls(directory: Path) -> TlsFiles:
-    """Make a CA and a server certificate in `directory` with `openssl` (EC keys: fast)."""
+def make_tls(directory: Path, names: str = "IP:127.0.0.1,DNS:localhost") -> TlsFiles:
+    """Make a CA and a server certificate for `names` (its subjectAltName) in `directory`
+    with `openssl` (EC keys: fast)."""
     files = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
     openssl = _binary("openssl")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    (directory / "san.cnf").write_text(f"subjectAltName={names}\n")
     steps = [
         [openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
          "-subj", "/CN=pyserver test CA"],

@@ -115,9 +115,12 @@ class Recovery:
         engine: str,
         where: str,
         limit: int,
+        describe: Callable[[BaseException], str] = str,
     ) -> None:
         self._rejoin = rejoin
         self._is_outage = is_outage
+        self._describe = describe
+        """The engine's text of a failure for the outage log line (it may add what to do)."""
         self.failures = failures
         self._retry: tuple[type[BaseException], ...] = (*failures, Busy)
         self.label = label
@@ -168,7 +171,7 @@ class Recovery:
                 self.label,
                 self.engine,
                 self.where,
-                exc,
+                self._describe(exc),
             )
         self._lose()
 

@@ -26,6 +26,11 @@ for a single server, a master behind Redis Sentinel, or a Redis Cluster.
   must rebuild its state on the new master then, as after an outage.
 - `queue_script(pipe, script, keys, args)` queues a registered Lua script on a pipeline of
   either kind, and `await mget(client, keys)` reads keys of any slots.
+- `explain(exc)` is the text of a failed Redis call for a log line: redis-py's own, and
+  when a server's TLS certificate did not verify, which option names its CA (with its
+  environment variable) and that the certificate must name the host connected to. Every
+  place that logs a Redis failure uses it; a Sentinel's certificate is explained where
+  the Sentinels are asked (`_Sentinel.discover_master`), naming the Sentinels' options.
 - `await link.start()` once, in the event loop: with Sentinel it asks the Sentinels every
   `SENTINEL_POLL` seconds which server is the master (see `start`); `await link.aclose()`
   at the end.
@@ -58,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal, Protocol
@@ -84,6 +90,43 @@ Client = aioredis.Redis | RedisCluster
 FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 """What a failed Redis call may raise: a cluster's own errors (`RedisClusterException`) are
 not `RedisError`s, so every place that handles an outage catches all three."""
+SERVER_TLS_HINT = (
+    "check TLS: redis_url must name the CA that signed the server's certificate as "
+    "?ssl_ca_certs=/path/ca.pem (PYSERVER_REDIS_URL), the certificate must name the host "
+    "connected to and must not have expired"
+)
+"""Appended to a failure whose cause is a Redis server's certificate that did not verify
+(a single server, the master the Sentinels name, a cluster node)."""
+SENTINEL_TLS_HINT = (
+    "check TLS: redis_sentinel_tls_ca (PYSERVER_REDIS_SENTINEL_TLS_CA) must name the CA "
+    "that signed the Sentinel's certificate, the certificate must name the host as "
+    "redis_sentinels writes it and must not have expired"
+)
+"""Appended, once, to the "no master" error when a Sentinel's certificate did not verify."""
+
+
+def _certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind `exc`, if any: redis-py raises its own
+    `ConnectionError` from the `ssl` error (unknown CA, host name mismatch, expired)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def explain(exc: BaseException) -> str:
+    """`exc` as a log line shows it, with what to do about a server certificate that did
+    not verify (see the module docstring)."""
+    text = str(exc) or type(exc).__name__
+    if _certificate_failure(exc) is None:
+        return text
+    return f"{text} ({SERVER_TLS_HINT})"
+
+
 Handler = Callable[[bytes, bytes], None]
 """Called with (channel, data) for each bus message; must not block."""
 
@@ -104,6 +147,13 @@ SENTINEL_POLL = 0.5
 """Seconds between a node's questions to the Sentinels about which server is the master."""
 _BACKOFF_FIRST = 0.1
 _BACKOFF_CAP = 2.0
+_CLUSTER_BACKOFF_CAP = 0.5
+"""The cap of a cluster subscriber's retries. A shard whose master died comes back when the
+cluster promotes its replica (about `cluster-node-timeout` plus an election), and each retry
+reads the slot map from a live node (one CLUSTER SLOTS) and connects to the owner it names.
+With the 2 s cap the promotion was noticed up to 2 s late (`tests/cluster/test_failover.py`:
+triggers crossed again 1.3-1.8 s after it); at 0.5 s, 0.15-0.45 s after it, for at most two
+retries a second per node while the shard is down."""
 
 
 def _bus_tags(count: int) -> list[str]:
@@ -154,11 +204,13 @@ def _retrying() -> dict[str, Any]:
 
 class _Sentinel(Sentinel):
     """redis-py's Sentinel manager with a readable "no master" error: one short entry per
-    Sentinel (its address and what went wrong, a wrong password named as such) instead of
-    the repr of every Sentinel client, kilobytes each."""
+    Sentinel (its address and what went wrong, a wrong password or a certificate that did
+    not verify named with the option to check) instead of the repr of every Sentinel
+    client, kilobytes each."""
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
         errors: list[str] = []
+        hint = ""
         for index, sentinel in enumerate(self.sentinels):
             where = "{host}:{port}".format(**sentinel.connection_pool.connection_kwargs)
             try:
@@ -169,6 +221,8 @@ class _Sentinel(Sentinel):
                 continue
             except (RedisConnectionError, ResponseError, RedisTimeoutError) as exc:
                 errors.append(f"{where}: {type(exc).__name__}: {exc}")
+                if _certificate_failure(exc) is not None:
+                    hint = f" ({SENTINEL_TLS_HINT})"  # once, however many Sentinels failed
                 continue
             state = masters.get(service_name) if isinstance(masters, dict) else None
             if state and self.check_master_state(state, service_name):
@@ -176,7 +230,7 @@ class _Sentinel(Sentinel):
                 self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
                 return state["ip"], int(state["port"])
             errors.append(f"{where}: knows no healthy master {service_name!r}")
-        raise MasterNotFoundError(f"no master {service_name!r}: " + "; ".join(errors))
+        raise MasterNotFoundError(f"no master {service_name!r}: " + "; ".join(errors) + hint)
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -401,7 +455,9 @@ class BusSubscriber:
             return
         self._lost = True
         self.outages += 1
-        log.warning("redis bus: subscription lost (%r); resubscribing", exc)
+        log.warning(
+            "redis bus: subscription lost (%s: %s); resubscribing", type(exc).__name__, explain(exc)
+        )
         if self._on_lost is not None:
             self._on_lost(exc)
 
@@ -591,7 +647,7 @@ class _ShardedSubscriber(BusSubscriber):
                     self._report_lost(exc)
                     refresh = True
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, _BACKOFF_CAP)
+                    delay = min(delay * 2, _CLUSTER_BACKOFF_CAP)
         finally:
             for shard in shards.values():
                 await shard.close()

@@ -40,7 +40,7 @@ import orjson
 from redis.asyncio.cluster import RedisCluster
 
 from pyserver import tasks
-from pyserver.cluster.redis_connect import FAILURES
+from pyserver.cluster.redis_connect import FAILURES, explain
 from pyserver.console import stream
 from pyserver.console.cluster_stats import redis_client
 
@@ -155,7 +155,7 @@ class ClusterFeed:
             except FAILURES as exc:
                 if not failing:  # once per outage, not once a second
                     failing = True
-                    log.warning("console feed: cannot reach Redis (%s); retrying", exc)
+                    log.warning("console feed: cannot reach Redis (%s); retrying", explain(exc))
                 await asyncio.sleep(1.0)
             except Exception:
                 log.exception("console feed: a run failed")

@@ -47,7 +47,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from pyserver import tasks
-from pyserver.cluster.redis_connect import FAILURES, Client, queue_script
+from pyserver.cluster.redis_connect import FAILURES, Client, explain, queue_script
 from pyserver.console.timeseries import (
     COUNTERS,
     DAY,
@@ -268,7 +268,7 @@ class ClusterStats:
                 await self.flush()
             except FAILURES as exc:
                 if not failing:  # once per outage, not every flush
-                    log.warning("console stats: cannot write to Redis (%s); retrying", exc)
+                    log.warning("console stats: cannot write to Redis (%s); retrying", explain(exc))
                 failing = True
             else:
                 if failing:
@@ -326,7 +326,7 @@ class ClusterStats:
                     pipe.scard(self._alive("d", d))
                 replies = await pipe.execute()
         except FAILURES as exc:
-            log.warning("console stats: cannot read Redis (%s); serving this node's", exc)
+            log.warning("console stats: cannot read Redis (%s); serving this node's", explain(exc))
             return self.history.report(app_id, now, since)
         count = len(minutes) * 2
         return {

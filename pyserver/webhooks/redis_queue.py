@@ -36,7 +36,7 @@ from collections.abc import Awaitable
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from pyserver.cluster.redis_connect import FAILURES
+from pyserver.cluster.redis_connect import FAILURES, explain
 from pyserver.webhooks.delivery import Delivery
 from pyserver.webhooks.queue import Claim, DeliveryQueue
 from pyserver.webhooks.redis_store import RedisDeliveryStore
@@ -259,7 +259,7 @@ class RedisQueue(DeliveryQueue):
             log.error(
                 "webhook queue: Redis unreachable (%s); new deliveries wait in memory and "
                 "sending pauses until it is back",
-                exc,
+                explain(exc),
             )
         await asyncio.sleep(self._backoff)
         self._backoff = min(_BACKOFF_MAX, self._backoff * 2)

@@ -10,6 +10,10 @@ and TLS"), through two real server nodes and real Redis processes (tests/redispr
 - A wrong Sentinel password: the node keeps running and retrying (503 on /ready), and says
   once, in a short line, which Sentinels refused the password and which option to check;
   no traceback.
+- A certificate that does not verify (signed by another CA than the one configured, or not
+  naming the host connected to), of the Sentinels, of the master they name, or of a single
+  server: the node keeps running and retrying, and every log line about it names the
+  option that holds the CA, its environment variable, and that the host must match.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import pytest
 from tests.cluster.test_failover import SLACK, Listener, _ready, _wait
 from tests.integration.conftest import MAIN, PusherSocket, deploy, sdk
 from tests.integration.serverproc import ServerProcess
-from tests.redisprocs import SentinelSetup, command, make_tls
+from tests.redisprocs import Proc, SentinelSetup, command, free_port, make_tls
 
 DATA_PASSWORD = "data-secret"
 SENTINEL_PASSWORD = "sentinel-secret"
@@ -163,3 +167,85 @@ def test_wrong_sentinel_password_is_named_not_crashed() -> None:
         assert sentinel in first
     assert all(len(line) < 1_000 for line in output.splitlines()), max(output.splitlines(), key=len)
     assert SENTINEL_PASSWORD not in output and "not-the-password" not in output
+
+
+SERVER_HINT = (
+    "check TLS: redis_url must name the CA that signed the server's certificate as "
+    "?ssl_ca_certs=/path/ca.pem (PYSERVER_REDIS_URL), the certificate must name the host "
+    "connected to"
+)
+SENTINEL_HINT = (
+    "check TLS: redis_sentinel_tls_ca (PYSERVER_REDIS_SENTINEL_TLS_CA) must name the CA "
+    "that signed the Sentinel's certificate, the certificate must name the host as "
+    "redis_sentinels writes it"
+)
+
+
+def _refused_certificate_lines(env: dict[str, str]) -> list[str]:
+    """Run a node with `env` for a few seconds (it must keep running, not ready) and return
+    its log lines about a certificate that did not verify."""
+    node = ServerProcess(CONFIG, env={"PYSERVER_ADAPTER": "redis", **env})
+    try:
+        time.sleep(4.0)  # several retries of the adapter, the bus and the console
+        assert node.proc.poll() is None, "the node keeps running and retrying"
+        assert not _ready(node.port)
+        output = node.output()
+    finally:
+        node.stop()
+    assert "Traceback" not in output, output[-3000:]
+    lines = [line for line in output.splitlines() if "certificate verify failed" in line]
+    assert lines, output[-3000:]
+    assert all(len(line) < 1_200 for line in lines), max(lines, key=len)
+    return lines
+
+
+@pytest.mark.parametrize("wrong", ["other-ca", "other-host"])
+def test_server_certificate_that_does_not_verify_is_explained(tmp_path: Path, wrong: str) -> None:
+    names = "DNS:redis.invalid" if wrong == "other-host" else "IP:127.0.0.1,DNS:localhost"
+    files = make_tls(tmp_path, names)
+    trusted = files.ca
+    if wrong == "other-ca":
+        (tmp_path / "other").mkdir()
+        trusted = make_tls(tmp_path / "other").ca
+    server = Proc([], free_port(), tls=files)
+    try:
+        server.start()
+        server.wait_ready()
+        url = f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={trusted}"
+        lines = _refused_certificate_lines({"PYSERVER_REDIS_URL": url})
+    finally:
+        server.cleanup()
+    reason = "IP address mismatch" if wrong == "other-host" else "self-signed certificate"
+    assert any(reason in line for line in lines), lines
+    assert any("redis adapter: Redis at" in line for line in lines), lines
+    assert any("redis bus: subscription lost" in line for line in lines), lines
+    for line in lines:
+        assert SERVER_HINT in line, line
+
+
+@pytest.mark.parametrize("wrong", ["sentinels", "master"])
+def test_sentinel_certificate_that_does_not_verify_is_explained(tmp_path: Path, wrong: str) -> None:
+    """The CA of the Sentinels, or the CA in the URL for the master they name, is another
+    one than the CA that signed their certificates."""
+    files = make_tls(tmp_path)
+    (tmp_path / "other").mkdir()
+    other = make_tls(tmp_path / "other").ca
+    setup = SentinelSetup(password=DATA_PASSWORD, sentinel_password=SENTINEL_PASSWORD, tls=files)
+    try:
+        env = _env(setup, files.ca, SENTINEL_PASSWORD)
+        if wrong == "sentinels":
+            env["PYSERVER_REDIS_SENTINEL_TLS_CA"] = str(other)
+        else:
+            env["PYSERVER_REDIS_URL"] = env["PYSERVER_REDIS_URL"].replace(str(files.ca), str(other))
+        lines = _refused_certificate_lines(env)
+    finally:
+        setup.stop()
+    if wrong == "sentinels":
+        first = lines[0]
+        assert "unreachable" in first and first.count(SENTINEL_HINT) == 1, first
+        for sentinel in setup.sentinel_addresses:
+            assert sentinel in first
+        assert all(SERVER_HINT not in line for line in lines), lines
+    else:
+        for line in lines:
+            assert SERVER_HINT in line and SENTINEL_HINT not in line, line

@@ -51,6 +51,7 @@ from pyserver.cluster.redis.connection import (
     RedisLink,
     UrlSettings,
     connect,
+    explain,
     is_outage,
 )
 from pyserver.cluster.redis.keys import RedisKeys
@@ -93,7 +94,14 @@ class RedisAdapter(Adapter):
         self._fanouts: dict[str, LocalFanout] = {}
         self._peers: dict[str, AppPeer] = {}
         self.recovery = Recovery(
-            self._rejoin, is_outage, FAILURES, "redis adapter", "Redis", self.url, limit=IN_FLIGHT
+            self._rejoin,
+            is_outage,
+            FAILURES,
+            "redis adapter",
+            "Redis",
+            self.url,
+            limit=IN_FLIGHT,
+            describe=explain,
         )
         self.link.on_master_change(self._master_changed)
         ttl_ms = int(cluster_marker_ttl(leave_delay, dead_after, heartbeat) * 1000)

@@ -18,6 +18,9 @@ Invariants:
   way): the calls that failed then are made whole by the rebuild.
 - `FAILURES` is what any Redis call may raise: `RedisClusterException` is not a
   `RedisError`, so both are caught wherever an outage is handled.
+- `explain` is how a failure is shown in a log line: redis-py's text, plus what to do when
+  a server's TLS certificate did not verify (the CA option, its environment variable, the
+  host name); the outage log and the bus log both use it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pyserver.cluster.redis_connect import (
     LinkSettings,
     Mode,
     RedisLink,
+    explain,
 )
 from pyserver.cluster.redis_connect import connect as _connect
 
@@ -52,6 +56,7 @@ __all__ = [
     "RedisLink",
     "UrlSettings",
     "connect",
+    "explain",
     "is_outage",
     "text",
 ]
