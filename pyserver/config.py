@@ -446,7 +446,7 @@ class Settings(BaseSettings):
         ]
         if self.app_store != "config":
             lines.append(
-                f"app_store={_mask_url(self.app_store)} "
+                f"app_store={mask_url(self.app_store)} "
                 f"app_store_refresh={self.app_store_refresh}s "
                 f"secret_rotation_grace={self.secret_rotation_grace}s"
             )
@@ -460,11 +460,11 @@ class Settings(BaseSettings):
             tls = " tls" if self.redis_sentinel_tls else ""
             return (
                 f"sentinel:{self.redis_sentinel_master}@{','.join(self.redis_sentinels)}{tls} "
-                f"({_mask_url(self.redis_url)})"
+                f"({mask_url(self.redis_url)})"
             )
         if mode == "cluster":
-            return f"cluster:{_mask_url(self.redis_url)}"
-        return _mask_url(self.redis_url)
+            return f"cluster:{mask_url(self.redis_url)}"
+        return mask_url(self.redis_url)
 
 
 def sentinel_address(entry: str) -> tuple[str, int]:
@@ -490,8 +490,8 @@ def redis_url_database(url: str) -> int:
     return int(path) if path.isdigit() else 0
 
 
-def _mask_url(url: str) -> str:
-    """A Redis URL without its password."""
+def mask_url(url: str) -> str:
+    """A Redis or database URL without its password, for log lines and messages."""
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
     if not at:

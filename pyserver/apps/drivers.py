@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pyserver.apps.errors import DriverMissing, InvalidStoreUrl, StoreUnavailable
-from pyserver.config import _mask_url as mask_url
+from pyserver.config import mask_url
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for a database connection before the store is reported unreachable."""

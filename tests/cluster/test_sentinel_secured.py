@@ -249,3 +249,24 @@ def test_sentinel_certificate_that_does_not_verify_is_explained(tmp_path: Path, 
     else:
         for line in lines:
             assert SERVER_HINT in line and SENTINEL_HINT not in line, line
+
+
+def test_an_unreachable_redis_is_logged_without_the_password_of_its_url() -> None:
+    port = free_port()  # nothing listens there
+    node = ServerProcess(
+        CONFIG,
+        env={
+            "PYSERVER_ADAPTER": "redis",
+            "PYSERVER_REDIS_URL": f"redis://worker:hunter2@127.0.0.1:{port}/0",
+        },
+    )
+    try:
+        time.sleep(3.0)  # the adapter's first try and a retry
+        assert node.proc.poll() is None, "the node keeps running and retrying"
+        output = node.output()
+    finally:
+        node.stop()
+    unreachable = [line for line in output.splitlines() if "is unreachable" in line]
+    assert unreachable, output[-3000:]
+    assert f"redis://worker:***@127.0.0.1:{port}/0" in unreachable[0], unreachable[0]
+    assert "hunter2" not in output, output[-3000:]

@@ -60,6 +60,7 @@ from pyserver.cluster.redis.reaping import RedisShare
 from pyserver.cluster.redis.scripts import Scripts
 from pyserver.cluster.redis.state import RedisState
 from pyserver.cluster.redis.transport import RedisTransport
+from pyserver.config import mask_url
 
 log = logging.getLogger("pyserver.cluster.redis")
 bus_log = logging.getLogger("pyserver.cluster.bus")
@@ -86,8 +87,9 @@ class RedisAdapter(Adapter):
         """`client`, the link to Redis (`connection.connect(settings)`), replaces the one
         made from `url` (a single server); the adapter closes it in `close`."""
         self.link: RedisLink = client or connect(UrlSettings(url))
-        self.url = url if self.link.mode != "sentinel" else self.link.describe()
-        """Where Redis is, for log lines (with Sentinel, the master's name)."""
+        self.url = mask_url(url) if self.link.mode != "sentinel" else self.link.describe()
+        """Where Redis is, for log lines (with Sentinel, the master's name); never the
+        password of `url`."""
         self.node = node_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.redis = self.link.client
         self.keys = RedisKeys(prefix)
