@@ -104,6 +104,16 @@ SENTINEL_POLL = 0.5
 """Seconds between a node's questions to the Sentinels about which server is the master."""
 _BACKOFF_FIRST = 0.1
 _BACKOFF_CAP = 2.0
+HEALTH_CHECK_EVERY = 10
+"""Seconds of silence after which a pooled connection is PINGed before its next use; the
+bus connection is PINGed that often while idle."""
+IDLE_READ = float(HEALTH_CHECK_EVERY)
+"""Longest wait of a bus reader for a message (a single server or a cluster shard): the
+socket wakes it for each message, so this only paces the idle PINGs; a shorter wait would
+wake an idle node every second for nothing."""
+SENTINEL_READ = 0.2
+"""Longest wait of a bus reader with Sentinel: how late a master move found by `start`'s
+polling is acted on."""
 
 
 def _bus_tags(count: int) -> list[str]:
@@ -144,7 +154,7 @@ def _retrying() -> dict[str, Any]:
     return {
         "socket_timeout": 5,
         "socket_connect_timeout": 2,
-        "health_check_interval": 10,
+        "health_check_interval": HEALTH_CHECK_EVERY,
         # A pooled connection the server closed (restart, failover) fails once: retry on a
         # fresh one, which asks the Sentinels again, before calling it an outage.
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
@@ -465,8 +475,9 @@ class _PlainSubscriber(BusSubscriber):
             if self.link.follows(connection.host, connection.port):
                 self._master_moved = False  # the move was found by this very connection
             self._report_ready()
-            # With Sentinel, look at the master-moved flag often between messages.
-            wait = 0.2 if self.link.mode == "sentinel" else 1.0
+            # With Sentinel, look at the master-moved flag often between messages; else
+            # wait on the socket (`IDLE_READ` only paces the health check's PINGs).
+            wait = SENTINEL_READ if self.link.mode == "sentinel" else IDLE_READ
             while not self._closing:
                 self._deliver(await pubsub.get_message(timeout=wait))
                 if self._master_moved:
@@ -518,7 +529,7 @@ class _Shard:
 
         async def read() -> None:
             while not closing():
-                message = await shard.pubsub.get_sharded_message(timeout=1.0)
+                message = await shard.pubsub.get_sharded_message(timeout=IDLE_READ)
                 if message is not None and message["type"] == "sunsubscribe":
                     # We never unsubscribe: Redis dropped the channel because its slot moved
                     # to another node (resharding, or this node became a replica).
