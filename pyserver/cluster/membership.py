@@ -10,7 +10,9 @@ Theory of operation
   removes the dead node's subscriptions, presence memberships and users, and reports each
   leave that implies once (`report_leaves`). It then re-reports the leaves the dead node's
   debounce timers still held (`orphans`, see `pyserver.cluster.leaves`), so their webhooks
-  are not lost with the node.
+  are not lost with the node. A survivor claims only the nodes whose liveness it found
+  expired (`silent`, one read for all at each heartbeat), not every other node: a healthy
+  cluster's heartbeat costs each node a few round trips, whatever its size.
 - A node coming back sets its liveness first and then takes the same claim to rebuild its
   own share (`pyserver.cluster.recovery`); a reaper never removes a live node.
 - A node that stops cleanly reaps itself, so nobody waits for its heartbeat to expire.
@@ -41,6 +43,10 @@ class MembershipStore(Protocol):
 
     async def exchange_counts(self, mine: dict[str, int], others: list[str]) -> dict[str, int]:
         """Report this node's connections per app; return the others' sums per app."""
+        ...
+
+    async def silent(self, nodes: list[str]) -> list[str]:
+        """Those of `nodes` whose liveness has expired (a hint: the claim decides)."""
         ...
 
     async def claim(self, node: str) -> bool:
@@ -95,7 +101,7 @@ class Membership:
         others = await self.store.beat()
         mine = {app_id: peer.connection_count() for app_id, peer in self.peers.items()}
         self.elsewhere = await self.store.exchange_counts(mine, others)
-        for node in others:
+        for node in await self.store.silent(others) if others else []:
             if await self.store.claim(node):
                 log.warning(
                     "%s: node %s stopped answering; removing its state", self.recovery.label, node

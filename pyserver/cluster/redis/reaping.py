@@ -17,8 +17,8 @@ Invariants:
   its slot, and a cluster runs a transaction in one slot only), holding the claim
   `P:reaping:{node}` so that no reaper works on it at the same time. The node's calls wait
   until every transaction is sent (`Recovery.rebuilding`).
-- Reads of keys of several nodes (the connection counts) are split by slot on a cluster
-  (`redis_connect.mget`).
+- Reads of keys of several nodes (the connection counts, the liveness records) are split
+  by slot on a cluster (`redis_connect.mget`).
 """
 
 from __future__ import annotations
@@ -86,9 +86,16 @@ class RedisShare:
     # --- MembershipStore -----------------------------------------------------------------
 
     async def beat(self) -> list[str]:
-        await self.redis.set(self.keys.alive(self.node), b"1", px=self.dead_after_ms)
-        nodes = [text(n) for n in await self.redis.smembers(self.keys.nodes())]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.alive(self.node), b"1", px=self.dead_after_ms)
+            pipe.smembers(self.keys.nodes())
+            _, members = await pipe.execute()
+        nodes = [text(n) for n in members]
         return [n for n in nodes if n != self.node]
+
+    async def silent(self, nodes: list[str]) -> list[str]:
+        alive = await mget(self.redis, [self.keys.alive(n) for n in nodes])
+        return [node for node, mark in zip(nodes, alive, strict=True) if mark is None]
 
     async def exchange_counts(self, mine: dict[str, int], others: list[str]) -> dict[str, int]:
         await self.redis.set(self.keys.conns(self.node), orjson.dumps(mine), px=self.dead_after_ms)
