@@ -98,6 +98,7 @@ class Console(EventFeed):
 
             node = node or str(id(self))
             self.cluster_stats = ClusterStats(self.dashboard.history, redis, redis_prefix, node)
+            self.dashboard.after_sample.append(self.cluster_stats.sampled)
             feed = ClusterFeed(self, redis, redis_prefix, node)
         self.cluster_feed = feed
         self.live = LiveHub(self, self._stats_report, feed)
