@@ -14,12 +14,14 @@ for a single server, a master behind Redis Sentinel, or a Redis Cluster.
 - `await link.publish(channel, data)` / `await link.publish_many([(channel, data), ...])`:
   `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub, Redis 7: a message goes to the
   shard that owns the channel's slot only, instead of to every node of the cluster).
-- `link.subscriber(channels, handler, on_lost=..., on_restored=...)` returns a
-  `BusSubscriber`; `await subscriber.run()` (run it as a task) subscribes and calls
+- `link.subscriber(channels, handler, on_lost=..., on_restored=..., nudges_only=...)` returns
+  a `BusSubscriber`; `await subscriber.run()` (run it as a task) subscribes and calls
   `handler(channel, data)` for each message until `aclose()`. It never gives up: on a
   connection error it calls `on_lost(exc)` once, retries with backoff (each attempt asks
   the Sentinels or the cluster afresh where to go), and calls `on_restored()` once it is
-  subscribed again. `subscriber.ready` is set while it is subscribed.
+  subscribed again. `subscriber.ready` is set while it is subscribed. With Sentinel, its
+  reader looks for a master move every `SENTINEL_READ` seconds, or every `IDLE_READ` for a
+  subscriber whose messages are only hints with a fallback of their own (`nudges_only`).
 - `link.on_master_change(callback)`: with Sentinel, `callback(old, new)` runs when the
   Sentinels name a different master than the one connected so far ("host:port" each).
   A failover may lose the last writes that had not reached the replica, so the adapter
@@ -361,10 +363,11 @@ class RedisLink:
         *,
         on_lost: Callable[[BaseException], None] | None = None,
         on_restored: Callable[[], None] | None = None,
+        nudges_only: bool = False,
     ) -> BusSubscriber:
         kind = _ShardedSubscriber if self.mode == "cluster" else _PlainSubscriber
         self._subscribers += 1
-        return kind(self, list(channels), handler, on_lost, on_restored)
+        return kind(self, list(channels), handler, on_lost, on_restored, nudges_only)
 
     async def aclose(self) -> None:
         if self._watcher is not None:
@@ -386,6 +389,7 @@ class BusSubscriber:
         handler: Handler,
         on_lost: Callable[[BaseException], None] | None,
         on_restored: Callable[[], None] | None,
+        nudges_only: bool = False,
     ) -> None:
         self.link = link
         self.channels = channels
@@ -400,6 +404,8 @@ class BusSubscriber:
         self._closing = False
         self._master_moved = False
         self._subscribed = False
+        self.nudges_only = nudges_only
+        """Its messages are hints with a fallback: a master move may wait `IDLE_READ`."""
         link.on_master_change(self._moved)
 
     def _moved(self, old: str, new: str) -> None:
@@ -477,7 +483,8 @@ class _PlainSubscriber(BusSubscriber):
             self._report_ready()
             # With Sentinel, look at the master-moved flag often between messages; else
             # wait on the socket (`IDLE_READ` only paces the health check's PINGs).
-            wait = SENTINEL_READ if self.link.mode == "sentinel" else IDLE_READ
+            sentinel = self.link.mode == "sentinel" and not self.nudges_only
+            wait = SENTINEL_READ if sentinel else IDLE_READ
             while not self._closing:
                 self._deliver(await pubsub.get_message(timeout=wait))
                 if self._master_moved:

@@ -35,7 +35,10 @@ Invariants:
   at most `WATCH_REFRESH` after a stream opens anywhere, as when every node polled: the
   watching node reads at its next refresh, adds the app and announces it (again at each
   refresh until an announcement is sent), and the others read on the announcement. A
-  resubscribed listener (an outage) reads at once too.
+  resubscribed listener (an outage, a Sentinel failover: it follows a master move within
+  `IDLE_READ`, `nudges_only`) reads at once too.
+- The listener is made with the feed, before the server counts the link's connections
+  (on a cluster each subscriber holds one per shard of its own).
 - On a Redis Cluster each app's stream is read with its own XREAD (they lie in different
   slots); the adapter's link is shared, never closed here.
 """
@@ -125,6 +128,14 @@ class ClusterFeed:
         self._wake = asyncio.Event()
         self.link = link
         self._listener: BusSubscriber | None = None
+        if link is not None:
+            # Made now, not at `start`: the server counts the link's connections before.
+            self._listener = link.subscriber(
+                [self._watch_channel],
+                lambda _channel, _data: self._nudge(),
+                on_restored=self._nudge,
+                nudges_only=True,
+            )
         self._listening: asyncio.Task[None] | None = None
         self._nudged = False
         """An announcement came: read the watched set now."""
@@ -162,12 +173,7 @@ class ClusterFeed:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.link is not None:
-            self._listener = self.link.subscriber(
-                [self._watch_channel],
-                lambda _channel, _data: self._nudge(),
-                on_restored=self._nudge,
-            )
+        if self._listener is not None:
             self._listening = loop.create_task(self._listener.run())
         self._task = loop.create_task(self._run())
 
