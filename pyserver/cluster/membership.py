@@ -10,7 +10,9 @@ Theory of operation
   removes the dead node's subscriptions, presence memberships and users, and reports each
   leave that implies once (`report_leaves`). It then re-reports the leaves the dead node's
   debounce timers still held (`orphans`, see `pyserver.cluster.leaves`), so their webhooks
-  are not lost with the node.
+  are not lost with the node. A survivor claims only the nodes whose liveness it found
+  expired (read with their counts, at each heartbeat), not every other node: a healthy
+  cluster's heartbeat costs each node two round trips, whatever its size.
 - A node coming back sets its liveness first and then takes the same claim to rebuild its
   own share (`pyserver.cluster.recovery`); a reaper never removes a live node.
 - A node that stops cleanly reaps itself, so nobody waits for its heartbeat to expire.
@@ -35,12 +37,14 @@ log = logging.getLogger("pyserver.cluster.membership")
 class MembershipStore(Protocol):
     """What membership needs of an engine. Every call may raise the engine's failures."""
 
-    async def beat(self) -> list[str]:
-        """Refresh this node's liveness; return the other nodes of the cluster."""
+    async def beat(self, mine: dict[str, int]) -> list[str]:
+        """Refresh this node's liveness and report its connections per app (`mine`);
+        return the other nodes of the cluster."""
         ...
 
-    async def exchange_counts(self, mine: dict[str, int], others: list[str]) -> dict[str, int]:
-        """Report this node's connections per app; return the others' sums per app."""
+    async def others(self, nodes: list[str]) -> tuple[dict[str, int], list[str]]:
+        """The connections per app of `nodes`, summed, and those of them whose liveness
+        has expired (a hint: the claim decides)."""
         ...
 
     async def claim(self, node: str) -> bool:
@@ -92,10 +96,10 @@ class Membership:
                 log.exception("%s: heartbeat round failed", self.recovery.label)
 
     async def beat(self) -> None:
-        others = await self.store.beat()
         mine = {app_id: peer.connection_count() for app_id, peer in self.peers.items()}
-        self.elsewhere = await self.store.exchange_counts(mine, others)
-        for node in others:
+        others = await self.store.beat(mine)
+        self.elsewhere, silent = await self.store.others(others) if others else ({}, [])
+        for node in silent:
             if await self.store.claim(node):
                 log.warning(
                     "%s: node %s stopped answering; removing its state", self.recovery.label, node

@@ -14,12 +14,14 @@ for a single server, a master behind Redis Sentinel, or a Redis Cluster.
 - `await link.publish(channel, data)` / `await link.publish_many([(channel, data), ...])`:
   `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub, Redis 7: a message goes to the
   shard that owns the channel's slot only, instead of to every node of the cluster).
-- `link.subscriber(channels, handler, on_lost=..., on_restored=...)` returns a
-  `BusSubscriber`; `await subscriber.run()` (run it as a task) subscribes and calls
+- `link.subscriber(channels, handler, on_lost=..., on_restored=..., nudges_only=...)` returns
+  a `BusSubscriber`; `await subscriber.run()` (run it as a task) subscribes and calls
   `handler(channel, data)` for each message until `aclose()`. It never gives up: on a
   connection error it calls `on_lost(exc)` once, retries with backoff (each attempt asks
   the Sentinels or the cluster afresh where to go), and calls `on_restored()` once it is
-  subscribed again. `subscriber.ready` is set while it is subscribed.
+  subscribed again. `subscriber.ready` is set while it is subscribed. With Sentinel, its
+  reader looks for a master move every `SENTINEL_READ` seconds, or every `IDLE_READ` for a
+  subscriber whose messages are only hints with a fallback of their own (`nudges_only`).
 - `link.on_master_change(callback)`: with Sentinel, `callback(old, new)` runs when the
   Sentinels name a different master than the one connected so far ("host:port" each).
   A failover may lose the last writes that had not reached the replica, so the adapter
@@ -154,6 +156,16 @@ reads the slot map from a live node (one CLUSTER SLOTS) and connects to the owne
 With the 2 s cap the promotion was noticed up to 2 s late (`tests/cluster/test_failover.py`:
 triggers crossed again 1.3-1.8 s after it); at 0.5 s, 0.15-0.45 s after it, for at most two
 retries a second per node while the shard is down."""
+HEALTH_CHECK_EVERY = 10
+"""Seconds of silence after which a pooled connection is PINGed before its next use; the
+bus connection is PINGed that often while idle."""
+IDLE_READ = float(HEALTH_CHECK_EVERY)
+"""Longest wait of a bus reader for a message (a single server or a cluster shard): the
+socket wakes it for each message, so this only paces the idle PINGs; a shorter wait would
+wake an idle node every second for nothing."""
+SENTINEL_READ = 0.2
+"""Longest wait of a bus reader with Sentinel: how late a master move found by `start`'s
+polling is acted on."""
 
 
 def _bus_tags(count: int) -> list[str]:
@@ -194,7 +206,7 @@ def _retrying() -> dict[str, Any]:
     return {
         "socket_timeout": 5,
         "socket_connect_timeout": 2,
-        "health_check_interval": 10,
+        "health_check_interval": HEALTH_CHECK_EVERY,
         # A pooled connection the server closed (restart, failover) fails once: retry on a
         # fresh one, which asks the Sentinels again, before calling it an outage.
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
@@ -405,10 +417,11 @@ class RedisLink:
         *,
         on_lost: Callable[[BaseException], None] | None = None,
         on_restored: Callable[[], None] | None = None,
+        nudges_only: bool = False,
     ) -> BusSubscriber:
         kind = _ShardedSubscriber if self.mode == "cluster" else _PlainSubscriber
         self._subscribers += 1
-        return kind(self, list(channels), handler, on_lost, on_restored)
+        return kind(self, list(channels), handler, on_lost, on_restored, nudges_only)
 
     async def aclose(self) -> None:
         if self._watcher is not None:
@@ -430,6 +443,7 @@ class BusSubscriber:
         handler: Handler,
         on_lost: Callable[[BaseException], None] | None,
         on_restored: Callable[[], None] | None,
+        nudges_only: bool = False,
     ) -> None:
         self.link = link
         self.channels = channels
@@ -444,6 +458,8 @@ class BusSubscriber:
         self._closing = False
         self._master_moved = False
         self._subscribed = False
+        self.nudges_only = nudges_only
+        """Its messages are hints with a fallback: a master move may wait `IDLE_READ`."""
         link.on_master_change(self._moved)
 
     def _moved(self, old: str, new: str) -> None:
@@ -521,8 +537,10 @@ class _PlainSubscriber(BusSubscriber):
             if self.link.follows(connection.host, connection.port):
                 self._master_moved = False  # the move was found by this very connection
             self._report_ready()
-            # With Sentinel, look at the master-moved flag often between messages.
-            wait = 0.2 if self.link.mode == "sentinel" else 1.0
+            # With Sentinel, look at the master-moved flag often between messages; else
+            # wait on the socket (`IDLE_READ` only paces the health check's PINGs).
+            sentinel = self.link.mode == "sentinel" and not self.nudges_only
+            wait = SENTINEL_READ if sentinel else IDLE_READ
             while not self._closing:
                 self._deliver(await pubsub.get_message(timeout=wait))
                 if self._master_moved:
@@ -574,7 +592,7 @@ class _Shard:
 
         async def read() -> None:
             while not closing():
-                message = await shard.pubsub.get_sharded_message(timeout=1.0)
+                message = await shard.pubsub.get_sharded_message(timeout=IDLE_READ)
                 if message is not None and message["type"] == "sunsubscribe":
                     # We never unsubscribe: Redis dropped the channel because its slot moved
                     # to another node (resharding, or this node became a replica).

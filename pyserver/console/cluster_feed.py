@@ -7,6 +7,13 @@ Redis keys (one hash slot per app, `{P:console:APP}`):
 - `{P:console}:watched`: a sorted set, app id -> unix time until which some node has an open
   console stream of it; each such node refreshes its apps every `WATCH_REFRESH` seconds.
 
+With the adapter's link, a node that starts watching an app announces it on the pub/sub
+channel `P:console:watch` (a nudge, no data); every node listens and reads the watched set
+at once. So a node on which nothing is watched anywhere reads the set only when nudged (and
+every `IDLE_REFRESH` seconds, in case a nudge was missed): an idle cluster's console feed
+wakes nobody. Without a link (a console with a Redis client of its own) every node reads the
+set every `WATCH_REFRESH` seconds.
+
 One task per node:
 - publishes, while an app is watched anywhere, this node's new entries of it (those after
   what it last published; the first time, what its ring holds) in one pipeline per run;
@@ -23,6 +30,15 @@ Invariants:
   most `MAX_ENTRIES` per app per run.
 - Fixed memory: the ring, one position per app, and the sinks' own limits.
 - When Redis cannot be reached the task logs, waits and retries; open streams stay open.
+- A node reads the watched set every `WATCH_REFRESH` seconds while anything is watched
+  anywhere (so it stops publishing within `WATCH_REFRESH` of an app's watch expiring), and
+  at most `WATCH_REFRESH` after a stream opens anywhere, as when every node polled: the
+  watching node reads at its next refresh, adds the app and announces it (again at each
+  refresh until an announcement is sent), and the others read on the announcement. A
+  resubscribed listener (an outage, a Sentinel failover: it follows a master move within
+  `IDLE_READ`, `nudges_only`) reads at once too.
+- The listener is made with the feed, before the server counts the link's connections
+  (on a cluster each subscriber holds one per shard of its own).
 - On a Redis Cluster each app's stream is read with its own XREAD (they lie in different
   slots); the adapter's link is shared, never closed here.
 """
@@ -40,7 +56,7 @@ import orjson
 from redis.asyncio.cluster import RedisCluster
 
 from pyserver import tasks
-from pyserver.cluster.redis_connect import FAILURES, explain
+from pyserver.cluster.redis_connect import FAILURES, BusSubscriber, RedisLink, explain
 from pyserver.console import stream
 from pyserver.console.cluster_stats import redis_client
 
@@ -60,6 +76,9 @@ WATCH_REFRESH = 1.0
 """Seconds between two reads of the watched set (and refreshes of this node's apps)."""
 WATCH_TTL = 30.0
 """Seconds an app stays watched after its last open stream on a node is refreshed."""
+IDLE_REFRESH = 15.0
+"""Seconds between two reads of the watched set while nothing is watched anywhere, with the
+link's announcements (which make a node read at once): only a missed announcement waits."""
 STREAM_TTL_MS = 86_400_000
 
 _ID = re.compile(r"(\d{1,20})-(\d{1,20})")
@@ -85,7 +104,15 @@ def _frame(entry_id: bytes, fields: dict[bytes, bytes]) -> bytes:
 
 
 class ClusterFeed:
-    def __init__(self, console: ConsoleFeed, redis: str | Client, prefix: str, node: str) -> None:
+    def __init__(
+        self,
+        console: ConsoleFeed,
+        redis: str | Client,
+        prefix: str,
+        node: str,
+        link: RedisLink | None = None,
+    ) -> None:
+        """`link`: the adapter's (its subscriber announces new watches, see above)."""
         self.console = console
         self.prefix = prefix
         self.node = node
@@ -99,6 +126,21 @@ class ClusterFeed:
         self.pending: list[tuple[str, StreamSink, str | None]] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self.link = link
+        self._listener: BusSubscriber | None = None
+        if link is not None:
+            # Made now, not at `start`: the server counts the link's connections before.
+            self._listener = link.subscriber(
+                [self._watch_channel],
+                lambda _channel, _data: self._nudge(),
+                on_restored=self._nudge,
+                nudges_only=True,
+            )
+        self._listening: asyncio.Task[None] | None = None
+        self._nudged = False
+        """An announcement came: read the watched set now."""
+        self._announced: set[str] = set()
+        """This node's watched apps it has announced (and still watches)."""
 
     def _key(self, app_id: str) -> str:
         return f"{{{self.prefix}:console:{app_id}}}:feed"
@@ -106,6 +148,10 @@ class ClusterFeed:
     @property
     def _watched_key(self) -> str:
         return f"{{{self.prefix}:console}}:watched"
+
+    @property
+    def _watch_channel(self) -> bytes:
+        return f"{self.prefix}:console:watch".encode()
 
     # --- FeedSource --------------------------------------------------------------------
 
@@ -126,10 +172,26 @@ class ClusterFeed:
     # --- the task ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        if self._listener is not None:
+            self._listening = loop.create_task(self._listener.run())
+        self._task = loop.create_task(self._run())
+
+    def _nudge(self) -> None:
+        self._nudged = True
+        self._wake.set()
+
+    @property
+    def _idle(self) -> bool:
+        """Nothing is watched anywhere as far as this node knows, and it can be told when
+        that changes: no need to read the watched set every `WATCH_REFRESH`."""
+        return self._listener is not None and not (self.watched or self.audiences or self.pending)
 
     async def close(self) -> None:
         await tasks.stop(self._task)
+        if self._listener is not None:
+            await self._listener.aclose()
+        await tasks.stop(self._listening)
         for audience in self.audiences.values():
             audience.close()
         if self._owns_client:
@@ -141,8 +203,10 @@ class ClusterFeed:
         while True:
             try:
                 now = time.time()
-                if now - refreshed >= WATCH_REFRESH:
+                every = IDLE_REFRESH if self._idle else WATCH_REFRESH
+                if self._nudged or now - refreshed >= every:
                     refreshed = now
+                    self._nudged = False
                     await self._refresh_watched(now)
                 await self._publish()
                 await self._serve_pending()
@@ -172,6 +236,11 @@ class ClusterFeed:
             pipe.zrange(key, 0, -1)
             replies = await pipe.execute()
         self.watched = {member.decode() for member in replies[-1]}
+        self._announced &= set(mine)
+        if self.link is not None and not set(mine) <= self._announced:
+            # Tell the other nodes, which may not be reading the set (`_idle`).
+            await self.link.publish(self._watch_channel, b"1")
+            self._announced = set(mine)
 
     async def _publish(self) -> None:
         """XADD this node's new entries of every watched app, in one pipeline."""
@@ -229,13 +298,17 @@ class ClusterFeed:
     async def _read(self) -> None:
         """Wait (at most `TICK`) for new entries of the apps this node streams; write them."""
         if not self.positions:
-            # Nothing to read: wait for a stream to open here, for one publishing run while
-            # an app of this node is watched somewhere, else until the next refresh of the
-            # watched set (an idle node wakes once a second, not five times).
+            # Nothing to read: wait for a stream to open here (or an announcement), for one
+            # publishing run while an app of this node is watched somewhere, else until the
+            # next refresh of the watched set (an idle node wakes once a second, not five
+            # times; with announcements, every `IDLE_REFRESH`).
             publishing = any(app_id in self.console.apps for app_id in self.watched)
+            wait = TICK if publishing else IDLE_REFRESH if self._idle else WATCH_REFRESH
+            if self._nudged or self.pending:
+                return  # came while this run awaited Redis: its wake-up is spent already
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK if publishing else WATCH_REFRESH)
+                await asyncio.wait_for(self._wake.wait(), wait)
             return
         streams: Any = {self._key(app_id): position for app_id, position in self.positions.items()}
         apps = {self._key(app_id): app_id for app_id in self.positions}

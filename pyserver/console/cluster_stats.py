@@ -29,6 +29,9 @@ Invariants:
 - A flush that would write exactly what the previous one wrote, in the same minute, is
   skipped: an idle node sends Redis nothing between the first flush of one minute and the
   next (100k idle connections cost no Redis traffic every `FLUSH_EVERY`).
+- The flush has no timer of its own: the sampler calls `sampled` after each sample, which at
+  most every `FLUSH_EVERY` seconds checks (in place, no I/O) whether a flush would write
+  anything, and only then wakes the flushing task. An idle node's flush costs no wakeup.
 - When Redis cannot be reached, reports fall back to this node's own numbers (logged).
 - Redis is the adapter's link (a single server, Sentinel or Cluster); each write and each
   script touches the keys of one slot, a pipeline may span slots (split by the cluster).
@@ -237,6 +240,9 @@ class ClusterStats:
         """What the last flush wrote (app, minute, arguments): an idle node skips a flush
         that would write the same again in the same minute."""
         self._task: asyncio.Task[None] | None = None
+        self._due = asyncio.Event()
+        self._checked = -float("inf")
+        """When `sampled` last looked for something to write."""
 
     def _key(self, app_id: str, kind: str, period: int) -> str:
         return f"{{{self.prefix}:stats:{app_id}}}:{kind}:{period}"
@@ -251,7 +257,18 @@ class ClusterStats:
         return self.redis
 
     def start(self) -> None:
+        """Start the flushing task; call `sampled` after each sample to drive it."""
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def sampled(self) -> None:
+        """The sampler took a sample: every `every` seconds, wake the task if a flush would
+        write something (or the last one failed)."""
+        now = self.clock()
+        if now - self._checked < self.every * 0.9:  # the sampler's timer may be a bit early
+            return
+        self._checked = now
+        if self._task is not None and self._pending()[0]:
+            self._due.set()
 
     async def close(self) -> None:
         await tasks.stop(self._task)
@@ -263,7 +280,8 @@ class ClusterStats:
     async def _run(self) -> None:
         failing = False
         while True:
-            await asyncio.sleep(self.every)
+            await self._due.wait()
+            self._due.clear()
             try:
                 await self.flush()
             except FAILURES as exc:
@@ -278,15 +296,8 @@ class ClusterStats:
     async def flush(self) -> None:
         """Write this node's counts of the current minute (and of the previous one, the
         first time after it ended) and of their days."""
-        current = self.history.latest_minute
-        if current < 0:
-            return
-        minutes = {current}
-        if self._last_minute is not None and self._last_minute != current:
-            minutes.add(self._last_minute)
-        writes = plan(self.history, self.app_ids(), minutes)
-        written = [(write.app_id, write.minute, write.args(self.node)) for write in writes]
-        if current == self._last_minute and written == self._last_written:
+        due, current, minutes, writes, written = self._pending()
+        if not due:
             return
         redis = self._client()
         async with redis.pipeline(transaction=False) as pipe:
@@ -304,6 +315,22 @@ class ClusterStats:
             await pipe.execute()
         self._last_minute = current
         self._last_written = written
+
+    def _pending(
+        self,
+    ) -> tuple[bool, int, set[int], list[Write], list[tuple[str, int, list[Any]]]]:
+        """(whether a flush now would write anything, the current minute, the minutes it
+        covers, their writes, what they write)."""
+        current = self.history.latest_minute
+        if current < 0:
+            return False, current, set(), [], []
+        minutes = {current}
+        if self._last_minute is not None and self._last_minute != current:
+            minutes.add(self._last_minute)
+        writes = plan(self.history, self.app_ids(), minutes)
+        written = [(write.app_id, write.minute, write.args(self.node)) for write in writes]
+        due = not (current == self._last_minute and written == self._last_written)
+        return due, current, minutes, writes, written
 
     async def report(self, app_id: str, now: float, since: float | None = None) -> dict[str, Any]:
         """`/console/api/stats` for the whole cluster (see `StatsHistory.report`)."""

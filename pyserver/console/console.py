@@ -57,7 +57,7 @@ from pyserver.protocol.errors import (
 )
 
 if TYPE_CHECKING:
-    from pyserver.cluster.redis_connect import Client
+    from pyserver.cluster.redis_connect import Client, RedisLink
     from pyserver.console.cluster_stats import ClusterStats
 
 __all__ = ["MAX_CHANNELS", "MAX_PRESENCE_CHANNELS", "Console"]
@@ -80,10 +80,12 @@ class Console(EventFeed):
         redis: str | Client | None = None,
         redis_prefix: str = "",
         node: str = "",
+        link: RedisLink | None = None,
     ) -> None:
         """`redis`, the redis adapter's client (or a URL for a client of the console's
         own): share the stats and the feed across the cluster, this process being `node`
-        there."""
+        there. `link`, the adapter's link (whose client `redis` is): the feed's nodes then
+        announce new watches instead of polling for them (`cluster_feed`)."""
         super().__init__()
         self.apps = apps
         self.token = token
@@ -98,7 +100,8 @@ class Console(EventFeed):
 
             node = node or str(id(self))
             self.cluster_stats = ClusterStats(self.dashboard.history, redis, redis_prefix, node)
-            feed = ClusterFeed(self, redis, redis_prefix, node)
+            self.dashboard.after_sample.append(self.cluster_stats.sampled)
+            feed = ClusterFeed(self, redis, redis_prefix, node, link)
         self.cluster_feed = feed
         self.live = LiveHub(self, self._stats_report, feed)
         self.apps_admin = AppsAdmin(lambda: [app.config for app in self.apps.values()])

@@ -10,6 +10,8 @@ Invariants:
 - One timer for all apps, whatever the number of open consoles; nothing runs per message
   or per recipient. A sample reads counters and never writes one.
 - What is kept is this node's view, bounded by `StatsHistory`'s fixed memory per app.
+- `after_sample` callbacks run right after each sample, on the same timer: work that follows
+  the samples (the cluster stats' flush) wakes the process no more often than sampling does.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class StatsSampler:
         self._webhooks: dict[str, list[int]] = {}
         """app id -> [deliveries, failed attempts], cumulative."""
         self._timer: asyncio.TimerHandle | None = None
+        self.after_sample: list[Callable[[], None]] = []
+        """Called after each timed sample (must not block)."""
 
     def start(self) -> None:
         """Sample now and then every `every` seconds, until `stop`."""
@@ -58,6 +62,8 @@ class StatsSampler:
     def _tick(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(self.every, self._tick)
         self.sample()
+        for callback in self.after_sample:
+            callback()
 
     def sample(self) -> None:
         now = self.clock()

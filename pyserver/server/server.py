@@ -114,6 +114,7 @@ class Server:
             redis=link.client if shared and link is not None else None,
             redis_prefix=settings.redis_prefix,
             node=str(getattr(self.adapter, "node", "") or ""),
+            link=link if shared else None,
         )
         if settings.console:
             self.observers.add(self.console)

@@ -344,3 +344,60 @@ def test_an_idle_nodes_stats_flush_sends_redis_nothing_until_something_changes(r
     probe.close()
     assert first > 0 and changed > 0 and next_minute > 0
     assert idle == 0
+
+
+def test_idle_nodes_poll_redis_for_nothing_and_a_new_stream_still_gets_every_node_at_once(
+    uid,
+) -> None:
+    """Issue 14: two idle nodes send Redis only their heartbeats. The console feed does not
+    read the watched set every second (a node opening a stream announces it), and a heartbeat
+    claims only nodes whose liveness is gone, not every live one. Counted by a Redis of the
+    test's own (`INFO commandstats`). Then a stream opened on one node gets the other node's
+    entries within a second or two, as when every node polled."""
+    import redis as redis_sync
+
+    own = RedisProcess()
+    env = {
+        "PYSERVER_ADAPTER": "redis",
+        "PYSERVER_REDIS_URL": own.url,
+        "PYSERVER_REDIS_PREFIX": "idle",
+        "PYSERVER_REDIS_HEARTBEAT": "1",
+        "PYSERVER_REDIS_DEAD_AFTER": "3",
+    }
+    a, b = ServerProcess(CONFIG, env=env), ServerProcess(CONFIG, env=env)
+    probe = redis_sync.Redis.from_url(own.url)
+
+    def calls() -> dict[str, int]:
+        stats = probe.info("commandstats")
+        return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+    try:
+        time.sleep(2)  # both started, rejoined and flushed their first stats
+        before = calls()
+        time.sleep(6)
+        after = calls()
+        sent = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+        # The feed: at most one read of the watched set per node (every `IDLE_REFRESH`),
+        # not one a second; the heartbeats (one a second each): no claim of a live node.
+        assert sent.get("zrange", 0) <= 2, sent
+        assert sent.get("evalsha", 0) + sent.get("eval", 0) == 0, sent
+        assert sent.get("set", 0) >= 6, sent  # the heartbeats go on
+
+        stream = SseClient(b.port, f"/console/api/stream?app={MAIN.id}", APP)
+        assert stream.events("stats", 1, 10), "no first stats"
+        opened = time.monotonic()
+        sdk(a.port).trigger(f"idle-{uid}", "api-on-a", {})
+        deadline = opened + 10
+        while True:
+            event = stream.next(max(0.0, deadline - time.monotonic()))
+            assert event is not None, "node A's entry never came"
+            if event.name == "feed" and event.data["event"] == "api-on-a":
+                break
+        waited = time.monotonic() - opened
+        assert waited < 3, f"node A's entry came {waited:.1f} s after the stream opened"
+        stream.close()
+    finally:
+        probe.close()
+        for node in (a, b):
+            node.stop()
+        own.stop()

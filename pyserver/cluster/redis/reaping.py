@@ -17,8 +17,8 @@ Invariants:
   its slot, and a cluster runs a transaction in one slot only), holding the claim
   `P:reaping:{node}` so that no reaper works on it at the same time. The node's calls wait
   until every transaction is sent (`Recovery.rebuilding`).
-- Reads of keys of several nodes (the connection counts) are split by slot on a cluster
-  (`redis_connect.mget`).
+- Reads of keys of several nodes (the connection counts, the liveness records) are split
+  by slot on a cluster (`redis_connect.mget`).
 """
 
 from __future__ import annotations
@@ -85,19 +85,24 @@ class RedisShare:
 
     # --- MembershipStore -----------------------------------------------------------------
 
-    async def beat(self) -> list[str]:
-        await self.redis.set(self.keys.alive(self.node), b"1", px=self.dead_after_ms)
-        nodes = [text(n) for n in await self.redis.smembers(self.keys.nodes())]
+    async def beat(self, mine: dict[str, int]) -> list[str]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.alive(self.node), b"1", px=self.dead_after_ms)
+            pipe.set(self.keys.conns(self.node), orjson.dumps(mine), px=self.dead_after_ms)
+            pipe.smembers(self.keys.nodes())
+            members = (await pipe.execute())[-1]
+        nodes = [text(n) for n in members]
         return [n for n in nodes if n != self.node]
 
-    async def exchange_counts(self, mine: dict[str, int], others: list[str]) -> dict[str, int]:
-        await self.redis.set(self.keys.conns(self.node), orjson.dumps(mine), px=self.dead_after_ms)
+    async def others(self, nodes: list[str]) -> tuple[dict[str, int], list[str]]:
+        keys = [self.keys.conns(n) for n in nodes] + [self.keys.alive(n) for n in nodes]
+        found = await mget(self.redis, keys)
         totals: dict[str, int] = {}
-        if others:
-            for raw in await mget(self.redis, [self.keys.conns(n) for n in others]):
-                for app_id, count in (orjson.loads(raw) if raw else {}).items():
-                    totals[app_id] = totals.get(app_id, 0) + count
-        return totals
+        for raw in found[: len(nodes)]:
+            for app_id, count in (orjson.loads(raw) if raw else {}).items():
+                totals[app_id] = totals.get(app_id, 0) + count
+        alive = found[len(nodes) :]
+        return totals, [node for node, mark in zip(nodes, alive, strict=True) if mark is None]
 
     async def claim(self, node: str) -> bool:
         # Atomically "still dead?" and "nobody else on it?": a node coming back sets its
