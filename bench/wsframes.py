@@ -89,7 +89,7 @@ class FrameParser:
         self.buffer = bytearray()
         self.max_size = max_size
 
-    def feed(self, data: bytes) -> list[RawFrame]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[RawFrame]:
         buf = self.buffer
         buf += data
         frames: list[RawFrame] = []
