@@ -4,7 +4,8 @@ With `SO_TIMESTAMPNS` set on a socket, every `recvmsg` carries an `SCM_TIMESTAMP
 message: the `CLOCK_REALTIME` time at which the kernel queued the data on the socket. For
 TCP it is the time of the last segment that read consumed, so messages that arrived earlier
 and were read together get the later time (a latency is only ever overstated, never
-understated). On loopback the segment is queued within the sender's own `send` call.
+understated). On loopback the segment is normally queued within the sender's own `send`
+call.
 
 `bench.clock.now_ns` is `CLOCK_MONOTONIC`; `OFFSET` follows `CLOCK_REALTIME - CLOCK_MONOTONIC`,
 read when this module is imported and again every `REFRESH_S` seconds while a loop uses

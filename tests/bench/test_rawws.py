@@ -193,14 +193,20 @@ def test_close_from_the_client(loop_name: str, clock: str) -> None:
 @pytest.mark.parametrize("clock", [rxclock.KERNEL, rxclock.READ])
 def test_when_a_message_counts_as_received(loop_name: str, clock: str) -> None:
     """The server writes a message, then the loop is kept busy for 50 ms before the client
-    can read it: with the kernel clock the message counts from when the server's write put
-    it on the client's socket (between the times around the write), with the read clock from
-    when it was read (50 ms later)."""
+    can read it: with the kernel clock the message counts from when the bytes reached the
+    client's socket, with the read clock from when they were read (50 ms later).
+
+    On loopback the bytes normally reach the socket within the server's write (so the time
+    lies between the readings around it), but not always: about one run in ten on the
+    default loop they got there only when the loop woke up again, and then the kernel's time
+    rightly says so. So each attempt must be consistent (sent <= received <= read) and one of
+    five must show the delivery within the write."""
     busy_ns = 50_000_000
 
     async def scenario() -> None:
         got: Got = []
         conn, peer, server = await connect(clock, got)
+        within_write = 0
         for _ in range(5):
             rxclock.OFFSET.refresh()
             steps = rxclock.OFFSET.changes
@@ -212,16 +218,16 @@ def test_when_a_message_counts_as_received(loop_name: str, clock: str) -> None:
             await until(lambda count=count: len(got) == count + 1)  # type: ignore[misc]
             rxclock.OFFSET.refresh()
             if rxclock.OFFSET.changes != steps:
-                continue  # the wall clock was stepped meanwhile: try again
+                continue  # the wall clock was stepped meanwhile: not comparable
             _payload, counted, read = got[-1]
-            assert counted <= read
-            if clock == rxclock.KERNEL:
-                assert before <= counted <= after
-            else:
+            assert before <= counted <= read
+            if clock == rxclock.READ:
                 assert counted >= after + busy_ns
-            break
-        else:  # pragma: no cover - a wall clock stepped five times in a row
-            pytest.skip("the wall clock kept being stepped")
+            elif counted <= after:
+                within_write += 1
+                break
+        if clock == rxclock.KERNEL:
+            assert within_write == 1
         conn.abort()
         server.close()
 
