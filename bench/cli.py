@@ -15,7 +15,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from bench import report
+from bench import report, rxclock
 from bench.config import (
     DEFAULT_CONNECTIONS,
     DEFAULT_RATE,
@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="catchup: ms between a watcher's pong and its next ping (default 10)",
     )
+    latency = p.add_argument_group("latency")
+    latency.add_argument(
+        "--read-timestamps",
+        action="store_true",
+        help="time each received message when the generator reads it (default on Linux: when "
+        "the kernel queued it on the subscriber's socket, SO_TIMESTAMPNS, so the generator's "
+        "own reading backlog is not counted as latency)",
+    )
     limits = p.add_argument_group("limits")
     limits.add_argument(
         "--drain",
@@ -275,7 +283,15 @@ def config_from_args(args: argparse.Namespace, connect_host: str) -> BenchConfig
         sources=args.sources,
         api_port=args.api_port,
         broadcast=args.broadcast,
+        latency_clock=latency_clock_of(args.read_timestamps),
     )
+
+
+def latency_clock_of(read_timestamps: bool) -> str:
+    """Kernel receive time where the platform has it, unless read time is asked for."""
+    if read_timestamps or not rxclock.supported():
+        return rxclock.READ
+    return rxclock.KERNEL
 
 
 def prepare(argv: Sequence[str] | None) -> BenchConfig:
@@ -330,6 +346,11 @@ def warnings_for(cfg: BenchConfig) -> list[str]:
             f"{cfg.connections} connections from {addresses} source address(es) exceed the "
             f"{ports} ephemeral ports per address and server port: give --sources "
             f"{-(-cfg.connections // ports)} or more"
+        )
+    if cfg.latency_clock == rxclock.READ and not rxclock.supported():
+        notes.append(
+            "no kernel receive timestamps here (SO_TIMESTAMPNS is Linux's): latency is "
+            "measured when the generator reads each message, so it includes its own backlog"
         )
     if cfg.allow_remote:
         notes.append(f"--allow-remote: loading {cfg.host}:{cfg.port}")

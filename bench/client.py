@@ -4,7 +4,8 @@ One `PusherClient` is one connection: `connect()` waits for `pusher:connection_e
 `subscribe()` waits for `pusher_internal:subscription_succeeded`. Incoming messages are
 handled synchronously as they are read: `pusher:ping` is answered with `pusher:pong`
 (WebSocket ping frames are answered by the transport), subscription replies resolve their
-waiters, and every other frame goes, with the time it was read, to `on_frame`.
+waiters, and every other frame goes, with the time it was received (by the kernel or read,
+by `latency_clock`), to `on_frame`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from bench import protocol
+from bench import protocol, rxclock
 from bench.clock import now_ns
 from bench.protocol import Frame
-from bench.wsclient import Gate, WSConnection, open_ws
+from bench.wsclient import Gate, WSCore, open_ws
 
 FrameHandler = Callable[["PusherClient", Frame, int], None]
 CloseHandler = Callable[["PusherClient"], None]
@@ -41,15 +42,18 @@ class PusherClient:
         on_close: CloseHandler | None = None,
         gate: Gate | None = None,
         source: str | None = None,
+        latency_clock: str = rxclock.READ,
     ) -> None:
         self.url = url
+        self.latency_clock = latency_clock
+        """What the time handed to `on_frame` is: `rxclock.KERNEL` or `rxclock.READ`."""
         self.source = source
         """Local address the connection leaves from (None: the kernel's choice)."""
         self.gate = gate
         self.on_frame = on_frame
         self.on_close = on_close
         self.socket_id: str | None = None
-        self.ws: WSConnection | None = None
+        self.ws: WSCore | None = None
         self.closed = asyncio.Event()
         self.tag: Any = None
         """Free slot for the scenario (e.g. the channel this client listens on)."""
@@ -66,7 +70,9 @@ class PusherClient:
     async def connect(self, timeout: float) -> str:
         """Open the connection and wait for `connection_established`; returns the socket id."""
         self._established = asyncio.get_running_loop().create_future()
-        self.ws = await open_ws(self.url, self._on_message, timeout, self.gate, self.source)
+        self.ws = await open_ws(
+            self.url, self._on_message, timeout, self.gate, self.source, self.latency_clock
+        )
         self.ws.on_lost = self._mark_closed
         if self.ws.lost.done():
             self._mark_closed()

@@ -558,6 +558,7 @@ def run_case(
             status=result.get("status", "error"),
             error=result.get("abort_reason"),
             metrics=extract(case, result),
+            latency_clock=result.get("latency_clock", "read"),
             result=result,
         )
         if proc.exited():
@@ -667,6 +668,9 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
     lines.append(
         f"Medians of {rounds} round(s), {runs} runs; ↑ higher is better, ↓ lower is better."
     )
+    clocks = sorted({str(r["latency_clock"]) for r in records if r.get("latency_clock")})
+    if clocks:
+        lines.append(f"Latency clock: {', '.join(clocks)}.")
     for rec in bad:
         lines.append(
             f"- not counted: {rec['case']} {rec['label']} round {rec['round']}: "
@@ -725,6 +729,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="server on the first usable CPU, load generator on the others (auto: when 2+)",
     )
     p.add_argument("--start-timeout", type=float, default=START_TIMEOUT_S)
+    p.add_argument(
+        "--read-timestamps",
+        action="store_true",
+        help="every run times messages when the generator reads them (passed to each run "
+        "alike; default: when the kernel queued them, where the platform has it)",
+    )
     p.add_argument("--out", default="bench/results", help="directory for JSONL, table, logs")
     p.add_argument("--list", action="store_true", help="print the cases and exit")
     p.add_argument("--table", metavar="JSONL", help="print the table of an earlier run and exit")
@@ -789,6 +799,7 @@ def main(argv: Sequence[str]) -> int:
         start_timeout=args.start_timeout,
         rounds=args.rounds,
         cases=cases,
+        extra_args=["--read-timestamps"] if args.read_timestamps else [],
         c=c,
     )
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bench import rxclock
 from bench.netguard import is_loopback
 
 SCENARIO_NAMES = ("fanout", "channels", "http", "idle", "client-events", "presence", "catchup")
@@ -99,6 +100,10 @@ class BenchConfig:
     api_port: int | None = None
     """Where HTTP triggers go when not to `port`: another node of a cluster, so that every
     delivery crosses nodes (the WebSocket clients stay on `port`)."""
+    latency_clock: str = rxclock.READ
+    """When a message counts as received: `rxclock.KERNEL` ("kernel-receive", the time the
+    kernel queued its bytes on the subscriber's socket; the command line's default where
+    `rxclock.supported()`) or `rxclock.READ` ("read", when the generator read it)."""
 
     @property
     def trigger_port(self) -> int:
@@ -142,6 +147,10 @@ def validate(cfg: BenchConfig) -> list[str]:
         problems.append("--port must be in [1, 65535]")
     if cfg.api_port is not None and not 1 <= cfg.api_port <= 65535:
         problems.append("--api-port must be in [1, 65535]")
+    if cfg.latency_clock not in rxclock.LATENCY_CLOCKS:
+        problems.append(f"unknown latency clock {cfg.latency_clock!r}")
+    elif cfg.latency_clock == rxclock.KERNEL and not rxclock.supported():
+        problems.append("kernel receive timestamps (SO_TIMESTAMPNS) are not available here")
     if len(cfg.sources) > MAX_SOURCES:
         problems.append(f"--sources: at most {MAX_SOURCES} addresses")
     if cfg.sources and ":" in cfg.connect_host:

@@ -89,6 +89,7 @@ def build_result(outcome: Outcome, started_at: dt.datetime) -> dict[str, Any]:
         },
         "summary": driver.summary(merged, outcome.measured_s, outcome.drain_s),
         "primary_latency": primary,
+        "latency_clock": cfg.latency_clock,
         "latency_ms": latency_summaries(merged),
         "counters": dict(sorted(merged.counters.items())),
         "timeseries": timeseries,
@@ -218,6 +219,8 @@ def format_summary(result: dict[str, Any]) -> str:
     )
     for key, value in result["summary"].items():
         lines.append(f"  {key:<20} {_fmt(value)}")
+    if any(s.get("count") for s in result["latency_ms"].values()):
+        lines.append(f"  latency clock        {result.get('latency_clock', 'read')}")
     for name, s in result["latency_ms"].items():
         if s.get("count"):
             lines.append(

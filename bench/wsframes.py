@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -75,54 +75,62 @@ def parse_close(payload: bytes) -> tuple[int | None, str]:
     return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
 
 
-@dataclass(frozen=True, slots=True)
-class RawFrame:
+class RawFrame(NamedTuple):
     fin: bool
     opcode: int
     payload: bytes
 
 
 class FrameParser:
-    """Accumulates bytes; `feed()` returns every frame completed so far."""
+    """Accumulates bytes; `feed()` returns every frame completed so far.
+
+    Frames are cut from the input itself when nothing was left over from the previous feed
+    (the usual case: one payload copy per frame), and only an incomplete tail is kept."""
 
     def __init__(self, max_size: int = 4 * 1024 * 1024) -> None:
         self.buffer = bytearray()
         self.max_size = max_size
 
-    def feed(self, data: bytes) -> list[RawFrame]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[RawFrame]:
         buf = self.buffer
-        buf += data
+        if buf:
+            buf += data
+            data = buf
         frames: list[RawFrame] = []
-        pos, end = 0, len(buf)
-        while end - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            if b0 & 0x70:
-                raise FrameError("reserved bits set (no extension was negotiated)")
-            length = b1 & 0x7F
-            header = 2
-            if length == 126:
-                if end - pos < 4:
+        with memoryview(data) as view:
+            pos, end = 0, len(view)
+            while end - pos >= 2:
+                b0, b1 = view[pos], view[pos + 1]
+                if b0 & 0x70:
+                    raise FrameError("reserved bits set (no extension was negotiated)")
+                length = b1 & 0x7F
+                header = 2
+                if length == 126:
+                    if end - pos < 4:
+                        break
+                    length = int.from_bytes(view[pos + 2 : pos + 4], "big")
+                    header = 4
+                elif length == 127:
+                    if end - pos < 10:
+                        break
+                    length = int.from_bytes(view[pos + 2 : pos + 10], "big")
+                    header = 10
+                if length > self.max_size:
+                    raise FrameError(f"frame of {length} bytes", 1009)
+                masked = b1 & 0x80
+                start = pos + header + (4 if masked else 0)
+                if end - start < length:
                     break
-                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                header = 4
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                header = 10
-            if length > self.max_size:
-                raise FrameError(f"frame of {length} bytes", 1009)
-            masked = b1 & 0x80
-            start = pos + header + (4 if masked else 0)
-            if end - start < length:
-                break
-            payload = bytes(buf[start : start + length])
-            if masked:
-                payload = apply_mask(payload, bytes(buf[start - 4 : start]))
-            frames.append(RawFrame(bool(b0 & 0x80), b0 & 0x0F, payload))
-            pos = start + length
-        if pos:
+                payload = view[start : start + length].tobytes()
+                if masked:
+                    payload = apply_mask(payload, view[start - 4 : start].tobytes())
+                frames.append(RawFrame(bool(b0 & 0x80), b0 & 0x0F, payload))
+                pos = start + length
+            tail = b"" if buf or pos >= end else view[pos:].tobytes()
+        if buf:
             del buf[:pos]
+        elif tail:
+            self.buffer = bytearray(tail)
         return frames
 
 

@@ -89,7 +89,12 @@ class WorkerContext:
             source = sources[self._next_source % len(sources)]
             self._next_source += self.nproc
         return PusherClient(
-            self.url, on_frame=on_frame, on_close=self._closed, gate=self.gate, source=source
+            self.url,
+            on_frame=on_frame,
+            on_close=self._closed,
+            gate=self.gate,
+            source=source,
+            latency_clock=self.cfg.latency_clock,
         )
 
     def _closed(self, client: PusherClient) -> None:

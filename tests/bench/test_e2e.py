@@ -51,6 +51,8 @@ def test_fanout_delivers_everything_and_writes_json(
     delivery = result["latency_ms"]["delivery"]
     assert delivery["count"] == summary["delivered"]
     assert 0 <= delivery["p50"] <= delivery["p99"] <= delivery["p999"] <= delivery["max"]
+    assert result["latency_clock"] == "kernel-receive"  # the default on Linux
+    assert "latency clock        kernel-receive" in done.stdout
     assert result["server"]["rss_kb"]["start"] > 0
     # the server's CPU over the measured phase and drain, per accepted trigger
     assert result["server"]["cpu_s"] > 0
