@@ -182,6 +182,11 @@ class FrameReader:
         self._fragment_opcode = 0
         self._fragment_size = 0
 
+    def lone_empty_pong(self, data: bytes) -> bool:
+        """`data` is exactly one masked empty pong (an idle client's answer to a ping) and
+        nothing is buffered before it: `feed(data)` would return `[(OP_PONG, b"")]`."""
+        return len(data) == 6 and data[0] == 0x8A and data[1] == 0x80 and not self._buffer
+
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Return the complete messages in `data` plus what was buffered, as (opcode, payload)."""
         buf = self._buffer + data if self._buffer else data

@@ -161,7 +161,8 @@ class Server:
             1, math.ceil(settings.pong_timeout / self.tick_seconds)
         )
         if (self._ping_after, self._close_after) != counts:
-            self.state.revisit_all()  # their schedules were counted with the old ones
+            # their schedules were counted with the old ones
+            self.state.revisit_all(self._ping_after)
 
     def _apps_changed(self) -> None:
         """An app of the store was added, changed or removed."""

@@ -20,7 +20,9 @@ The WebSocket sweep is a timing wheel: `tick` numbers the sweeps (the next one),
 maps a tick number to the WebSocket connections to visit at it. Only those are visited
 (`sweep`); each visit answers the next tick the connection needs (`PusherSession.next_tick`:
 its ping or close, or every tick for a sign-in deadline or history probes), so an idle
-connection costs one or two visits per ping interval instead of one per tick.
+connection costs one visit per ping interval instead of one per tick: a connection pinged
+waits in the bucket of its close, and its client's answer moves it to the bucket of its next
+ping (`answered`), so the close's visit only happens when no pong came.
 
 - Every open WebSocket connection is in exactly one bucket of `due`, at a tick not yet
   swept; a new one at the next tick, like a per-tick sweep would first visit it.
@@ -28,6 +30,9 @@ connection costs one or two visits per ping interval instead of one per tick.
   `bucket`): a closed connection is not kept alive by the wheel, however much churn.
 - When the tick counts of a ping or a close change (`revisit_all`), every connection is
   due at the next tick and reschedules from there.
+- `answered` only ever moves a connection to a later tick, the one `next_tick` would name
+  for a client heard at the next tick (`ping_after` ticks on), so it skips visits at which
+  nothing could happen.
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ class ServerState:
         "http_connections",
         "missed_key",
         "over_capacity",
+        "ping_after",
         "settings",
         "tick",
         "websocket_connections",
@@ -133,6 +139,9 @@ class ServerState:
         self.websocket_connections: dict[OpenWebSocket, None] = {}
         self.tick = 0
         """Number of the next sweep tick: a client's bytes count at it (`sweep`)."""
+        self.ping_after = 0
+        """Ticks of silence before a ping, as the server's sweep counts them (`answered`);
+        0 until the server sets it, which only costs extra visits."""
         self.due: dict[int, dict[OpenWebSocket, None]] = {}
         """Sweep tick number → the WebSocket connections to visit at it (each connection's
         `bucket` is the one it is in, so a lost one leaves it at once)."""
@@ -209,9 +218,19 @@ class ServerState:
             if after is not None and websocket in self.websocket_connections:
                 self._visit(websocket, after)
 
-    def revisit_all(self) -> None:
+    def answered(self, websocket: OpenWebSocket) -> None:
+        """`websocket`'s client spoke after a ping (usually the pong): its next visit is
+        its next ping, `ping_after` ticks after the next tick, no longer its pong deadline."""
+        bucket = websocket.bucket
+        if bucket is None:  # being visited, or no longer swept
+            return
+        del bucket[websocket]
+        self._visit(websocket, self.tick + self.ping_after)
+
+    def revisit_all(self, ping_after: int) -> None:
         """The tick counts of a ping or a close changed: every WebSocket connection is
         visited at the next tick and reschedules from there."""
+        self.ping_after = ping_after
         due, self.due = self.due, {}
         for bucket in due.values():
             for websocket in bucket:

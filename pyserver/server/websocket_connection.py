@@ -15,6 +15,9 @@ Invariants:
 - Reading stamps the session with the number of the server's next sweep tick
   (`PusherSession.heard`), no clock read; `tick` answers when the sweep must visit next
   (None once closing: a closing connection sends nothing more, so it needs no visits).
+- `pinged` is True from a ping sent while the sweep visits this connection only at its
+  ping and its close, until the client's next bytes; those move it to the wheel's bucket of
+  its next ping (`ServerState.answered`), so an idle client costs one visit per ping.
 - A client's messages are handled in order; the session holds the later ones while a
   handler runs, and this object drains them when it finishes (`_handler_done`).
 - Errors are reported only through `report`, which sends `frames.for_error` and closes when
@@ -76,7 +79,7 @@ Action = Callable[[], Coroutine[Any, Any, None] | None]
 
 
 class WebSocketConnection(CorkedWriter):
-    __slots__ = ("app", "bucket", "log", "reader", "session", "socket_id", "state")
+    __slots__ = ("app", "bucket", "log", "pinged", "reader", "session", "socket_id", "state")
 
     def __init__(
         self,
@@ -101,6 +104,7 @@ class WebSocketConnection(CorkedWriter):
         self.socket_id = ""
         self.log: SocketLog | None = None
         """This connection's debug logger; None unless `pyserver` logs at DEBUG."""
+        self.pinged = False
 
     # --- accept path: the HTTP protocol hands the transport over after the 101 -------------
     # (`ServerState.upgraded`); `connection_made` is not called again for the same TCP
@@ -175,12 +179,19 @@ class WebSocketConnection(CorkedWriter):
     # --- asyncio.Protocol ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.session.heard = self.state.tick  # activity, counted at the next sweep tick
+        session = self.session
+        session.heard = self.state.tick  # activity, counted at the next sweep tick
+        if self.pinged:
+            self.pinged = False
+            self.state.answered(self)
         app = self.app
         if app is not None:
             app.stats.socket_received_bytes += len(data)
+        reader = self.reader
+        if session.history is None and reader.lone_empty_pong(data):
+            return  # the keepalive's answer: activity is all it means
         try:
-            messages = self.reader.feed(data)
+            messages = reader.feed(data)
         except WebSocketError as exc:
             self.close(exc.close_code, exc.reason)
             return
@@ -199,12 +210,12 @@ class WebSocketConnection(CorkedWriter):
                     self.close(code if code is not None and code < 4000 else CLOSE_NORMAL)
             elif opcode == OP_BINARY:
                 self.report(BadMessage("Binary frames are not supported; send JSON text frames"))
-            elif opcode == OP_PONG and self.session.history is not None:
+            elif opcode == OP_PONG and session.history is not None:
                 # confirms what history delivered (and refreshes it in Redis, for a node
                 # that dies without seeing the connection close)
                 history = app.history if app is not None else None
-                if self.session.history.ponged(payload) and history is not None:
-                    history.confirmed(self.session)
+                if session.history.ponged(payload) and history is not None:
+                    history.confirmed(session)
             # other OP_PONG: activity is all it means
 
     def eof_received(self) -> bool | None:
@@ -275,9 +286,14 @@ class WebSocketConnection(CorkedWriter):
             history, app = session.history, self.app
             if history is not None and history.marks and app is not None:
                 self.send(encode_frame(OP_PING, history.start_probe(app.latest)))
+            elif self.out is None and not self.paused:
+                self.transport.write(WS_PING)  # nothing to cork it with: the sweep's tick
             else:
                 self.send(WS_PING)
-        elif isinstance(outcome, PusherError):
+            after = session.next_tick(ping_after, close_after, at)
+            self.pinged = after > at + 1
+            return after
+        if isinstance(outcome, PusherError):
             self.report(outcome)
             if self.closing:
                 return None

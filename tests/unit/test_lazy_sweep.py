@@ -145,6 +145,7 @@ def _run(seed: int, timeouts: list[tuple[int, int]], ticks: int = 90) -> list[Cl
     state, loop = _state()
     clients: list[Client] = []
     ping_after, close_after = timeouts[0]
+    state.revisit_all(ping_after)  # as the server does when it sets its tick counts
     change_at = rng.randrange(ticks) if len(timeouts) > 1 else -1
     for at in range(ticks):
         now = at * TICK_SECONDS
@@ -153,7 +154,7 @@ def _run(seed: int, timeouts: list[tuple[int, int]], ticks: int = 90) -> list[Cl
             clients.append(_connect(state, rng, now, ticks))
         if at == change_at:  # the tick counts change (an app's timeouts changed)
             ping_after, close_after = timeouts[1]
-            state.revisit_all()
+            state.revisit_all(ping_after)
         for client in clients:
             if client.closed:
                 continue
@@ -227,6 +228,30 @@ def test_an_idle_connection_is_visited_only_at_its_ping_and_its_close() -> None:
         state.sweep(6, 12, at * TICK_SECONDS)
     assert visits == [0, 6, 12], "its first tick, its ping, its close"
     assert not any(state.due.values()), "closed: dropped from the wheel"
+    loop.close()
+
+
+def test_an_idle_connection_that_answers_its_pings_is_visited_only_at_its_pings() -> None:
+    """The pong moves it from its close's bucket to its next ping's: one visit per ping."""
+    state, loop = _state()
+    state.revisit_all(6)
+    transport = FakeTransport()
+    connection = WebSocketConnection(state, transport, FrameReader(10_000), False)  # type: ignore[arg-type]
+    state.upgraded(object(), connection)  # type: ignore[arg-type]
+    connection.open("k", "/app/k", {"protocol": "7"}, None)
+    visits, pings = [], []
+    for at in range(30):
+        if connection in state.due.get(state.tick, ()):
+            visits.append(at)
+        written = len(transport.written)
+        state.sweep(6, 12, at * TICK_SECONDS)
+        state.batcher.flush()
+        if WS_PING in transport.written[written:]:
+            pings.append(at)
+            connection.data_received(PONG)  # answered before the next tick
+    assert pings == [6, 13, 20, 27]
+    assert visits == [0, *pings], "no visit at a pong deadline that a pong already met"
+    assert not transport.closed
     loop.close()
 
 

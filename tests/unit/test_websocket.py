@@ -9,6 +9,7 @@ import pytest
 from pyserver.protocol.websocket import (
     OP_CLOSE,
     OP_PING,
+    OP_PONG,
     OP_TEXT,
     FrameReader,
     WebSocketError,
@@ -40,6 +41,36 @@ def test_reader_unmasks_and_handles_split_input(size: int) -> None:
     for i in range(0, len(data), 7):
         messages += reader.feed(data[i : i + 7])
     assert messages == [(OP_TEXT, payload), (OP_PING, b"p")]
+
+
+def test_a_lone_empty_pong_is_exactly_what_feed_reads_as_one() -> None:
+    """The keepalive's shortcut (`lone_empty_pong`) must say yes only where `feed` would
+    return one empty pong and keep nothing buffered."""
+    pong = client_frame(OP_PONG, b"")
+    cases = [
+        pong,
+        client_frame(OP_PONG, b"x"),
+        client_frame(OP_PING, b""),
+        client_frame(OP_CLOSE, b""),
+        client_frame(OP_TEXT, b""),
+        client_frame(OP_PONG, b"", masked=False),
+        pong[:5],
+        pong + pong,
+        pong + pong[:3],
+        bytes([pong[0] | 0x40]) + pong[1:],  # RSV1 on a control frame: an error
+        bytes([pong[0] & 0x7F]) + pong[1:],  # not FIN: an error
+    ]
+    for data in cases:
+        for buffered in (b"", client_frame(OP_TEXT, b"abc")[:3]):
+            reader = FrameReader(100, deflate=True)
+            if buffered:
+                reader.feed(buffered)
+            shortcut = reader.lone_empty_pong(data)
+            try:
+                fed = reader.feed(data)
+            except WebSocketError:
+                fed = None
+            assert shortcut == (fed == [(OP_PONG, b"")] and reader._buffer == b""), data
 
 
 def test_reader_reassembles_fragments_around_control_frames() -> None:
