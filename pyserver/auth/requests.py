@@ -17,12 +17,11 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 from collections.abc import Mapping, Sequence
 
-from pyserver.auth.signatures import sign, signed_query
+from pyserver.auth.signatures import md5, sign, signed_query
 from pyserver.protocol.errors import Unauthorized
 
 
@@ -69,7 +68,7 @@ def verify_request(
         raise Unauthorized("auth_version must be 1.0")
     body_md5 = get("body_md5")
     if body_md5 is not None:
-        actual = hashlib.md5(body).hexdigest()  # `md5_hex`, without the call
+        actual = md5(body).hexdigest()  # `md5_hex`, without the call
         if body_md5 != actual:  # the body's digest is no secret either
             raise Unauthorized(f"body_md5 {body_md5[:64]} does not match the body's MD5 {actual}")
     elif body:

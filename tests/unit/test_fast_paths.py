@@ -80,11 +80,23 @@ def test_query_parsing_keeps_the_first_value_of_each_lower_case_key(
 
 
 def test_sign_with_the_keyed_state_equals_a_one_shot_hmac() -> None:
-    for secret in ("s", "7ad3773142a6692b25b8", "é" * 100):
+    for secret in ("s", "7ad3773142a6692b25b8", "é" * 100, "", "k" * 64, "k" * 65):
         for message in ("", "POST\n/apps/1/events\nauth_key=k", "x" * 1000):
             expected = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
             assert sign(secret, message) == expected
             assert sign(secret, message.encode()) == expected
+
+
+@given(st.text(max_size=150), st.binary(max_size=300))
+def test_sign_equals_hmac_on_any_secret_and_message(secret: str, message: bytes) -> None:
+    expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    assert sign(secret, message) == expected
+    assert sign(secret, message) == expected  # from the cached pads too
+
+
+@given(st.binary(max_size=5000))
+def test_the_body_md5_is_hashlibs(body: bytes) -> None:
+    assert signatures.md5_hex(body) == hashlib.md5(body).hexdigest()
 
 
 def test_the_keyed_state_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
