@@ -26,7 +26,6 @@ from pyserver.protocol.errors import Unauthorized
 
 
 def verify_request(
-    *,
     method: str,
     paths: Sequence[str],
     params: Mapping[str, str],
