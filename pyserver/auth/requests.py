@@ -55,9 +55,10 @@ def verify_request(
         skew = abs(now - float(timestamp))
     except ValueError:
         skew = math.nan
-    if not math.isfinite(skew):  # "nan" would pass any comparison: a request replayable for ever
-        raise Unauthorized("auth_timestamp must be a unix time in seconds")
-    if skew > max_skew:
+    # `not skew < inf` is true for inf and for "nan", which would pass any other comparison
+    if not skew < math.inf or skew > max_skew:
+        if not math.isfinite(skew):  # a request replayable for ever
+            raise Unauthorized("auth_timestamp must be a unix time in seconds")
         raise Unauthorized(
             f"Timestamp expired: auth_timestamp {timestamp} is more than {int(max_skew)} s "
             "from the server's time; check the clock of the signing machine"

@@ -127,7 +127,8 @@ def request_string_to_sign(method: str, path: str, params: Mapping[str, str]) ->
 def signed_query(params: Mapping[str, str]) -> str:
     """`k=v&...` of a request's string to sign: the params sorted by key (each key once),
     without `auth_signature`."""
-    return "&".join([f"{k}={v}" for k, v in sorted(params.items()) if k != "auth_signature"])
+    # Sorting the keys, not the (key, value) pairs: the same order (keys are unique), cheaper.
+    return "&".join([f"{k}={params[k]}" for k in sorted(params) if k != "auth_signature"])
 
 
 def md5_hex(body: bytes) -> str:

@@ -94,6 +94,16 @@ def test_sign_equals_hmac_on_any_secret_and_message(secret: str, message: bytes)
     assert sign(secret, message) == expected  # from the cached pads too
 
 
+@given(
+    st.dictionaries(
+        st.sampled_from(["a", "a_b", "auth_signature", "b", "body_md5", "é"]), st.text()
+    )
+)
+def test_the_signed_query_is_the_params_sorted_by_key(params: dict[str, str]) -> None:
+    expected = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "auth_signature")
+    assert signatures.signed_query(params) == expected
+
+
 @given(st.binary(max_size=5000))
 def test_the_body_md5_is_hashlibs(body: bytes) -> None:
     assert signatures.md5_hex(body) == hashlib.md5(body).hexdigest()
