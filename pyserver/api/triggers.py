@@ -22,6 +22,7 @@ from pyserver.protocol.names import (
     MAX_CHANNEL_NAME,
     MAX_EVENT_NAME,
     RESERVED_EVENT_PREFIXES,
+    RESERVED_MARK,
     channel_name_problem,
     event_name_problem,
 )
@@ -69,7 +70,7 @@ def parse_trigger(
     if not (
         type(name) is str
         and 0 < len(name) <= MAX_EVENT_NAME
-        and not name.startswith(RESERVED_EVENT_PREFIXES)
+        and not (RESERVED_MARK in name and name.startswith(RESERVED_EVENT_PREFIXES))
     ):
         raise BadRequest(f"'{name_field}': {event_name_problem(name)}")
     channels = get("channels") if multi_channel else None

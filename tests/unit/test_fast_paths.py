@@ -217,3 +217,31 @@ def test_the_protected_mode_shortcut_agrees_with_the_header_loop(
         if name in headers
     )
     assert from_this_machine(peer, headers) == expected
+
+
+def test_the_prefix_marks_are_in_every_prefix() -> None:
+    """`CACHE_MARK in name` and `RESERVED_MARK in name` only rule names out before the
+    `startswith` over the prefixes: each mark must be in every prefix it stands for."""
+    from pyserver.protocol.names import (
+        CACHE_MARK,
+        CACHE_PREFIXES,
+        RESERVED_EVENT_PREFIXES,
+        RESERVED_MARK,
+    )
+
+    assert CACHE_PREFIXES and all(CACHE_MARK in prefix for prefix in CACHE_PREFIXES)
+    assert all(RESERVED_MARK in prefix for prefix in RESERVED_EVENT_PREFIXES)
+
+
+@given(st.text(st.sampled_from("pusher_internal:cache-privatex"), max_size=30))
+def test_reserved_event_names_are_refused_with_the_mark_first(name: str) -> None:
+    from pyserver.protocol.names import RESERVED_EVENT_PREFIXES
+
+    config = AppConfig(id="1", key="k", secret="s")
+    body = {"name": name, "channel": "c", "data": "d"}
+    try:
+        parse_trigger(config, body, multi_channel=False)
+    except BadRequest:
+        assert not name or name.startswith(RESERVED_EVENT_PREFIXES) or len(name) > 200
+    else:
+        assert name and not name.startswith(RESERVED_EVENT_PREFIXES)
