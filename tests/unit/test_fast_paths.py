@@ -245,3 +245,27 @@ def test_reserved_event_names_are_refused_with_the_mark_first(name: str) -> None
         assert not name or name.startswith(RESERVED_EVENT_PREFIXES) or len(name) > 200
     else:
         assert name and not name.startswith(RESERVED_EVENT_PREFIXES)
+
+
+def test_the_plain_channel_memo_keeps_only_plain_names_and_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pyserver.api import triggers
+
+    monkeypatch.setattr(triggers, "MAX_PLAIN_SEEN", 3)
+    monkeypatch.setattr(triggers, "_plain_seen", set())
+    config = AppConfig(id="1", key="k", secret="s")
+    for _ in range(2):  # the second round finds some names remembered
+        for i in range(10):
+            body = {"name": "e", "channels": [f"c{i}", "c0"], "data": "d"}
+            assert parse_trigger(config, body, multi_channel=True).channels == [f"c{i}", "c0"]
+            assert len(triggers._plain_seen) <= 3
+    for bad in ("a b", "a" * 201, "#server-to-user-"):
+        with pytest.raises(BadRequest):
+            parse_trigger(config, {"name": "e", "channels": ["c0", bad], "data": "d"}, True)
+        assert bad not in triggers._plain_seen
+    server_to_user = {"name": "e", "channels": ["#server-to-user-1"], "data": "d"}
+    assert parse_trigger(config, server_to_user, multi_channel=True).channels == [
+        "#server-to-user-1"
+    ]
+    assert "#server-to-user-1" not in triggers._plain_seen
