@@ -123,7 +123,7 @@ class Response:
 
     def encode(self, keep_alive: bool) -> bytes:
         if self is EMPTY_OK:  # the answer to almost every trigger: built once
-            return _EMPTY_OK_KEEP_ALIVE if keep_alive else _EMPTY_OK_CLOSE
+            return EMPTY_OK_KEEP_ALIVE if keep_alive else _EMPTY_OK_CLOSE
         return self._encode(keep_alive)
 
     def _encode(self, keep_alive: bool) -> bytes:
@@ -151,7 +151,7 @@ def error_response(status: int, message: str) -> Response:
 
 
 EMPTY_OK = Response(200, b"{}")
-_EMPTY_OK_KEEP_ALIVE = EMPTY_OK._encode(True)
+EMPTY_OK_KEEP_ALIVE = EMPTY_OK._encode(True)
 _EMPTY_OK_CLOSE = EMPTY_OK._encode(False)
 
 

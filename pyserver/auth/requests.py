@@ -17,17 +17,15 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 from collections.abc import Mapping, Sequence
 
-from pyserver.auth.signatures import sign, signed_query
+from pyserver.auth.signatures import md5, sign, signed_query
 from pyserver.protocol.errors import Unauthorized
 
 
 def verify_request(
-    *,
     method: str,
     paths: Sequence[str],
     params: Mapping[str, str],
@@ -57,9 +55,10 @@ def verify_request(
         skew = abs(now - float(timestamp))
     except ValueError:
         skew = math.nan
-    if not math.isfinite(skew):  # "nan" would pass any comparison: a request replayable for ever
-        raise Unauthorized("auth_timestamp must be a unix time in seconds")
-    if skew > max_skew:
+    # `not skew < inf` is true for inf and for "nan", which would pass any other comparison
+    if not skew < math.inf or skew > max_skew:
+        if not math.isfinite(skew):  # a request replayable for ever
+            raise Unauthorized("auth_timestamp must be a unix time in seconds")
         raise Unauthorized(
             f"Timestamp expired: auth_timestamp {timestamp} is more than {int(max_skew)} s "
             "from the server's time; check the clock of the signing machine"
@@ -69,7 +68,7 @@ def verify_request(
         raise Unauthorized("auth_version must be 1.0")
     body_md5 = get("body_md5")
     if body_md5 is not None:
-        actual = hashlib.md5(body).hexdigest()  # `md5_hex`, without the call
+        actual = md5(body).hexdigest()  # `md5_hex`, without the call
         if body_md5 != actual:  # the body's digest is no secret either
             raise Unauthorized(f"body_md5 {body_md5[:64]} does not match the body's MD5 {actual}")
     elif body:

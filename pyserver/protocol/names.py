@@ -67,6 +67,11 @@ _PREFIXES: tuple[tuple[str, ChannelType], ...] = (
 _PUBLIC = ChannelType(ChannelKind.PUBLIC, False)
 CACHE_PREFIXES = tuple(prefix for prefix, kind in _PREFIXES if kind.cache)
 """`name.startswith(CACHE_PREFIXES)` is `channel_type(name).cache`, in one call."""
+CACHE_MARK = "cache-"
+"""In every one of `CACHE_PREFIXES`: `CACHE_MARK in name` (an operator, no call) rules out
+almost every other name before `startswith` runs over the tuple."""
+RESERVED_MARK = "pusher"
+"""In every one of `RESERVED_EVENT_PREFIXES`, for the same use."""
 
 
 _TYPED_STARTS = ("private-", "presence-", "cache-", "#")

@@ -33,6 +33,8 @@ import httptools
 
 from pyserver.auth.protected import FORWARDING_HEADERS
 from pyserver.http import (
+    EMPTY_OK,
+    EMPTY_OK_KEEP_ALIVE,
     Request,
     Response,
     StreamingResponse,
@@ -271,7 +273,7 @@ class HttpConnection(asyncio.Protocol):
                 self._respond(error_response(413, f"Body larger than {limit} bytes"), False)
                 return
             result = self.state.handle_api(request)
-            if isinstance(result, (Response, StreamingResponse)):
+            if type(result) is Response or isinstance(result, (Response, StreamingResponse)):
                 self._respond(result, request.keep_alive, request)
             else:
                 self.busy = True
@@ -300,11 +302,16 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closing or self.stream_end is not None:
             return
-        if isinstance(response, StreamingResponse):
+        if type(response) is not Response and isinstance(response, StreamingResponse):
             self._stream(transport, response)
             return
         keep_alive = keep_alive and not self.state.draining
-        raw = response.encode(keep_alive)
+        # The answer to almost every trigger, without the call to `encode`
+        raw = (
+            EMPTY_OK_KEEP_ALIVE
+            if response is EMPTY_OK and keep_alive
+            else response.encode(keep_alive)
+        )
         if request is not None:
             if request.stats is not None:
                 request.stats.http_transmitted_bytes += len(raw)

@@ -80,11 +80,33 @@ def test_query_parsing_keeps_the_first_value_of_each_lower_case_key(
 
 
 def test_sign_with_the_keyed_state_equals_a_one_shot_hmac() -> None:
-    for secret in ("s", "7ad3773142a6692b25b8", "é" * 100):
+    for secret in ("s", "7ad3773142a6692b25b8", "é" * 100, "", "k" * 64, "k" * 65):
         for message in ("", "POST\n/apps/1/events\nauth_key=k", "x" * 1000):
             expected = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
             assert sign(secret, message) == expected
             assert sign(secret, message.encode()) == expected
+
+
+@given(st.text(max_size=150), st.binary(max_size=300))
+def test_sign_equals_hmac_on_any_secret_and_message(secret: str, message: bytes) -> None:
+    expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    assert sign(secret, message) == expected
+    assert sign(secret, message) == expected  # from the cached pads too
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["a", "a_b", "auth_signature", "b", "body_md5", "é"]), st.text()
+    )
+)
+def test_the_signed_query_is_the_params_sorted_by_key(params: dict[str, str]) -> None:
+    expected = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "auth_signature")
+    assert signatures.signed_query(params) == expected
+
+
+@given(st.binary(max_size=5000))
+def test_the_body_md5_is_hashlibs(body: bytes) -> None:
+    assert signatures.md5_hex(body) == hashlib.md5(body).hexdigest()
 
 
 def test_the_keyed_state_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,3 +217,55 @@ def test_the_protected_mode_shortcut_agrees_with_the_header_loop(
         if name in headers
     )
     assert from_this_machine(peer, headers) == expected
+
+
+def test_the_prefix_marks_are_in_every_prefix() -> None:
+    """`CACHE_MARK in name` and `RESERVED_MARK in name` only rule names out before the
+    `startswith` over the prefixes: each mark must be in every prefix it stands for."""
+    from pyserver.protocol.names import (
+        CACHE_MARK,
+        CACHE_PREFIXES,
+        RESERVED_EVENT_PREFIXES,
+        RESERVED_MARK,
+    )
+
+    assert CACHE_PREFIXES and all(CACHE_MARK in prefix for prefix in CACHE_PREFIXES)
+    assert all(RESERVED_MARK in prefix for prefix in RESERVED_EVENT_PREFIXES)
+
+
+@given(st.text(st.sampled_from("pusher_internal:cache-privatex"), max_size=30))
+def test_reserved_event_names_are_refused_with_the_mark_first(name: str) -> None:
+    from pyserver.protocol.names import RESERVED_EVENT_PREFIXES
+
+    config = AppConfig(id="1", key="k", secret="s")
+    body = {"name": name, "channel": "c", "data": "d"}
+    try:
+        parse_trigger(config, body, multi_channel=False)
+    except BadRequest:
+        assert not name or name.startswith(RESERVED_EVENT_PREFIXES) or len(name) > 200
+    else:
+        assert name and not name.startswith(RESERVED_EVENT_PREFIXES)
+
+
+def test_the_plain_channel_memo_keeps_only_plain_names_and_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pyserver.api import triggers
+
+    monkeypatch.setattr(triggers, "MAX_PLAIN_SEEN", 3)
+    monkeypatch.setattr(triggers, "_plain_seen", set())
+    config = AppConfig(id="1", key="k", secret="s")
+    for _ in range(2):  # the second round finds some names remembered
+        for i in range(10):
+            body = {"name": "e", "channels": [f"c{i}", "c0"], "data": "d"}
+            assert parse_trigger(config, body, multi_channel=True).channels == [f"c{i}", "c0"]
+            assert len(triggers._plain_seen) <= 3
+    for bad in ("a b", "a" * 201, "#server-to-user-"):
+        with pytest.raises(BadRequest):
+            parse_trigger(config, {"name": "e", "channels": ["c0", bad], "data": "d"}, True)
+        assert bad not in triggers._plain_seen
+    server_to_user = {"name": "e", "channels": ["#server-to-user-1"], "data": "d"}
+    assert parse_trigger(config, server_to_user, multi_channel=True).channels == [
+        "#server-to-user-1"
+    ]
+    assert "#server-to-user-1" not in triggers._plain_seen
