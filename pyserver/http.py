@@ -78,10 +78,14 @@ class Request:
     @property
     def signed_paths(self) -> tuple[str, ...]:
         """Paths the signature may be over, the path as received first: raw and decoded, each
-        with and without the prefix (an SDK that sends it, or a proxy that adds it)."""
-        if not self.prefix:
-            return (self.raw_path, self.path)
-        return (self.prefix + self.raw_path, self.raw_path, self.prefix + self.path, self.path)
+        with and without the prefix (an SDK that sends it, or a proxy that adds it), each once
+        (the decoded path is usually the raw one)."""
+        raw_path, prefix = self.raw_path, self.prefix
+        if self.path is raw_path or self.path == raw_path:
+            return (prefix + raw_path, raw_path) if prefix else (raw_path,)
+        if not prefix:
+            return (raw_path, self.path)
+        return (prefix + raw_path, raw_path, prefix + self.path, self.path)
 
 
 def strip_prefix(raw_path: str, prefix: str) -> tuple[str, str]:
@@ -123,7 +127,7 @@ class Response:
 
     def encode(self, keep_alive: bool) -> bytes:
         if self is EMPTY_OK:  # the answer to almost every trigger: built once
-            return EMPTY_OK_KEEP_ALIVE if keep_alive else _EMPTY_OK_CLOSE
+            return _EMPTY_OK_KEEP_ALIVE if keep_alive else _EMPTY_OK_CLOSE
         return self._encode(keep_alive)
 
     def _encode(self, keep_alive: bool) -> bytes:
@@ -151,7 +155,7 @@ def error_response(status: int, message: str) -> Response:
 
 
 EMPTY_OK = Response(200, b"{}")
-EMPTY_OK_KEEP_ALIVE = EMPTY_OK._encode(True)
+_EMPTY_OK_KEEP_ALIVE = EMPTY_OK._encode(True)
 _EMPTY_OK_CLOSE = EMPTY_OK._encode(False)
 
 

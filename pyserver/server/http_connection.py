@@ -33,8 +33,6 @@ import httptools
 
 from pyserver.auth.protected import FORWARDING_HEADERS
 from pyserver.http import (
-    EMPTY_OK,
-    EMPTY_OK_KEEP_ALIVE,
     Request,
     Response,
     StreamingResponse,
@@ -306,12 +304,7 @@ class HttpConnection(asyncio.Protocol):
             self._stream(transport, response)
             return
         keep_alive = keep_alive and not self.state.draining
-        # The answer to almost every trigger, without the call to `encode`
-        raw = (
-            EMPTY_OK_KEEP_ALIVE
-            if response is EMPTY_OK and keep_alive
-            else response.encode(keep_alive)
-        )
+        raw = response.encode(keep_alive)
         if request is not None:
             if request.stats is not None:
                 request.stats.http_transmitted_bytes += len(raw)

@@ -5,8 +5,9 @@ Invariants:
 - One timer sweep checks connections' activity; no timer per connection. It visits every
   HTTP connection, and each WebSocket connection only at the ticks it can be pinged or
   closed at (`ServerState.sweep`, a timing wheel).
-- `_ping_after` and `_close_after` count sweep ticks; when they change, every WebSocket
-  connection is revisited at the next tick.
+- `ServerState.ping_after` and `_close_after` count sweep ticks; when they change, every
+  WebSocket connection is revisited at the next tick (`ServerState.revisit_all`, which
+  also sets `ping_after`: the state holds the one copy the sweep and `answered` use).
 - Socket ids are unique among an app's live connections and match `^\\d+\\.\\d+$`.
 - Shutdown stops accepting, tells every client 4200 (paced), then closes what is left.
 """
@@ -145,7 +146,7 @@ class Server:
         self._servers: list[asyncio.Server] = []
         self._metrics_server: asyncio.Server | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
-        self._ping_after = self._close_after = 0
+        self._close_after = 0
         self._set_tick()
 
     def _set_tick(self) -> None:
@@ -154,15 +155,14 @@ class Server:
         liveness = min(settings.activity_timeout, settings.pong_timeout) / 3
         authz = [a.authorized_connections_timeout / 2 for a in self.live.configs()]
         self.tick_seconds = min(5.0, max(0.25, min([liveness, *filter(None, authz)])))
-        counts = self._ping_after, self._close_after
-        self._ping_after = max(1, math.ceil(settings.activity_timeout / self.tick_seconds))
+        counts = self.state.ping_after, self._close_after
+        ping_after = max(1, math.ceil(settings.activity_timeout / self.tick_seconds))
         self._http_close_after = max(1, math.ceil(settings.http_idle_timeout / self.tick_seconds))
-        self._close_after = self._ping_after + max(
+        self._close_after = ping_after + max(
             1, math.ceil(settings.pong_timeout / self.tick_seconds)
         )
-        if (self._ping_after, self._close_after) != counts:
-            # their schedules were counted with the old ones
-            self.state.revisit_all(self._ping_after)
+        if (ping_after, self._close_after) != counts:
+            self.state.revisit_all(ping_after)  # schedules counted with the old ones
 
     def _apps_changed(self) -> None:
         """An app of the store was added, changed or removed."""
@@ -340,7 +340,7 @@ class Server:
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         self._sweep_handle = loop.call_later(self.tick_seconds, self._sweep)
-        ping_after, close_after = self._ping_after, self._close_after
+        ping_after, close_after = self.state.ping_after, self._close_after
         now = time.monotonic()
         http_close_after = self._http_close_after
         self.state.sweep(ping_after, close_after, now)

@@ -181,17 +181,16 @@ class WebSocketConnection(CorkedWriter):
     def data_received(self, data: bytes) -> None:
         session = self.session
         session.heard = self.state.tick  # activity, counted at the next sweep tick
-        if self.pinged:
-            self.pinged = False
-            self.state.answered(self)
         app = self.app
         if app is not None:
             app.stats.socket_received_bytes += len(data)
-        reader = self.reader
-        if session.history is None and reader.lone_empty_pong(data):
-            return  # the keepalive's answer: activity is all it means
+        if self.pinged:  # never with history: those sessions are visited at every tick
+            self.pinged = False
+            self.state.answered(self)
+            if self.reader.lone_empty_pong(data):
+                return  # the keepalive's answer: activity is all it means
         try:
-            messages = reader.feed(data)
+            messages = self.reader.feed(data)
         except WebSocketError as exc:
             self.close(exc.close_code, exc.reason)
             return
